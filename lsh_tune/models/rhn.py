@@ -1,0 +1,82 @@
+"""Recurrent Highway Network language model (Zilly et al. 2017), coupled carry gate."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from lsh_tune.models.base import RNNLanguageModel, State, embedding_dropout, locked_dropout
+
+__all__ = ["RHN"]
+
+
+class RHN(RNNLanguageModel):
+    """One RHN layer of recurrence depth L with coupled gates (c = 1 − t).
+
+    Per time step, with s_0 = h_{t−1}:
+    ``s_l = tanh(R_H,l s_{l−1} + [l=1] W_H x) ⊙ t_l + s_{l−1} ⊙ (1 − t_l)``,
+    ``t_l = σ(R_T,l s_{l−1} + [l=1] W_T x)``; h_t = s_L.
+    Parameters: ``input_proj`` = [W_H; W_T] (2H × E, no bias); ``highway[l]`` = [R_H,l; R_T,l] with
+    bias (2H × H). Transform-gate biases start at ``gate_bias`` (−2) so early layers carry.
+    Dropouts ``(dropoute, dropouti, dropouth, dropouto)``: word rows, locked on the embedding,
+    a variational mask on the recurrent state entering each step, locked on the output.
+    """
+
+    def __init__(self, vocab_size: int, emb: int, hidden: int, *, depth: int = 10, tied: bool = True,
+                 dropouts: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
+                 gate_bias: float = -2.0) -> None:
+        super().__init__()
+        if tied and hidden != emb:
+            raise ValueError(f"tied weights need hidden {hidden} == emb {emb}")
+        self.vocab_size, self.hidden, self.depth = vocab_size, hidden, depth
+        self.hidden_sizes = (hidden,)
+        self.dropoute, self.dropouti, self.dropouth, self.dropouto = dropouts
+        self.encoder = nn.Embedding(vocab_size, emb)
+        self.input_proj = nn.Linear(emb, 2 * hidden, bias=False)
+        self.highway = nn.ModuleList(nn.Linear(hidden, 2 * hidden) for _ in range(depth))
+        self.decoder = nn.Linear(hidden, vocab_size)
+        nn.init.uniform_(self.encoder.weight, -0.1, 0.1)
+        nn.init.zeros_(self.decoder.bias)
+        with torch.no_grad():
+            for layer in self.highway:
+                layer.bias[hidden:].fill_(gate_bias)
+        if tied:
+            self.decoder.weight = self.encoder.weight
+        else:
+            nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+
+    def init_state(self, batch_size: int) -> State:
+        return ((self._zeros(batch_size, self.hidden),),)
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = embedding_dropout(self.encoder, tokens, self.dropoute, self.training)
+        return locked_dropout(x, self.dropouti, self.training)
+
+    def _highway(self, s: torch.Tensor, xproj: torch.Tensor, s_mask: torch.Tensor | None) -> torch.Tensor:
+        H = self.hidden
+        for l, layer in enumerate(self.highway):
+            inp = s if s_mask is None else s * s_mask
+            pre = layer(inp)
+            if l == 0:
+                pre = pre + xproj
+            t = torch.sigmoid(pre[:, H:])
+            s = torch.tanh(pre[:, :H]) * t + s * (1 - t)
+        return s
+
+    def step(self, state: State, x: torch.Tensor) -> State:
+        return ((self._highway(state[0][0], self.input_proj(x), None),),)
+
+    def forward(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """Log-probabilities (T, B, V) and the new state."""
+        x = self.embed(tokens)
+        xproj = self.input_proj(x)  # (T, B, 2H): the input enters the first highway layer only
+        s = state[0][0]
+        s_mask = None
+        if self.training and self.dropouth > 0:
+            s_mask = s.new_empty(s.shape).bernoulli_(1 - self.dropouth) / (1 - self.dropouth)
+        outs = []
+        for t in range(x.size(0)):
+            s = self._highway(s, xproj[t], s_mask)
+            outs.append(s)
+        y = locked_dropout(torch.stack(outs), self.dropouto, self.training)
+        return F.log_softmax(self.decoder(y), dim=-1), ((s,),)
