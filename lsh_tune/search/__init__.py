@@ -1,0 +1,13 @@
+"""LS-based hyperpruning search: the Ray-free pool/ledger core and its Ray Tune adapters.
+
+The Ray adapters (:class:`LSHScheduler`, :class:`LSHSearcher`, the candidate trainable and the
+runner) are imported lazily so that the core works without Ray.
+"""
+from lsh_tune.search._generators import HPO_METHODS, RefillGenerator, derive_seed, make_generator
+from lsh_tune.search._ledger import STATE_FILE, SearchLedger, atomic_write_text
+from lsh_tune.search._pool import (ACTIVE, FAILED, FINAL, FINISHED, REMOVED, Candidate, CandidatePool,
+                                   PoolConfig, RoundDecision, plan_rounds)
+
+__all__ = ["ACTIVE", "FAILED", "FINAL", "FINISHED", "HPO_METHODS", "REMOVED", "STATE_FILE", "Candidate",
+           "CandidatePool", "PoolConfig", "RefillGenerator", "RoundDecision", "SearchLedger",
+           "atomic_write_text", "derive_seed", "make_generator", "plan_rounds"]

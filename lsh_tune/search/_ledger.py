@@ -1,0 +1,205 @@
+"""The search ledger: pool + refill generator + persistence, shared by scheduler and searcher.
+
+Ray-free. One :class:`SearchLedger` is given to both :class:`~lsh_tune.search.LSHScheduler` and
+:class:`~lsh_tune.search.LSHSearcher` at construction (the explicit contract of style rule 5).
+Every change is written atomically (temp file + ``os.replace``) to ``<experiment>/lsh_state.json``
+because Ray restores searcher state but not scheduler state (ray-project/ray#30838).
+
+Pickling a ledger stores only its path; unpickling re-opens it through a per-process registry,
+so the scheduler and the searcher that ``Tuner.restore`` unpickles separately share one object
+again, loaded from the latest state file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from lsh_tune.errors import LSHUsageError
+from lsh_tune.search._generators import RefillGenerator, make_generator
+from lsh_tune.search._pool import DONE, CandidatePool, PoolConfig, RoundDecision
+from lsh_tune.space import SearchSpace
+
+__all__ = ["SearchLedger", "STATE_FILE", "atomic_write_text"]
+
+STATE_FILE = "lsh_state.json"
+STATE_VERSION = 1
+_REGISTRY: dict[str, "SearchLedger"] = {}
+_LOCK = threading.RLock()
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same directory and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class SearchLedger:
+    """Pool, generator and the per-session bookkeeping of which candidates have a Tune trial.
+
+    Args:
+        pool: the candidate pool.
+        generator: the refill generator.
+        directory: experiment directory for ``lsh_state.json`` (``None``: in memory only).
+        meta: extra JSON metadata saved with the state (hpo name, generator kwargs, ...).
+    """
+
+    def __init__(self, pool: CandidatePool, generator: RefillGenerator, directory: str | os.PathLike | None,
+                 meta: dict | None = None) -> None:
+        self.pool = pool
+        self.generator = generator
+        self.directory = None if directory is None else str(Path(directory).resolve())
+        self.meta = dict(meta or {})
+        self._issued: set[str] = set()   # candidates that got (or found) a trial in this process
+
+    # ----------------------------------------------------------------- creation
+    @classmethod
+    def create(cls, config: PoolConfig, hpo: str, space: SearchSpace, directory: str | os.PathLike | None,
+               **generator_kwargs: Any) -> "SearchLedger":
+        """A fresh ledger with the generator's initial pool; saved at once when ``directory`` is set.
+
+        Raises:
+            LSHUsageError: the directory already holds a search state (resume it instead), or
+                ``hpo`` does not match ``config`` (generates/bracketed).
+        """
+        generator = make_generator(hpo, space, config.seed, **generator_kwargs)
+        if config.generates != generator.generates or config.bracketed != generator.bracketed:
+            raise LSHUsageError(f"PoolConfig(generates={config.generates}, bracketed={config.bracketed}) "
+                                f"does not match hpo={hpo!r}; use SearchLedger.pool_config_for()")
+        if directory is not None and (Path(directory) / STATE_FILE).exists():
+            raise LSHUsageError(f"{Path(directory) / STATE_FILE} exists: resume that search (--resume) "
+                                "or choose another --name")
+        pool = CandidatePool(config, generator.initial(config.pool_size))
+        meta = {"hpo": hpo, "space": space.to_dict(), "generator_kwargs": generator_kwargs}
+        ledger = cls(pool, generator, directory, meta)
+        ledger.save()
+        if ledger.directory is not None:
+            with _LOCK:
+                _REGISTRY[ledger.directory] = ledger
+        return ledger
+
+    @staticmethod
+    def pool_config_for(hpo: str, **kwargs: Any) -> PoolConfig:
+        """A :class:`PoolConfig` whose ``generates``/``bracketed`` match the generator ``hpo``."""
+        gen = make_generator(hpo, SearchSpace())
+        return PoolConfig(generates=gen.generates, bracketed=gen.bracketed, **kwargs)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "SearchLedger":
+        """Read ``<directory>/lsh_state.json`` (no registry)."""
+        path = Path(directory) / STATE_FILE
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise LSHUsageError(f"cannot read search state {str(path)!r}: {e}") from None
+        if d.get("version") != STATE_VERSION:
+            raise LSHUsageError(f"{path}: state version {d.get('version')!r}, expected {STATE_VERSION}")
+        meta = d["meta"]
+        space = SearchSpace.from_dict(meta["space"])
+        pool = CandidatePool.from_state_dict(d["pool"])
+        generator = make_generator(meta["hpo"], space, pool.config.seed, **meta.get("generator_kwargs", {}))
+        return cls(pool, generator, directory, meta)
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike) -> "SearchLedger":
+        """The process-wide ledger of ``directory`` (loaded from disk on first use)."""
+        key = str(Path(directory).resolve())
+        with _LOCK:
+            if key not in _REGISTRY:
+                _REGISTRY[key] = cls.load(key)
+            return _REGISTRY[key]
+
+    @staticmethod
+    def forget(directory: str | os.PathLike) -> None:
+        """Drop ``directory`` from the registry (tests; a later :meth:`open` reloads the file)."""
+        with _LOCK:
+            _REGISTRY.pop(str(Path(directory).resolve()), None)
+
+    def __reduce__(self):
+        if self.directory is None:
+            return (_rebuild_in_memory, (self.state_dict(),))
+        self.save()
+        return (SearchLedger.open, (self.directory,))
+
+    # ------------------------------------------------------------ persistence
+    def state_dict(self) -> dict:
+        return {"version": STATE_VERSION, "meta": self.meta, "pool": self.pool.state_dict()}
+
+    def save(self) -> None:
+        """Atomically write the state file (no-op in memory)."""
+        if self.directory is not None:
+            atomic_write_text(Path(self.directory) / STATE_FILE, json.dumps(self.state_dict(), indent=1))
+
+    # ------------------------------------------------------------ operations
+    def on_boundary(self, cid: str, epoch: int, value: float) -> RoundDecision | None:
+        """Record a round metric; close the round when the pool is complete. Saves on change."""
+        with _LOCK:
+            changed = self.pool.record(cid, epoch, value)
+            decision = None
+            if self.pool.ready():
+                decision = self.pool.decide(self._generate)
+                changed = True
+            if changed:
+                self.save()
+            return decision
+
+    def _generate(self, n: int) -> list[dict]:
+        existing = [c.config for c in self.pool.candidates.values()]
+        return self.generator.refill(n, self.pool.observations(), existing, self.pool.round)
+
+    def on_final(self, cid: str, metrics: dict) -> None:
+        with _LOCK:
+            self.pool.record_final(cid, metrics)
+            self.save()
+
+    def on_failed(self, cid: str) -> RoundDecision | None:
+        """A trial errored: drop the candidate and close the round if that completes it."""
+        with _LOCK:
+            self.pool.mark_failed(cid)
+            decision = self.pool.decide(self._generate) if self.pool.ready() else None
+            self.save()
+            return decision
+
+    def bind(self, cid: str) -> None:
+        """A Tune trial for ``cid`` exists in this process (new or restored)."""
+        self._issued.add(cid)
+
+    def next_to_issue(self) -> tuple[str, dict] | None:
+        """The first live candidate without a trial in this process, marked as issued."""
+        with _LOCK:
+            for c in self.pool.candidates.values():
+                if c.alive and c.cid not in self._issued:
+                    self._issued.add(c.cid)
+                    return c.cid, dict(c.config)
+            return None
+
+    def issuing_finished(self) -> bool:
+        """No candidate will ever need a new trial (halving over, everyone issued)."""
+        return self.pool.phase != "selection" and all(
+            c.cid in self._issued for c in self.pool.alive())
+
+    @property
+    def done(self) -> bool:
+        return self.pool.phase == DONE
+
+
+def _rebuild_in_memory(state: dict) -> SearchLedger:
+    meta = state["meta"]
+    space = SearchSpace.from_dict(meta["space"])
+    pool = CandidatePool.from_state_dict(state["pool"])
+    generator = make_generator(meta["hpo"], space, pool.config.seed, **meta.get("generator_kwargs", {}))
+    return SearchLedger(pool, generator, None, meta)

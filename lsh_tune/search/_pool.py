@@ -1,0 +1,386 @@
+"""The LSH candidate pool: removal, refill counts, termination (paper §3 "LS-based Hyperpruning").
+
+Ray-free. Every candidate trains ``E`` epochs of its own per round; when every active candidate
+has reported its round metric (LS distance to the dense reference, or validation loss for the
+loss-based baseline; lower is better), :meth:`CandidatePool.decide` ranks the pool, removes the
+farther ⌊n/2⌋ and asks the refill generator for ⌊n/4⌋ new candidates (n = pool size before
+removal). Halving stops when the pool is at or below ``final_k`` or a round/epoch budget is
+spent; the survivors are then trained to ``max_epochs`` (of their own training) and the best
+validation perplexity wins.
+
+Conventions (documented choices):
+
+* Ranking: ascending metric, ties broken by candidate id. A NaN or infinite metric (a diverged
+  RNN, exploding exponents) ranks behind every finite one (rule 10).
+* Removal never leaves fewer than ``final_k`` survivors: ``removed = min(⌊n/2⌋, n − final_k)``.
+  A round that reaches ``final_k`` (or spends the budget) generates nothing.
+* Bracketed generators (``hyperband``, ``bohb``): each refill batch is a bracket (the initial
+  pool is bracket 0); a candidate is ranked only against its bracket — its score is its mid-rank
+  quantile ``(rank + ½)/n_b`` within the bracket — and the ⌊n/2⌋ highest scores are removed
+  (ties: larger metric, then id). With one bracket this is plain ranking.
+
+The whole state is a JSON dict (:meth:`CandidatePool.state_dict`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable
+
+from lsh_tune.errors import LSHUsageError, check_choice
+
+__all__ = ["ACTIVE", "FINAL", "FINISHED", "REMOVED", "FAILED", "Candidate", "PoolConfig", "CandidatePool",
+           "RoundDecision", "plan_rounds"]
+
+ACTIVE, FINAL, FINISHED, REMOVED, FAILED = "active", "final", "finished", "removed", "failed"
+METRICS = ("ls", "loss")
+SELECTION, FINAL_PHASE, DONE = "selection", "final", "done"
+
+
+def _check_int(name: str, value: Any, low: int, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise LSHUsageError(f"{name}={value!r} must be an integer >= {low}")
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """Schedule of one LSH search.
+
+    Args:
+        pool_size: initial number of candidates |P| (paper: 20, 24, 30, 40).
+        rounds_every: E, epochs of a candidate's own training per round (paper: 3).
+        max_epochs: total epochs of a finalist's own training (selection epochs included); must
+            exceed the selection epochs of the oldest candidate (see :func:`plan_rounds`).
+        final_k: stop halving when at most this many candidates remain (default 2).
+        max_rounds: optional cap on the number of halving rounds.
+        epoch_budget: optional cap on candidate-epochs spent in selection (Σ over rounds n·E).
+        metric: ``ls`` (distance to the dense reference) or ``loss`` (validation loss baseline).
+        generates: whether rounds refill (``grid``: no).
+        bracketed: Hyperband-style per-bracket ranking (``hyperband``, ``bohb``).
+        seed: seed of the generator (candidate ids are deterministic anyway).
+
+    Raises:
+        LSHUsageError: a value out of range or a ``max_epochs`` too small for the schedule.
+    """
+
+    pool_size: int
+    rounds_every: int = 3
+    max_epochs: int = 10
+    final_k: int = 2
+    max_rounds: int | None = None
+    epoch_budget: int | None = None
+    metric: str = "ls"
+    generates: bool = True
+    bracketed: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_int("pool_size", self.pool_size, 1)
+        _check_int("rounds_every", self.rounds_every, 1)
+        _check_int("max_epochs", self.max_epochs, 1)
+        _check_int("final_k", self.final_k, 1)
+        _check_int("max_rounds", self.max_rounds, 0, allow_none=True)
+        _check_int("epoch_budget", self.epoch_budget, 0, allow_none=True)
+        _check_int("seed", self.seed, 0)
+        check_choice("metric", self.metric, METRICS)
+        rounds = plan_rounds(self)
+        need = len(rounds) * self.rounds_every + 1
+        if self.max_epochs < need:
+            raise LSHUsageError(
+                f"max_epochs={self.max_epochs} is too small: the schedule has {len(rounds)} round(s) of "
+                f"E={self.rounds_every} epochs, so the oldest finalist has trained {need - 1} epochs when "
+                f"selection ends; use max_epochs >= {need} (or lower --pool/--max-rounds)")
+
+
+def _round_counts(n: int, cfg: PoolConfig) -> tuple[int, int]:
+    """(removed, generated) for a round with n active candidates (before budget checks)."""
+    removed = min(n // 2, max(0, n - cfg.final_k))
+    generated = n // 4 if cfg.generates and n - removed > cfg.final_k else 0
+    return removed, generated
+
+
+def plan_rounds(cfg: PoolConfig) -> list[tuple[int, int, int]]:
+    """The whole schedule as ``[(n, removed, generated), ...]``, one entry per round.
+
+    Counts do not depend on the metrics, so the plan is exact (failed trials aside).
+
+    >>> plan_rounds(PoolConfig(8, rounds_every=1, max_epochs=5))
+    [(8, 4, 2), (6, 3, 1), (4, 2, 0)]
+    """
+    out: list[tuple[int, int, int]] = []
+    n, spent = cfg.pool_size, 0
+    while n > cfg.final_k:
+        removed, generated = _round_counts(n, cfg)
+        spent += n * cfg.rounds_every
+        stop = n - removed <= cfg.final_k or _budget_spent(cfg, len(out) + 1, spent)
+        out.append((n, removed, 0 if stop else generated))
+        if stop:
+            break
+        n = n - removed + generated
+    return out
+
+
+def _budget_spent(cfg: PoolConfig, rounds_done: int, epochs_spent: int) -> bool:
+    return ((cfg.max_rounds is not None and rounds_done >= cfg.max_rounds)
+            or (cfg.epoch_budget is not None and epochs_spent >= cfg.epoch_budget))
+
+
+@dataclass
+class Candidate:
+    """One pruned-network configuration in the pool.
+
+    Attributes:
+        cid: stable id (``c000``, ``c001``, ... in order of creation).
+        config: hyperparameters (see :mod:`lsh_tune.space`).
+        born_round: global round after which it was generated (0 = initial pool); its bracket.
+        status: ``active`` | ``final`` | ``finished`` | ``removed`` | ``failed``.
+        history: decided metric value per own round.
+        epochs: the candidate's own epoch count at each decided round.
+        pending: ``[epoch, value]`` reported for the current round, not yet decided.
+        removed_round: global round that removed it.
+        final: final metrics of a finalist (``val_ppl``, ``test_ppl``, ``density`` ...).
+    """
+
+    cid: str
+    config: dict
+    born_round: int = 0
+    status: str = ACTIVE
+    history: list[float] = field(default_factory=list)
+    epochs: list[int] = field(default_factory=list)
+    pending: list | None = None
+    removed_round: int | None = None
+    final: dict | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.status in (ACTIVE, FINAL)
+
+
+@dataclass(frozen=True)
+class RoundDecision:
+    """Outcome of one round: the ranking (best first), who goes, who comes, whether halving ended."""
+
+    round: int
+    ranking: list[tuple[str, float]]
+    removed: list[str]
+    generated: list[str]
+    done: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _sort_key(value: float) -> float:
+    return value if math.isfinite(value) else math.inf
+
+
+def rank(values: dict[str, float]) -> list[tuple[str, float]]:
+    """Candidates sorted best first (ascending, non-finite last, ties by id)."""
+    return sorted(values.items(), key=lambda kv: (_sort_key(kv[1]), math.isnan(kv[1]), kv[0]))
+
+
+def choose_removed(values: dict[str, float], brackets: dict[str, int] | None, k: int) -> list[str]:
+    """The ``k`` candidates to remove: the worst overall, or the worst per bracket (see module doc)."""
+    if k <= 0:
+        return []
+    if not brackets:
+        return [cid for cid, _ in rank(values)[::-1][:k]]
+    score: dict[str, float] = {}
+    for b in sorted(set(brackets.values())):
+        members = {c: v for c, v in values.items() if brackets[c] == b}
+        for r, (cid, _) in enumerate(rank(members)):
+            score[cid] = (r + 0.5) / len(members)
+    order = sorted(values, key=lambda c: (-score[c], -_sort_key(values[c]), c))
+    return order[:k]
+
+
+class CandidatePool:
+    """State machine of one LSH search (see module docstring).
+
+    Args:
+        config: the schedule.
+        initial: configs of the initial pool (length ``config.pool_size``).
+
+    The refill configs are produced by the caller (a generator) and added with :meth:`add` after
+    :meth:`decide` returns ``n_generate``; :meth:`decide` takes a callable for that.
+    """
+
+    def __init__(self, config: PoolConfig, initial: Iterable[dict] | None = None) -> None:
+        self.config = config
+        self.candidates: dict[str, Candidate] = {}
+        self.rounds: list[dict] = []
+        self.phase = SELECTION
+        self.epochs_spent = 0
+        if initial is not None:
+            initial = list(initial)
+            if len(initial) != config.pool_size:
+                raise LSHUsageError(f"initial pool has {len(initial)} configs, pool_size={config.pool_size}")
+            for cfg in initial:
+                self.add(cfg, born_round=0)
+            if config.pool_size <= config.final_k:
+                self._enter_final()
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def round(self) -> int:
+        """Number of decided rounds."""
+        return len(self.rounds)
+
+    def active(self) -> list[Candidate]:
+        return [c for c in self.candidates.values() if c.status == ACTIVE]
+
+    def alive(self) -> list[Candidate]:
+        return [c for c in self.candidates.values() if c.alive]
+
+    def ready(self) -> bool:
+        """True when every active candidate has reported the current round (selection only)."""
+        act = self.active()
+        return self.phase == SELECTION and bool(act) and all(c.pending is not None for c in act)
+
+    def action(self, cid: str, epoch: int | None = None) -> str:
+        """What a trial of ``cid`` should do now: ``continue``, ``pause`` or ``stop``.
+
+        ``epoch`` is the trial's own epoch count at a round boundary (``None`` mid-round).
+        """
+        c = self.candidates[cid]
+        if not c.alive:
+            return "stop"
+        if c.status == FINAL:
+            return "continue"
+        if c.pending is not None and (epoch is None or epoch >= c.pending[0]):
+            return "pause"
+        return "continue"
+
+    def released(self, cid: str) -> bool:
+        """True when a paused trial of ``cid`` may run again (its round was decided)."""
+        c = self.candidates[cid]
+        return c.alive and c.pending is None
+
+    # ---------------------------------------------------------------- mutation
+    def add(self, config: dict, *, born_round: int | None = None) -> str:
+        """Add a candidate and return its id."""
+        cid = f"c{len(self.candidates):03d}"
+        self.candidates[cid] = Candidate(cid, dict(config), self.round if born_round is None else born_round)
+        return cid
+
+    def record(self, cid: str, epoch: int, value: float) -> bool:
+        """Record the metric of ``cid`` at its round boundary ``epoch``.
+
+        Idempotent: a replay of an already recorded or decided boundary is ignored.
+
+        Returns:
+            True when the value was new.
+        """
+        c = self.candidates[cid]
+        if c.status != ACTIVE or (c.epochs and epoch <= c.epochs[-1]):
+            return False
+        if c.pending is not None:
+            return False
+        c.pending = [int(epoch), float(value)]
+        return True
+
+    def mark_failed(self, cid: str) -> None:
+        """A trial errored: drop its candidate (it no longer blocks the round)."""
+        c = self.candidates[cid]
+        if c.alive:
+            c.status, c.pending, c.removed_round = FAILED, None, self.round
+            if self.phase == FINAL_PHASE and not self.alive():
+                self.phase = DONE
+
+    def decide(self, generate) -> RoundDecision:
+        """Close the current round.
+
+        Args:
+            generate: ``generate(n) -> list[dict]`` producing ``n`` refill configs (called only
+                when ``n > 0``; it sees the pool with this round's values already applied).
+
+        Raises:
+            RuntimeError: the round is not :meth:`ready`.
+        """
+        if not self.ready():
+            raise RuntimeError("decide() before every active candidate reported")
+        cfg = self.config
+        act = self.active()
+        values = {c.cid: c.pending[1] for c in act}
+        n = len(act)
+        k, n_gen = _round_counts(n, cfg)
+        self.epochs_spent += n * cfg.rounds_every
+        brackets = {c.cid: c.born_round for c in act} if cfg.bracketed else None
+        removed = choose_removed(values, brackets, k)
+        for c in act:
+            c.epochs.append(c.pending[0])
+            c.history.append(c.pending[1])
+            c.pending = None
+        for cid in removed:
+            self.candidates[cid].status = REMOVED
+            self.candidates[cid].removed_round = self.round
+        done = n - k <= cfg.final_k or _budget_spent(cfg, self.round + 1, self.epochs_spent)
+        generated: list[str] = []
+        if not done and n_gen > 0:
+            for conf in generate(n_gen):
+                generated.append(self.add(conf, born_round=self.round + 1))
+        decision = RoundDecision(self.round, rank(values), removed, generated, done)
+        self.rounds.append(decision.to_dict())
+        if decision.done:
+            self._enter_final()
+        return decision
+
+    def _enter_final(self) -> None:
+        self.phase = FINAL_PHASE
+        for c in self.active():
+            c.status = FINAL
+        if not self.alive():
+            self.phase = DONE
+
+    def record_final(self, cid: str, metrics: dict) -> None:
+        """Store a finalist's final metrics (``val_ppl`` required) and mark it finished."""
+        c = self.candidates[cid]
+        if c.status != FINAL:
+            return
+        if "val_ppl" not in metrics:
+            raise KeyError(f"final metrics of {cid} lack 'val_ppl'")
+        c.final, c.status = dict(metrics), FINISHED
+        if not self.alive():
+            self.phase = DONE
+
+    def best(self) -> Candidate | None:
+        """The finished finalist with the lowest validation perplexity (ties by id)."""
+        done = [c for c in self.candidates.values() if c.status == FINISHED and c.final]
+        if not done:
+            return None
+        return min(done, key=lambda c: (_sort_key(float(c.final["val_ppl"])), c.cid))
+
+    def observations(self) -> list[dict]:
+        """(config, budget, value, alive) of every candidate with a decided round, for refills."""
+        return [{"cid": c.cid, "config": c.config, "budget": len(c.history), "value": c.history[-1],
+                 "alive": c.alive}
+                for c in self.candidates.values() if c.history]
+
+    # ------------------------------------------------------------ serialisation
+    def state_dict(self) -> dict:
+        """JSON-serialisable state (config included)."""
+        return {"config": asdict(self.config), "phase": self.phase, "epochs_spent": self.epochs_spent,
+                "rounds": self.rounds, "candidates": [asdict(c) for c in self.candidates.values()]}
+
+    @classmethod
+    def from_state_dict(cls, d: dict) -> "CandidatePool":
+        """Rebuild a pool saved by :meth:`state_dict`."""
+        pool = cls(PoolConfig(**d["config"]))
+        pool.phase, pool.epochs_spent = d["phase"], int(d["epochs_spent"])
+        pool.rounds = [dict(r, ranking=[tuple(x) for x in r["ranking"]]) for r in d["rounds"]]
+        for c in d["candidates"]:
+            pool.candidates[c["cid"]] = Candidate(**c)
+        return pool
+
+    def table(self) -> list[dict]:
+        """One row per candidate: config, metric per round, status, final metrics."""
+        rows = []
+        for c in self.candidates.values():
+            row = {"cid": c.cid, **c.config, "born_round": c.born_round, "status": c.status,
+                   "removed_round": c.removed_round, "metric_per_round": list(c.history),
+                   "epochs_per_round": list(c.epochs)}
+            row.update({k: v for k, v in (c.final or {}).items() if not isinstance(v, (list, dict))})
+            rows.append(row)
+        return rows
