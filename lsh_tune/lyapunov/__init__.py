@@ -1,0 +1,13 @@
+"""Lyapunov spectrum (LS) engine: Jacobians, the QR algorithm, LS-space distances, reference cache.
+
+No Ray imports here: the search layer calls these pure functions. Exponents are natural-log
+rates per time step (the authors' code used log₂).
+"""
+from lsh_tune.lyapunov.jacobians import (CONVENTIONS, analytic_stepper, autograd_stepper, jacobian,
+                                         make_stepper, state_size, state_vector, supports_analytic)
+from lsh_tune.lyapunov.spectrum import (LSConfig, ls_summary, lyapunov_spectrum, reference_spectrum,
+                                        validation_tokens)
+
+__all__ = ["CONVENTIONS", "LSConfig", "analytic_stepper", "autograd_stepper", "jacobian", "ls_summary",
+           "lyapunov_spectrum", "make_stepper", "reference_spectrum", "state_size", "state_vector",
+           "supports_analytic", "validation_tokens"]

@@ -1,0 +1,266 @@
+"""The QR algorithm for the Lyapunov spectrum (paper §3, Eq. 1).
+
+For K sequences of length T (after optional warm-up steps), starting from h_0 = 0 and Q_0 = I:
+each step computes J_t = d s_t / d s_{t-1} and ``Q_t, R_t = qr(J_t · Q_{t-1})`` per sequence, and
+
+    λ_i = 1/(K T) Σ_k Σ_t log |r_ii^{t,k}|        (natural log, units: nats per time step)
+
+(the authors' code used log₂; multiply by 1/ln 2 ≈ 1.4427 to compare). Warm-up steps evolve
+the state and Q but are not averaged. The model runs in eval mode (no dropout) and no gradients.
+
+Two QR paths:
+
+* full spectrum (``top=None``): Householder QR (``geqrf``) whose Q is never formed; the next
+  step's J·Q is ``ormqr`` applied to the dense J from the right.
+* top-k (``top=k``): Q of shape (N, k) carried explicitly (reduced ``qr``, sign-fixed so that
+  diag(R) ≥ 0), and J·Q formed without forming J (gate-wise products, see ``jacobians``).
+
+The sign fix does not change |r_ii| (column signs of Q only flip signs of R's columns), so both
+paths give the same exponents.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from lsh_tune.errors import LSHUsageError, check_choice
+from lsh_tune.lyapunov.jacobians import CONVENTIONS, Stepper, cast_state, make_stepper, state_size
+from lsh_tune.models.base import RNNLanguageModel
+
+__all__ = ["DTYPES", "JACOBIAN_METHODS", "LSConfig", "ls_summary", "lyapunov_spectrum", "qr_exponents",
+           "reference_spectrum", "validation_tokens"]
+
+DTYPES = ("float32", "float64")
+JACOBIAN_METHODS = ("analytic", "autograd")
+
+
+def _check_int(name: str, value: object, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}={value!r} must be an int")
+    if value < low:
+        raise LSHUsageError(f"{name}={value!r} is out of range; allowed: >= {low}")
+
+
+@dataclass(frozen=True)
+class LSConfig:
+    """Settings of one Lyapunov-spectrum computation (validated at construction).
+
+    Args:
+        k: K, number of validation sequences averaged (paper: 2).
+        steps: T, number of averaged time steps per sequence (paper: BPTT = 35).
+        warmup: steps run before averaging starts (state and Q evolve; the authors used 10).
+        state: ``"h"`` (paper: c_{t-1} held fixed, N = Σ H_l) or ``"hc"`` (full LSTM state).
+        top: compute only the ``top`` leading exponents (Q is N × top); ``None`` = all N.
+        dtype: ``"float32"`` or ``"float64"`` for Jacobians and QR.
+        jacobian: ``"analytic"`` (closed form where the model has one) or ``"autograd"``.
+
+    Raises:
+        TypeError: a count is not an int.
+        LSHUsageError: a value is out of range or not an allowed choice.
+    """
+
+    k: int = 2
+    steps: int = 35
+    warmup: int = 10
+    state: str = "h"
+    top: int | None = None
+    dtype: str = "float32"
+    jacobian: str = "analytic"
+
+    def __post_init__(self) -> None:
+        _check_int("k", self.k, 1)
+        _check_int("steps", self.steps, 1)
+        _check_int("warmup", self.warmup, 0)
+        if self.top is not None:
+            _check_int("top", self.top, 1)
+        check_choice("state", self.state, CONVENTIONS)
+        check_choice("dtype", self.dtype, DTYPES)
+        check_choice("jacobian", self.jacobian, JACOBIAN_METHODS)
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype)
+
+    @property
+    def total_steps(self) -> int:
+        """Rows of validation tokens needed: warmup + steps."""
+        return self.warmup + self.steps
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def validation_tokens(source, k: int = 2, length: int = 45) -> torch.LongTensor:
+    """The first validation batch: (length, k) tokens.
+
+    ``source`` is a :class:`~lsh_tune.data.Corpus` (its ``valid`` split is used) or a 1-D token
+    tensor. The stream is cut into ``k`` columns (:func:`~lsh_tune.data.batchify`) and the first
+    ``length`` rows are kept, so column j starts at token j·(len // k).
+    """
+    from lsh_tune.data import batchify
+
+    stream = source.valid if hasattr(source, "valid") else torch.as_tensor(source)
+    _check_int("k", k, 1)
+    _check_int("length", length, 1)
+    if stream.numel() < k * length:
+        raise LSHUsageError(f"validation split has {stream.numel()} tokens; k={k} × length={length} needed")
+    return batchify(stream, k)[:length]
+
+
+def _check_inputs(model: RNNLanguageModel, tokens: torch.Tensor, cfg: LSConfig) -> int:
+    if tokens.dim() != 2:
+        raise LSHUsageError(f"tokens must be (T, K); got shape {tuple(tokens.shape)}")
+    if tokens.shape[0] < cfg.total_steps:
+        raise LSHUsageError(f"tokens have {tokens.shape[0]} rows; warmup + steps = {cfg.total_steps} needed")
+    if tokens.shape[1] < cfg.k:
+        raise LSHUsageError(f"tokens have {tokens.shape[1]} sequences; k={cfg.k} needed")
+    n = state_size(model, cfg.state)
+    if cfg.top is not None and cfg.top > n:
+        raise LSHUsageError(f"top={cfg.top} exceeds the state size N={n}")
+    return n
+
+
+def lyapunov_spectrum(model: RNNLanguageModel, tokens: torch.Tensor, config: LSConfig | None = None,
+                      *, stepper: Stepper | None = None) -> np.ndarray:
+    """Lyapunov spectrum of ``model`` driven by ``tokens`` (Eq. 1).
+
+    Args:
+        model: a language model with ``init_state``, ``embed`` and ``step``; runs on its device.
+        tokens: (T_total, K') LongTensor; the first ``config.k`` columns and
+            ``config.warmup + config.steps`` rows are used (see :func:`validation_tokens`).
+        config: :class:`LSConfig`; default ``LSConfig()``.
+        stepper: override the Jacobian stepper (testing).
+
+    Returns:
+        float64 array (N,) or (top,), sorted descending, in nats per time step. A singular
+        Jacobian direction gives −inf; a diverged model gives NaN entries.
+
+    >>> import torch
+    >>> from lsh_tune.models import build_model, get_preset
+    >>> m = build_model(get_preset("stacked_lstm", "tiny")[0], 50)
+    >>> ls = lyapunov_spectrum(m, torch.randint(50, (45, 2)))
+    >>> ls.shape, bool(ls[0] >= ls[-1])
+    ((128,), True)
+    """
+    cfg = config or LSConfig()
+    n = _check_inputs(model, tokens, cfg)
+    dtype = cfg.torch_dtype
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            tokens = tokens[: cfg.total_steps, : cfg.k].to(device)
+            xs = model.embed(tokens).to(dtype)
+            state = cast_state(model.init_state(cfg.k), dtype)
+        step = stepper or make_stepper(model, convention=cfg.state, dtype=dtype, method=cfg.jacobian)
+        logs = qr_exponents(step, state, xs, n, cfg)
+    finally:
+        model.train(was_training)
+    return _finish(logs, cfg)
+
+
+def _finish(logs: torch.Tensor, cfg: LSConfig) -> np.ndarray:
+    """Mean over K and T of log|r_ii| -> descending float64 numpy array."""
+    lam = logs.double().sum(dim=0).cpu().numpy() / (cfg.k * cfg.steps)
+    lam = -np.sort(-lam)
+    return np.concatenate([lam[~np.isnan(lam)], lam[np.isnan(lam)]])
+
+
+def qr_exponents(step: Stepper, state, xs: torch.Tensor, n: int, cfg: LSConfig) -> torch.Tensor:
+    """Run the QR algorithm; returns Σ_t log|r_ii| per sequence, shape (K, N or top)."""
+    with torch.no_grad() if cfg.jacobian == "analytic" else torch.enable_grad():
+        if cfg.top is None:
+            return _full_qr(step, state, xs, cfg)
+        return _topk_qr(step, state, xs, n, cfg)
+
+
+def _log_abs_diag(a: torch.Tensor) -> torch.Tensor:
+    return torch.log(torch.diagonal(a, dim1=-2, dim2=-1).abs())
+
+
+def _full_qr(step: Stepper, state, xs: torch.Tensor, cfg: LSConfig) -> torch.Tensor:
+    """Householder path: geqrf per sequence, J·Q by ormqr from the right, Q never formed."""
+    acc = None
+    factors: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * cfg.k
+    for t in range(cfg.total_steps):
+        jac, state = step(state, xs[t])
+        j = jac.dense().detach()
+        if acc is None:
+            acc = j.new_zeros((cfg.k, j.shape[-1]))
+        for b in range(cfg.k):
+            f = factors[b]
+            z = j[b] if f is None else torch.ormqr(f[0], f[1], j[b], left=False, transpose=False)
+            factors[b] = torch.geqrf(z)
+            if t >= cfg.warmup:
+                acc[b] += _log_abs_diag(factors[b][0])
+        state = _detach(state)
+    return acc
+
+
+def _topk_qr(step: Stepper, state, xs: torch.Tensor, n: int, cfg: LSConfig) -> torch.Tensor:
+    """Explicit-Q path: Q (K, N, top), reduced QR, sign-fixed so diag(R) ≥ 0."""
+    dtype, device = xs.dtype, xs.device
+    q = torch.eye(n, cfg.top, dtype=dtype, device=device).expand(cfg.k, n, cfg.top).contiguous()
+    acc = torch.zeros((cfg.k, cfg.top), dtype=dtype, device=device)
+    for t in range(cfg.total_steps):
+        jac, state = step(state, xs[t])
+        z = jac.matmul(q).detach()
+        q, r = torch.linalg.qr(z)
+        d = torch.diagonal(r, dim1=-2, dim2=-1)
+        sign = torch.where(d < 0, -1.0, 1.0).to(dtype)
+        q = q * sign[:, None, :]
+        if t >= cfg.warmup:
+            acc += torch.log(d.abs())
+        state = _detach(state)
+    return acc
+
+
+def _detach(state):
+    return tuple(tuple(t.detach() for t in layer) for layer in state)
+
+
+def reference_spectrum(model: RNNLanguageModel, tokens: torch.Tensor, config: LSConfig | None = None) -> np.ndarray:
+    """The straightforward computation, for checking and benchmarks.
+
+    Per-sample autograd Jacobian (``jacrev``), explicit J·Q, ``torch.linalg.qr`` with Q formed,
+    sign-fixed; same averaging as :func:`lyapunov_spectrum`. Full spectrum unless ``top``.
+    """
+    cfg = config or LSConfig()
+    n = _check_inputs(model, tokens, cfg)
+    dtype = cfg.torch_dtype
+    m = n if cfg.top is None else cfg.top
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            xs = model.embed(tokens[: cfg.total_steps, : cfg.k].to(next(model.parameters()).device)).to(dtype)
+        acc = torch.zeros((cfg.k, m), dtype=dtype)
+        for b in range(cfg.k):
+            step = make_stepper(model, convention=cfg.state, dtype=dtype, method="autograd")
+            state = cast_state(model.init_state(1), dtype)
+            q = torch.eye(n, m, dtype=dtype, device=xs.device)
+            for t in range(cfg.total_steps):
+                jac, state = step(state, xs[t, b:b + 1])
+                q, r = torch.linalg.qr(jac.dense()[0].detach() @ q)
+                d = torch.diagonal(r)
+                q = q * torch.where(d < 0, -1.0, 1.0).to(dtype)
+                if t >= cfg.warmup:
+                    acc[b] += torch.log(d.abs())
+                state = _detach(state)
+    finally:
+        model.train(was_training)
+    return _finish(acc, cfg)
+
+
+def ls_summary(ls: np.ndarray) -> dict:
+    """max / mean / variance / min of the finite exponents, and counts of −inf and NaN (Table 3)."""
+    fin = ls[np.isfinite(ls)]
+    stats = {"max": float(fin.max()), "mean": float(fin.mean()), "variance": float(fin.var()),
+             "min": float(fin.min())} if fin.size else {"max": math.nan, "mean": math.nan,
+                                                         "variance": math.nan, "min": math.nan}
+    stats.update(n=int(ls.size), neg_inf=int(np.isneginf(ls).sum()), nan=int(np.isnan(ls).sum()))
+    return stats
