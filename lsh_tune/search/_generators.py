@@ -160,13 +160,25 @@ def _finite_losses(values: list[float]) -> list[float]:
 
 
 class TPEGenerator(RefillGenerator):
-    """hyperopt TPE (``tpe.suggest``) over the latest metric of every observed candidate."""
+    """hyperopt TPE (``tpe.suggest``) over the latest metric of every observed candidate.
+
+    Args:
+        n_startup_jobs: observations below which TPE samples at random. hyperopt's default (20)
+            would make TPE random for every pool under 20; the pool's first round already
+            observes ``pool_size`` candidates, so the default here is 4.
+    """
 
     name = "tpe"
 
+    def __init__(self, space: SearchSpace, seed: int = 0, *, n_startup_jobs: int = 4) -> None:
+        super().__init__(space, seed)
+        self.n_startup_jobs = int(n_startup_jobs)
+
     def _algo(self):
+        import functools
+
         from hyperopt import tpe
-        return tpe.suggest
+        return functools.partial(tpe.suggest, n_startup_jobs=self.n_startup_jobs)
 
     def _propose(self, n: int, observations: list[dict], seed: int) -> list[dict]:
         from hyperopt import JOB_STATE_DONE, STATUS_OK, Domain, Trials
