@@ -133,7 +133,7 @@ class SearchLedger:
         if self.directory is None:
             return (_rebuild_in_memory, (self.state_dict(),))
         self.save()
-        return (SearchLedger.open, (self.directory,))
+        return (_open_ledger, (self.directory,))
 
     # ------------------------------------------------------------ persistence
     def state_dict(self) -> dict:
@@ -195,6 +195,10 @@ class SearchLedger:
     @property
     def done(self) -> bool:
         return self.pool.phase == DONE
+
+
+def _open_ledger(directory: str) -> SearchLedger:
+    return SearchLedger.open(directory)
 
 
 def _rebuild_in_memory(state: dict) -> SearchLedger:

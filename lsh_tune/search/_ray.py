@@ -1,0 +1,199 @@
+"""Ray Tune adapters: :class:`LSHScheduler` (synchronous rounds) and :class:`LSHSearcher` (refills).
+
+Both only translate between Tune and the Ray-free :class:`~lsh_tune.search.SearchLedger` they
+share. They act on trials through decisions (``CONTINUE``/``PAUSE``/``STOP``), by choosing which
+paused trial runs next (``choose_trial_to_run``) and through the controller's public
+``stop_trial``; nothing writes trial status or private controller attributes.
+
+Holding trials at a round boundary after ``Tuner.restore``: Tune re-queues restored trials as
+PENDING and starts them whatever ``choose_trial_to_run`` says. No private call is needed to hold
+them: the candidate trainable re-reports its last boundary result (key :data:`REPLAY_KEY`) right
+after restoring, before training further, and the scheduler answers ``PAUSE`` while the round is
+open (``CONTINUE``/``STOP`` once decided). The same replay happens on every ordinary unpause.
+
+Result keys the trainable must send (module constants; a missing key raises):
+:data:`CID_KEY`, ``epoch``, :data:`BOUNDARY_KEY` at round boundaries with the metric
+(:data:`METRIC_KEYS`), and :data:`FINAL_KEY` with ``val_ppl``/``test_ppl`` on its last report.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from typing import TYPE_CHECKING, Optional
+
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+
+from lsh_tune.search._ledger import SearchLedger
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ray.tune.execution.tune_controller import TuneController
+
+__all__ = ["LSHScheduler", "LSHSearcher", "CID_KEY", "BOUNDARY_KEY", "FINAL_KEY", "REPLAY_KEY", "METRIC_KEYS",
+           "FINAL_METRIC_KEYS"]
+
+logger = logging.getLogger(__name__)
+
+CID_KEY = "cid"
+BOUNDARY_KEY = "lsh_boundary"
+FINAL_KEY = "lsh_final"
+REPLAY_KEY = "lsh_replay"
+#: Result key ranked for each ``--metric``.
+METRIC_KEYS = {"ls": "ls_distance", "loss": "val_loss"}
+#: Keys copied into the pool when a finalist finishes.
+FINAL_METRIC_KEYS = ("epoch", "val_loss", "val_ppl", "test_loss", "test_ppl", "density", "ls_distance")
+_DECISIONS = {"continue": TrialScheduler.CONTINUE, "pause": TrialScheduler.PAUSE, "stop": TrialScheduler.STOP}
+
+
+def _cid(trial: Trial) -> str:
+    try:
+        return str(trial.config[CID_KEY])
+    except KeyError:
+        raise ValueError(f"trial {trial.trial_id} has no {CID_KEY!r} in its config: LSHScheduler only runs "
+                         "trials suggested by LSHSearcher") from None
+
+
+def _require(result: dict, key: str, why: str) -> object:
+    if key not in result:
+        raise ValueError(f"result of candidate {result.get(CID_KEY)!r} lacks {key!r} ({why}); "
+                         f"keys present: {sorted(result)}")
+    return result[key]
+
+
+class LSHScheduler(FIFOScheduler):
+    """Synchronous LSH rounds on Tune, like ``HyperBandScheduler``'s bracket barrier.
+
+    A trial that reports a round boundary is paused (its checkpoint kept) until every active
+    candidate has reported; then the ledger ranks the pool, the removed trials are stopped, the
+    survivors become runnable again and the refill slots go to :class:`LSHSearcher`. Finalists
+    run to their end. Works with fewer resources than candidates: trials queue and resume.
+
+    Args:
+        ledger: the ledger shared with the searcher.
+    """
+
+    def __init__(self, ledger: SearchLedger) -> None:
+        super().__init__()
+        self.ledger = ledger
+        self._metric_key = METRIC_KEYS[ledger.pool.config.metric]
+        self._trials: dict[str, Trial] = {}
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_trials"] = {}
+        return state
+
+    def set_search_properties(self, metric: Optional[str], mode: Optional[str], **spec) -> bool:
+        if mode not in (None, "min"):
+            raise ValueError(f"LSHScheduler minimises {self._metric_key}; got mode={mode!r}")
+        return True
+
+    def on_trial_add(self, tune_controller: "TuneController", trial: Trial) -> None:
+        cid = _cid(trial)
+        self._trials[cid] = trial
+        self.ledger.bind(cid)
+
+    def on_trial_result(self, tune_controller: "TuneController", trial: Trial, result: dict) -> str:
+        cid = _cid(trial)
+        self._trials[cid] = trial
+        epoch = int(_require(result, "epoch", "every report carries it"))
+        if result.get(BOUNDARY_KEY):
+            value = float(_require(result, self._metric_key, f"the metric ranked with --metric "
+                                                             f"{self.ledger.pool.config.metric}"))
+            decision = self.ledger.on_boundary(cid, epoch, value)
+            if decision is not None:
+                logger.info("LSH round %d: ranking %s; removed %s; generated %s; done=%s", decision.round,
+                            [(c, round(v, 4) if math.isfinite(v) else v) for c, v in decision.ranking],
+                            decision.removed, decision.generated, decision.done)
+                self._stop_removed(tune_controller, exclude=trial)
+        if result.get(FINAL_KEY):
+            self.ledger.on_final(cid, {k: result[k] for k in FINAL_METRIC_KEYS if k in result})
+        action = self.ledger.pool.action(cid, epoch if result.get(BOUNDARY_KEY) else None)
+        return _DECISIONS[action]
+
+    def _stop_removed(self, tune_controller: "TuneController", exclude: Trial) -> None:
+        for cid, trial in sorted(self._trials.items()):
+            if trial is exclude or self.ledger.pool.candidates[cid].alive:
+                continue
+            if trial.status in (Trial.PAUSED, Trial.PENDING):
+                tune_controller.stop_trial(trial)
+
+    def on_trial_error(self, tune_controller: "TuneController", trial: Trial) -> None:
+        decision = self.ledger.on_failed(_cid(trial))
+        if decision is not None:
+            self._stop_removed(tune_controller, exclude=trial)
+
+    def on_trial_complete(self, tune_controller: "TuneController", trial: Trial, result: dict) -> None:
+        cid = _cid(trial)
+        if result and result.get(FINAL_KEY):
+            self.ledger.on_final(cid, {k: result[k] for k in FINAL_METRIC_KEYS if k in result})
+        elif self.ledger.pool.candidates[cid].alive:
+            logger.warning("candidate %s ended without a final result; dropping it", cid)
+            self.on_trial_error(tune_controller, trial)
+
+    def on_trial_remove(self, tune_controller: "TuneController", trial: Trial) -> None:
+        pass
+
+    def choose_trial_to_run(self, tune_controller: "TuneController") -> Optional[Trial]:
+        """New candidates first (in id order), then paused survivors of a decided round."""
+        trials = sorted(tune_controller.get_trials(), key=lambda t: str(t.config.get(CID_KEY)))
+        for trial in trials:
+            if trial.status == Trial.PENDING and self.ledger.pool.candidates[_cid(trial)].alive:
+                return trial
+        for trial in trials:
+            if trial.status == Trial.PAUSED and self.ledger.pool.released(_cid(trial)):
+                return trial
+        return None
+
+    def debug_string(self) -> str:
+        pool = self.ledger.pool
+        counts: dict[str, int] = {}
+        for c in pool.candidates.values():
+            counts[c.status] = counts.get(c.status, 0) + 1
+        return f"LSH {pool.config.metric}: round {pool.round}, phase {pool.phase}, {counts}"
+
+
+class LSHSearcher(Searcher):
+    """Hands out the ledger's candidates: the initial pool, then each round's refills.
+
+    ``suggest`` returns ``None`` until the scheduler closes a round with refills and
+    ``Searcher.FINISHED`` once halving has ended and every live candidate has a trial.
+    The refill configs themselves are chosen by the ledger's generator when the round closes,
+    conditioned on every (config, metric) observed so far.
+
+    Args:
+        ledger: the ledger shared with the scheduler.
+    """
+
+    def __init__(self, ledger: SearchLedger) -> None:
+        super().__init__(metric=METRIC_KEYS[ledger.pool.config.metric], mode="min")
+        self.ledger = ledger
+
+    def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: dict, **spec) -> bool:
+        return True
+
+    def suggest(self, trial_id: str) -> Optional[dict]:
+        nxt = self.ledger.next_to_issue()
+        if nxt is not None:
+            cid, config = nxt
+            return {CID_KEY: cid, **config}
+        if self.ledger.issuing_finished():
+            return Searcher.FINISHED
+        return None
+
+    def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
+        pass
+
+    def save(self, checkpoint_path: str) -> None:
+        """The ledger persists itself; only its location is recorded here."""
+        self.ledger.save()
+        with open(checkpoint_path, "w", encoding="utf-8") as f:
+            json.dump({"ledger_directory": self.ledger.directory}, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, encoding="utf-8") as f:
+            directory = json.load(f)["ledger_directory"]
+        if directory is not None:
+            self.ledger = SearchLedger.open(directory)
