@@ -1,0 +1,200 @@
+"""The QR algorithm (Eq. 1): linear RNNs with known exponents, paths agreeing, K=2 vs K=10."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lsh_tune.data import batchify, load_corpus
+from lsh_tune.errors import LSHUsageError
+from lsh_tune.lyapunov import LSConfig, ls_summary, lyapunov_spectrum, reference_spectrum, validation_tokens
+from lsh_tune.models import RNNLanguageModel, build_model, get_preset
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny matrices: one thread is as fast, and immune to oversubscription on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class LinearRNN(RNNLanguageModel):
+    """h_t = A h_{t-1} + B x_t: the Jacobian is A at every step (user model: only ``step``)."""
+
+    def __init__(self, a: torch.Tensor, emb: int = 3) -> None:
+        super().__init__()
+        n = a.shape[0]
+        self.encoder = nn.Embedding(20, emb)
+        self.a = nn.Parameter(a.clone())
+        self.b = nn.Parameter(torch.randn(n, emb, dtype=a.dtype))
+        self.hidden_sizes = (n,)
+        self.to(a.dtype)
+
+    def init_state(self, batch_size):
+        return ((self._zeros(batch_size, self.hidden_sizes[0]),),)
+
+    def embed(self, tokens):
+        return self.encoder(tokens)
+
+    def step(self, state, x):
+        return ((state[0][0] @ self.a.T + x @ self.b.T,),)
+
+
+def _orthogonal(n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(n, n, dtype=torch.float64, generator=g))
+    return q
+
+
+def _tokens(rows: int, k: int = 2) -> torch.Tensor:
+    return torch.randint(20, (rows, k), generator=torch.Generator().manual_seed(0))
+
+
+def test_linear_rnn_normal_matrix_gives_log_abs_eigenvalues():
+    # normal A = U diag(blocks) U^T: real eigenvalues and 2x2 rotation-scaling blocks (complex pairs)
+    mags = [1.6, 1.3, 1.1, 0.9, 0.7, 0.5]
+    blocks = [torch.tensor([[mags[0]]]), torch.tensor([[-mags[1]]]),
+              mags[2] * torch.tensor([[np.cos(0.7), -np.sin(0.7)], [np.sin(0.7), np.cos(0.7)]]),
+              torch.tensor([[mags[3]]]), torch.tensor([[-mags[4]]]), torch.tensor([[mags[5]]])]
+    d = torch.block_diag(*blocks).double()
+    u = _orthogonal(d.shape[0], 1)
+    a = u @ d @ u.T
+    eig = np.log(np.abs(np.linalg.eigvals(a.numpy())))
+    model = LinearRNN(a)
+    for top in (None, 4):
+        cfg = LSConfig(k=2, steps=40, warmup=120, dtype="float64", top=top)
+        ls = lyapunov_spectrum(model, _tokens(160), cfg)
+        expected = -np.sort(-eig)[: ls.size]
+        np.testing.assert_allclose(ls, expected, atol=1e-4, rtol=0)
+
+
+def test_scaled_orthogonal_gives_n_equal_exponents():
+    s = 0.8
+    model = LinearRNN(s * _orthogonal(10, 2))
+    ls = lyapunov_spectrum(model, _tokens(35), LSConfig(k=2, steps=35, warmup=0, dtype="float64"))
+    np.testing.assert_allclose(ls, np.full(10, np.log(s)), atol=1e-10)
+
+
+@pytest.mark.parametrize("name,state", [("stacked_lstm", "h"), ("stacked_lstm", "hc"), ("rhn", "h"),
+                                        ("awd_lstm_mos", "h")])
+def test_engine_matches_straightforward_computation(name, state):
+    torch.manual_seed(0)
+    model = build_model(get_preset(name, "tiny")[0], 60)
+    tokens = torch.randint(60, (8, 2), generator=torch.Generator().manual_seed(3))
+    cfg = LSConfig(k=2, steps=5, warmup=2, state=state, dtype="float64")
+    full = lyapunov_spectrum(model, tokens, cfg)
+    np.testing.assert_allclose(full, reference_spectrum(model, tokens, cfg), atol=1e-6, rtol=0)
+    # top-k on the same trajectory: the top columns of the full QR (before sorting) are the top-k QR
+    top = lyapunov_spectrum(model, tokens, LSConfig(k=2, steps=5, warmup=2, state=state,
+                                                     dtype="float64", top=full.size))
+    np.testing.assert_allclose(top, full, atol=1e-8, rtol=0)
+    f32 = lyapunov_spectrum(model, tokens, LSConfig(k=2, steps=5, warmup=2, state=state))
+    np.testing.assert_allclose(f32[:10], full[:10], atol=1e-3)
+
+
+def test_eval_mode_is_restored_and_no_dropout():
+    torch.manual_seed(0)
+    spec = get_preset("rhn", "small")[0]  # has dropouts
+    model = build_model(spec, 40).train()
+    tokens = torch.randint(40, (12, 2))
+    cfg = LSConfig(k=2, steps=8, warmup=4, top=8)
+    a = lyapunov_spectrum(model, tokens, cfg)
+    assert model.training
+    np.testing.assert_array_equal(a, lyapunov_spectrum(model, tokens, cfg))
+
+
+def test_pruned_rows_give_minus_inf_not_nan():
+    torch.manual_seed(0)
+    model = build_model(get_preset("stacked_lstm", "tiny")[0], 30)
+    with torch.no_grad():  # unit 5 of layer 0 feeds nothing (all its outgoing weights pruned): J e_5 = 0
+        model.rnns[0].weight_hh_l0[:, 5] = 0
+        model.rnns[1].weight_ih_l0[:, 5] = 0
+    ls = lyapunov_spectrum(model, torch.randint(30, (20, 2)), LSConfig(k=2, steps=10, warmup=0))
+    assert np.isneginf(ls).sum() >= 1 and not np.isnan(ls).any()
+    assert ls_summary(ls)["neg_inf"] >= 1
+
+
+@pytest.mark.parametrize("field,value,exc", [("k", 0, LSHUsageError), ("steps", 0, LSHUsageError),
+                                             ("warmup", -1, LSHUsageError), ("top", 0, LSHUsageError),
+                                             ("state", "c", LSHUsageError), ("dtype", "half", LSHUsageError),
+                                             ("jacobian", "numeric", LSHUsageError), ("k", 2.0, TypeError),
+                                             ("steps", True, TypeError)])
+def test_config_rejects_bad_values(field, value, exc):
+    with pytest.raises(exc, match=field):
+        LSConfig(**{field: value})
+
+
+def test_inputs_are_checked_before_computing():
+    model = build_model(get_preset("rhn", "tiny")[0], 30)
+    with pytest.raises(LSHUsageError, match="rows"):
+        lyapunov_spectrum(model, torch.zeros(10, 2, dtype=torch.long), LSConfig(steps=35, warmup=0))
+    with pytest.raises(LSHUsageError, match="k=3"):
+        lyapunov_spectrum(model, torch.zeros(40, 2, dtype=torch.long), LSConfig(k=3, steps=35, warmup=0))
+    with pytest.raises(LSHUsageError, match="top=65"):
+        lyapunov_spectrum(model, torch.zeros(40, 2, dtype=torch.long), LSConfig(steps=35, warmup=0, top=65))
+
+
+# ---------------------------------------------------------------------------------------------
+# A tiny model trained on a real PTB slice: K = 2 vs K = 10 (paper Table 3)
+# ---------------------------------------------------------------------------------------------
+VOCAB = 2000  # PTB ids >= VOCAB - 1 (the rarer words: ids follow first appearance) share one id
+
+
+def _train_tiny(corpus, steps: int = 100, seed: int = 0):
+    """Plain SGD (lr 20, clip 0.25) on a real PTB slice, vocabulary cut to ``VOCAB``."""
+    torch.manual_seed(seed)
+    return _sgd(build_model(get_preset("stacked_lstm", "tiny")[0], VOCAB), corpus, steps)
+
+
+def _sgd(model, corpus, steps):
+    data = batchify(corpus.train.clamp(max=VOCAB - 1), 20)
+    opt = torch.optim.SGD(model.parameters(), lr=20.0)
+    state = model.init_state(20)
+    for i in range(steps):
+        j = (i * 35) % (data.size(0) - 36)
+        x, y = data[j:j + 35], data[j + 1:j + 36]
+        state = model.detach_state(state) if j else model.init_state(20)
+        logp, state = model(x, state)
+        loss = nn.functional.nll_loss(logp.view(-1, logp.size(-1)), y.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 0.25)
+        opt.step()
+    return model.eval()
+
+
+def _prune(model, fraction: float, *, by_magnitude: bool, seed: int):
+    import copy
+
+    pruned = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for lstm in pruned.rnns:
+            for w in (lstm.weight_hh_l0, lstm.weight_ih_l0):
+                score = w.abs() if by_magnitude else torch.rand(w.shape, generator=g)
+                w[score <= score.flatten().kthvalue(int(fraction * w.numel())).values] = 0
+    return pruned
+
+
+@pytest.fixture(scope="module")
+def ptb():
+    return load_corpus("ptb", max_tokens=60_000)
+
+
+def test_k2_and_k10_agree_at_table3_scale(ptb):
+    dense = _train_tiny(ptb)
+    models = [_prune(dense, 0.3, by_magnitude=True, seed=0), _prune(dense, 0.8, by_magnitude=False, seed=1)]
+    cfg2, cfg10 = LSConfig(k=2, steps=35, warmup=10), LSConfig(k=10, steps=35, warmup=10)
+    stats = []
+    for m in models:
+        valid = ptb.valid.clamp(max=VOCAB - 1)
+        s2 = ls_summary(lyapunov_spectrum(m, validation_tokens(valid, 2, 45), cfg2))
+        s10 = ls_summary(lyapunov_spectrum(m, validation_tokens(valid, 10, 45), cfg10))
+        stats.append((s2, s10))
+    for key in ("max", "mean", "variance"):
+        between = abs(stats[0][1][key] - stats[1][1][key])
+        for s2, s10 in stats:
+            assert abs(s2[key] - s10[key]) < between / 10, (key, s2, s10, between)
