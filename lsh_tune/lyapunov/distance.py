@@ -42,7 +42,7 @@ def _as_history(name: object, history) -> np.ndarray:
     arr = np.asarray(history, dtype=np.float64)
     if arr.ndim == 1:
         arr = arr[None]
-    if arr.ndim != 2 or arr.shape[0] == 0:
+    if arr.ndim != 2 or arr.size == 0:
         raise LSHUsageError(f"LS history of {name!r} must be a non-empty list of 1-D spectra; got shape {arr.shape}")
     return arr
 
