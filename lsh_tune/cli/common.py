@@ -1,0 +1,43 @@
+"""Argument helpers shared by the subcommands."""
+from __future__ import annotations
+
+import argparse
+
+from lsh_tune.models import MODELS, PRESETS
+
+__all__ = ["add_corpus_args", "add_model_args", "add_run_args", "non_negative_int", "positive_int"]
+
+
+def _int(kind: str, low: int):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {kind} value: {text!r}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"{text!r} is not allowed; must be an integer >= {low}")
+        return v
+    return parse
+
+
+non_negative_int = _int("non-negative integer", 0)
+positive_int = _int("positive integer", 1)
+
+
+def add_model_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    p.add_argument("--model", choices=MODELS, required=required, help="architecture")
+    p.add_argument("--preset", choices=PRESETS, default="tiny", help="size preset (default: tiny)")
+
+
+def add_corpus_args(p: argparse.ArgumentParser, *, default: str | None = "ptb") -> None:
+    p.add_argument("--corpus", default=default,
+                   help="ptb, wikitext-2, or a directory with train/valid/test .txt(.xz) (default: ptb)")
+    p.add_argument("--data-dir", default=None, help="directory searched first for named corpora")
+    p.add_argument("--max-tokens", type=positive_int, default=None,
+                   help="use only the first N tokens of each split (quick runs)")
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--device", default="auto", help="auto (CUDA when visible), cpu, cuda, cuda:N")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")

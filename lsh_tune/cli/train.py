@@ -1,0 +1,61 @@
+"""``train-dense``: train the dense model of a preset, checkpointing every epoch."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lsh_tune.cli.common import add_corpus_args, add_model_args, add_run_args, non_negative_int, positive_int
+from lsh_tune.errors import LSHUsageError
+
+__all__ = ["register", "prepare_out_dir", "CHECKPOINT_NAME"]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train-dense", help="train the dense model; checkpoint every epoch; --resume continues")
+    add_model_args(p)
+    add_corpus_args(p)
+    p.add_argument("--epochs", type=non_negative_int, default=None, help="epochs (default: the preset's)")
+    p.add_argument("--batch-size", type=positive_int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--out", required=True, help="output directory (checkpoint.pt, metrics.jsonl, result.json)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    add_run_args(p)
+    p.set_defaults(func=train_dense)
+
+
+def prepare_out_dir(out: str, resume: bool) -> Path:
+    """Create ``out``; refuse to overwrite a previous run unless resuming."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise LSHUsageError(f"--out {out!r} exists and is not a directory")
+    ckpt = path / CHECKPOINT_NAME
+    if resume and not ckpt.is_file():
+        raise LSHUsageError(f"--resume given but {str(ckpt)!r} does not exist")
+    if not resume and ckpt.exists():
+        raise LSHUsageError(f"{str(ckpt)!r} already exists; pass --resume to continue it or choose another --out")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def train_dense(args: argparse.Namespace) -> int:
+    from lsh_tune.models import get_preset, with_overrides
+    from lsh_tune.train.run import run_training
+
+    if args.lr is not None and not args.lr > 0:
+        raise LSHUsageError(f"--lr {args.lr} is not allowed; must be > 0")
+    model_spec, train_spec = get_preset(args.model, args.preset)
+    train_spec = with_overrides(train_spec, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+    out = prepare_out_dir(args.out, args.resume)
+    result = run_training(model_spec, train_spec, corpus=args.corpus, data_dir=args.data_dir,
+                          max_tokens=args.max_tokens, out=out, seed=args.seed, device=args.device,
+                          resume=args.resume, log=None if args.json else sys.stderr)
+    if args.json:
+        from lsh_tune.cli import print_json
+        print_json(result)
+    else:
+        print(json.dumps({k: result[k] for k in ("epochs", "val_ppl", "test_ppl", "checkpoint")}))
+    return 0

@@ -1,0 +1,266 @@
+"""Epoch-by-epoch training of a language model: SGD, clipping, NT-ASGD, full-state checkpoints."""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from lsh_tune.data import Corpus, batchify, bptt_batches
+from lsh_tune.errors import LSHUsageError, check_range
+from lsh_tune.models import RNNLanguageModel, TrainSpec
+from lsh_tune.train.averaging import WeightAverager
+from lsh_tune.train.checkpoint import atomic_torch_save, resolve_device
+
+__all__ = ["Trainer", "TrainingHook", "seed_everything", "nt_asgd_should_switch"]
+
+
+class TrainingHook:
+    """Extension points of :class:`Trainer` (dynamic sparse training plugs in here).
+
+    Hooks run in list order; their ``state_dict`` is saved in the trainer's checkpoint.
+    """
+
+    def on_train_begin(self, trainer: "Trainer") -> None:
+        """Once, before the first step of a fresh run (not on resume)."""
+
+    def after_optimizer_step(self, trainer: "Trainer") -> None:
+        """Right after every ``optimizer.step()``, before the averager update."""
+
+    def on_epoch_end(self, trainer: "Trainer") -> None:
+        """After an epoch's training batches, before validation."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, d: dict) -> None:
+        pass
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy's legacy global RNG and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def nt_asgd_should_switch(history: Sequence[float], val_loss: float, non_mono: int) -> bool:
+    """NT-ASGD trigger (Merity et al.): ``val_loss`` is worse than the best of all but the last
+    ``non_mono`` earlier evaluations in ``history``."""
+    return len(history) > non_mono and val_loss > min(history[:-non_mono])
+
+
+@dataclass
+class _State:
+    epoch: int = 0            # completed epochs
+    step: int = 0             # optimizer steps taken
+    val_history: list = field(default_factory=list)  # validation losses (nats/token), one per epoch
+    asgd_epoch: int | None = None  # epoch after which averaging started
+
+
+class Trainer:
+    """Train ``model`` on ``corpus`` with ``spec``; one call of :meth:`train_epoch` per epoch.
+
+    Args:
+        model: an :class:`~lsh_tune.models.RNNLanguageModel` (moved to ``device``).
+        corpus: token ids of train/valid/test.
+        spec: learning rate, batch size, BPTT, clip, epochs, NT-ASGD interval ``non_mono``.
+        seed: seeds torch/numpy/python at construction (same seed → same run on CPU).
+        device: ``None``/``"auto"`` (CUDA when visible), ``"cpu"``, ``"cuda:0"`` ...
+        hooks: :class:`TrainingHook` objects (e.g. the sparse engine).
+        max_epochs: planned number of epochs (defaults to ``spec.epochs``); sets ``total_steps``.
+        momentum: SGD momentum (0 as in the AWD/Selfish-RNN recipes).
+    """
+
+    def __init__(self, model: RNNLanguageModel, corpus: Corpus, spec: TrainSpec, *, seed: int = 0,
+                 device: str | torch.device | None = None, hooks: Sequence[TrainingHook] = (),
+                 max_epochs: int | None = None, momentum: float = 0.0) -> None:
+        check_range("lr", spec.lr, 0, None, low_open=True)
+        check_range("clip", spec.clip, 0, None)
+        if int(spec.batch_size) < 1 or int(spec.bptt) < 2:
+            raise LSHUsageError(f"batch_size={spec.batch_size} must be >= 1 and bptt={spec.bptt} >= 2")
+        self.max_epochs = int(spec.epochs if max_epochs is None else max_epochs)
+        if self.max_epochs < 0:
+            raise LSHUsageError(f"epochs={self.max_epochs} must be >= 0")
+        seed_everything(seed)
+        self.seed = seed
+        self.device = resolve_device(device)
+        self.model = model.to(self.device)
+        self.corpus, self.spec, self.hooks = corpus, spec, list(hooks)
+        self.train_data = batchify(corpus.train, spec.batch_size).to(self.device)
+        self.valid_data = batchify(corpus.valid, spec.eval_batch_size).to(self.device)
+        self.test_data = batchify(corpus.test, spec.eval_batch_size).to(self.device)
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=momentum,
+                                         weight_decay=spec.weight_decay)
+        self.averager: WeightAverager | None = None
+        self.bptt_rng = np.random.default_rng(seed)
+        self.state = _State()
+        self._began = False
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def epoch(self) -> int:
+        return self.state.epoch
+
+    @property
+    def step(self) -> int:
+        return self.state.step
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return math.ceil((self.train_data.size(0) - 1) / self.spec.bptt)
+
+    @property
+    def total_steps(self) -> int:
+        return self.batches_per_epoch * max(self.max_epochs, 1)
+
+    # ------------------------------------------------------------------ training
+    def _loss(self, log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.nll_loss(log_probs.reshape(-1, log_probs.size(-1)), targets.reshape(-1))
+
+    def train_epoch(self) -> dict:
+        """Train one epoch, run the epoch-end hooks, validate and apply the NT-ASGD rule.
+
+        Returns ``epoch`` (1-based count of completed epochs), ``train_loss`` and ``val_loss``
+        (mean NLL, nats/token), ``val_ppl``, ``lr``, ``asgd`` (averaging active) and
+        ``epoch_time_s``.
+        """
+        if not self._began and self.state.step == 0:
+            for h in self.hooks:
+                h.on_train_begin(self)
+        self._began = True
+        t0 = time.perf_counter()
+        self.model.train()
+        state = self.model.init_state(self.spec.batch_size)
+        total, count = 0.0, 0
+        for x, y, seq_len in bptt_batches(self.train_data, self.spec.bptt, variable=self.spec.variable_bptt,
+                                          rng=self.bptt_rng):
+            lr = self.spec.lr * seq_len / self.spec.bptt
+            for g in self.optimizer.param_groups:
+                g["lr"] = lr
+            state = self.model.detach_state(state)
+            self.optimizer.zero_grad(set_to_none=True)
+            log_probs, state = self.model(x, state)
+            loss = self._loss(log_probs, y)
+            loss.backward()
+            if self.spec.clip > 0:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.spec.clip)
+            self.optimizer.step()
+            self.state.step += 1
+            for h in self.hooks:
+                h.after_optimizer_step(self)
+            if self.averager is not None:
+                self.averager.update(self.model)
+            total += loss.item() * seq_len
+            count += seq_len
+        for h in self.hooks:
+            h.on_epoch_end(self)
+        val_loss = self.evaluate("valid")
+        if self.averager is None and nt_asgd_should_switch(self.state.val_history, val_loss, self.spec.non_mono):
+            self.averager = WeightAverager(self.model)
+            self.state.asgd_epoch = self.state.epoch + 1
+        self.state.val_history.append(val_loss)
+        self.state.epoch += 1
+        train_loss = total / max(count, 1)
+        return {"epoch": self.state.epoch, "train_loss": train_loss, "val_loss": val_loss,
+                "val_ppl": _ppl(val_loss), "lr": self.spec.lr, "asgd": self.averager is not None,
+                "epoch_time_s": time.perf_counter() - t0}
+
+    def fit(self, epochs: int | None = None, callback=None) -> list[dict]:
+        """Train until ``epochs`` (default ``max_epochs``) are completed; ``callback(metrics)`` per epoch."""
+        target = self.max_epochs if epochs is None else int(epochs)
+        out = []
+        while self.state.epoch < target:
+            m = self.train_epoch()
+            out.append(m)
+            if callback is not None:
+                callback(m)
+        return out
+
+    @torch.no_grad()
+    def evaluate(self, split: str = "valid") -> float:
+        """Mean NLL (nats/token) on ``split``; with averaged weights once NT-ASGD has switched."""
+        data = {"valid": self.valid_data, "test": self.test_data, "train": self.train_data}.get(split)
+        if data is None:
+            raise LSHUsageError(f"split={split!r} is not allowed; choose one of: train, valid, test")
+        if self.averager is None:
+            return self._evaluate(data)
+        with self.averager.swap_in(self.model):
+            return self._evaluate(data)
+
+    def _evaluate(self, data: torch.Tensor) -> float:
+        was_training = self.model.training
+        self.model.eval()
+        state = self.model.init_state(data.size(1))
+        total, count = 0.0, 0
+        for x, y, seq_len in bptt_batches(data, self.spec.bptt):
+            log_probs, state = self.model(x, state)
+            total += self._loss(log_probs, y).item() * seq_len
+            count += seq_len
+        self.model.train(was_training)
+        return total / max(count, 1)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        """Everything needed to continue bit-identically (on the same device type)."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "averager": None if self.averager is None else self.averager.state_dict(),
+            "trainer": {"epoch": self.state.epoch, "step": self.state.step,
+                        "val_history": list(self.state.val_history), "asgd_epoch": self.state.asgd_epoch,
+                        "seed": self.seed, "max_epochs": self.max_epochs},
+            "hooks": [h.state_dict() for h in self.hooks],
+            "rng": {"torch": torch.get_rng_state(), "numpy_bptt": self.bptt_rng.bit_generator.state,
+                    "python": random.getstate(), "numpy_global": np.random.get_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+            "train_spec": self.spec.to_dict(),
+        }
+
+    def load_state_dict(self, d: dict) -> None:
+        self.model.load_state_dict(d["model"])
+        self.optimizer.load_state_dict(d["optimizer"])
+        if d["averager"] is not None:
+            self.averager = WeightAverager(self.model)
+            self.averager.load_state_dict(d["averager"])
+        else:
+            self.averager = None
+        t = d["trainer"]
+        self.state = _State(t["epoch"], t["step"], list(t["val_history"]), t["asgd_epoch"])
+        if len(d["hooks"]) != len(self.hooks):
+            raise ValueError(f"checkpoint has {len(d['hooks'])} hook states, trainer has {len(self.hooks)} hooks")
+        for h, hs in zip(self.hooks, d["hooks"]):
+            h.load_state_dict(hs)
+        rng = d["rng"]
+        torch.set_rng_state(rng["torch"])
+        self.bptt_rng.bit_generator.state = rng["numpy_bptt"]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy_global"])
+        if rng.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self._began = True
+
+    def save(self, path, **extra) -> None:
+        """Atomically write :meth:`state_dict` plus ``extra`` keys (e.g. model_spec, corpus)."""
+        d = self.state_dict()
+        d.update(extra)
+        atomic_torch_save(d, path)
+
+    def load(self, path) -> dict:
+        """Restore from a file written by :meth:`save`; returns the whole saved dict."""
+        try:
+            d = torch.load(path, map_location="cpu", weights_only=False)
+        except (OSError, RuntimeError, EOFError) as e:
+            raise LSHUsageError(f"cannot read checkpoint {str(path)!r}: {e}") from None
+        self.load_state_dict(d)
+        return d
+
+
+def _ppl(loss: float) -> float:
+    return math.exp(loss) if loss < 700 else float("inf")
