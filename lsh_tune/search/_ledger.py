@@ -2,7 +2,7 @@
 
 Ray-free. One :class:`SearchLedger` is given to both :class:`~lsh_tune.search.LSHScheduler` and
 :class:`~lsh_tune.search.LSHSearcher` at construction (the explicit contract of style rule 5).
-Every change is written atomically (temp file + ``os.replace``) to ``<experiment>/lsh_state.json``
+Every change is written atomically (temp file + ``os.replace``) to ``<experiment>/lsh/state.json``
 because Ray restores searcher state but not scheduler state (ray-project/ray#30838).
 
 Pickling a ledger stores only its path; unpickling re-opens it through a per-process registry,
@@ -25,7 +25,11 @@ from lsh_tune.space import SearchSpace
 
 __all__ = ["SearchLedger", "STATE_FILE", "atomic_write_text"]
 
-STATE_FILE = "lsh_state.json"
+#: The ledger's file, relative to the experiment directory. It lives in a subdirectory because
+#: Tune copies every top-level ``*.json``/``*.pkl`` of the experiment directory into its driver
+#: staging directory on restore and syncs that copy back up later, which would overwrite a
+#: top-level state file with the stale one from restore time.
+STATE_FILE = "lsh/state.json"
 STATE_VERSION = 1
 _REGISTRY: dict[str, "SearchLedger"] = {}
 _LOCK = threading.RLock()
@@ -54,7 +58,7 @@ class SearchLedger:
     Args:
         pool: the candidate pool.
         generator: the refill generator.
-        directory: experiment directory for ``lsh_state.json`` (``None``: in memory only).
+        directory: experiment directory (state in ``lsh/state.json``) (``None``: in memory only).
         meta: extra JSON metadata saved with the state (hpo name, generator kwargs, ...).
     """
 
@@ -100,7 +104,7 @@ class SearchLedger:
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "SearchLedger":
-        """Read ``<directory>/lsh_state.json`` (no registry)."""
+        """Read ``<directory>/lsh/state.json`` (no registry)."""
         path = Path(directory) / STATE_FILE
         try:
             d = json.loads(path.read_text(encoding="utf-8"))

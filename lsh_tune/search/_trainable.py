@@ -83,7 +83,8 @@ def candidate_state_path(state_dir: str | os.PathLike, cid: str) -> Path:
 
 
 def read_epoch_log(state_dir: str | os.PathLike) -> list[dict]:
-    """Every trained epoch as ``{"cid", "epoch", "pid", "trial_id"}`` (tests, audits)."""
+    """Every trained epoch: ``cid``, ``epoch``, ``pid``, ``trial_id``, ``start``/``time`` (wall clock
+    at its start and end) and ``gpu_ids`` (tests, audits)."""
     path = Path(state_dir) / EPOCH_LOG
     if not path.exists():
         return []
@@ -180,13 +181,14 @@ def _save_state(trainer, settings: TrialSettings, cid: str, meta: dict) -> Path 
     return path.parent
 
 
-def _log_epoch(settings: TrialSettings, cid: str, epoch: int) -> None:
+def _log_epoch(settings: TrialSettings, cid: str, epoch: int, start: float, gpu_ids: str) -> None:
     if settings.state_dir is None:
         return
     from ray import tune
 
     line = json.dumps({"cid": cid, "epoch": epoch, "pid": os.getpid(),
-                       "trial_id": tune.get_context().get_trial_id(), "time": time.time()})
+                       "trial_id": tune.get_context().get_trial_id(), "start": start, "time": time.time(),
+                       "gpu_ids": gpu_ids})
     with open(Path(settings.state_dir) / EPOCH_LOG, "a", encoding="utf-8") as f:
         f.write(line + "\n")
 
@@ -235,6 +237,7 @@ def candidate_trainable(config: dict, *, settings: TrialSettings, corpus, refere
     gpu_ids = ",".join(str(g) for g in __import__("ray").get_gpu_ids())
     E = settings.rounds_every
     while trainer.epoch < settings.max_epochs:
+        start = time.time()
         m = trainer.train_epoch()
         epoch = int(m["epoch"])
         res: dict[str, Any] = {CID_KEY: cid, "epoch": epoch, "train_loss": m["train_loss"],
@@ -257,7 +260,7 @@ def candidate_trainable(config: dict, *, settings: TrialSettings, corpus, refere
                         "test_ppl": math.exp(test_loss) if test_loss < 700 else math.inf})
         meta["last_report"] = res if boundary else None
         mirror = _save_state(trainer, settings, cid, meta)
-        _log_epoch(settings, cid, epoch)
+        _log_epoch(settings, cid, epoch, start, gpu_ids)
         if boundary:
             ckpt_dir = _checkpoint_dir(trainer, cid, meta, mirror)
             try:

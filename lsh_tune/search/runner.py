@@ -4,8 +4,9 @@
 
 Experiment directory ``<storage_path>/<name>/`` (besides Tune's own files):
 
-* ``lsh_search.json`` — the :class:`SearchConfig` (a resume reuses it);
-* ``lsh_state.json`` — the pool/ledger state (rounds, rankings, histories, statuses);
+* ``lsh/search.json`` — the :class:`SearchConfig` (a resume reuses it);
+* ``lsh/state.json`` — the pool/ledger state (rounds, rankings, histories, statuses); not at the
+  top level, where Tune's restore would overwrite it with a stale copy;
 * ``candidates/<cid>/state.pt`` — each candidate's latest full training state;
 * ``epochs.jsonl`` — one line per trained epoch (exactly-once audit);
 * after the search: ``results.csv``/``results.json`` (one row per candidate), ``best.json``
@@ -40,7 +41,7 @@ from lsh_tune.space import DEFAULT_DEATH_RATE_GRID, DEFAULT_SPACE, SearchSpace
 __all__ = ["SearchConfig", "run_search", "prepare_reference", "export_best", "CONFIG_FILE"]
 
 logger = logging.getLogger(__name__)
-CONFIG_FILE = "lsh_search.json"
+CONFIG_FILE = "lsh/search.json"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,201 @@
+"""Real LSH searches on a local Ray instance (tiny preset, a real PTB slice, pool 8, E = 1).
+
+One Ray instance for the module, started with ``num_gpus=4`` on this GPU-less machine: every
+search asks for 1 GPU and 0.5 CPU per trial, so the four fake GPUs (not the two cores) bound the
+concurrency, which the GPU test checks from the epoch log. Searches are memoised so the kill test
+and the loss-metric test reuse the uninterrupted ``random``/``loss`` run.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from lsh_tune.search import HPO_METHODS, STATE_FILE, SearchLedger, plan_rounds  # noqa: E402
+from lsh_tune.search._pool import choose_removed  # noqa: E402
+from lsh_tune.search._trainable import read_epoch_log  # noqa: E402
+from lsh_tune.search.runner import SearchConfig, run_search  # noqa: E402
+
+pytestmark = pytest.mark.ray
+REPO = Path(__file__).resolve().parents[1]
+MAX_TOKENS = 2000
+COMMON = dict(model="stacked_lstm", preset="tiny", corpus="ptb", sparsity=0.67, pool=8, rounds_every=1, final_k=2,
+              max_epochs=4, gpus_per_trial=1.0, cpus_per_trial=0.5, seed=0, max_tokens=MAX_TOKENS, verbose=0)
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory):
+    return tmp_path_factory.mktemp("lsh")
+
+
+@pytest.fixture(scope="module")
+def local_ray(storage):
+    temp = Path("/tmp") / f"lshray{os.getpid()}"
+    ray.init(num_cpus=2, num_gpus=4, address="local", include_dashboard=False, _temp_dir=str(temp),
+             log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def search(local_ray, storage):
+    done: dict[tuple[str, str], tuple[SearchConfig, dict, float]] = {}
+
+    def run(hpo: str, metric: str):
+        if (hpo, metric) not in done:
+            cfg = SearchConfig(hpo=hpo, metric=metric, storage_path=str(storage), name=f"{hpo}-{metric}", **COMMON)
+            t0 = time.perf_counter()
+            summary = run_search(cfg)
+            done[(hpo, metric)] = (cfg, summary, time.perf_counter() - t0)
+        return done[(hpo, metric)]
+
+    return run
+
+
+def _ledger(cfg: SearchConfig) -> SearchLedger:
+    return SearchLedger.load(cfg.experiment_dir)
+
+
+def _boundary_results(exp: Path) -> list[dict]:
+    rows = []
+    for f in exp.glob("candidate_trainable_*/result.json"):
+        rows += [r for r in map(json.loads, f.read_text().splitlines()) if r.get("lsh_boundary")]
+    return rows
+
+
+def _check_rounds(ledger: SearchLedger) -> None:
+    """Each logged round removed exactly the candidates its logged ranking implies."""
+    pool = ledger.pool
+    assert [(len(r["ranking"]), len(r["removed"]), len(r["generated"])) for r in pool.rounds] == plan_rounds(pool.config)
+    for r in pool.rounds:
+        values = dict(r["ranking"])
+        brackets = {c: pool.candidates[c].born_round for c in values} if pool.config.bracketed else None
+        assert sorted(r["removed"]) == sorted(choose_removed(values, brackets, len(r["removed"])))
+        if not pool.config.bracketed:
+            worst = [c for c, _ in r["ranking"][len(r["ranking"]) - len(r["removed"]):]]
+            assert sorted(worst) == sorted(r["removed"])
+
+
+@pytest.mark.parametrize("hpo", HPO_METHODS)
+def test_search_finishes_for_each_hpo(search, hpo):
+    metric = "loss" if hpo == "random" else "ls"
+    cfg, summary, seconds = search(hpo, metric)
+    ledger = _ledger(cfg)
+    assert ledger.pool.phase == "done"
+    _check_rounds(ledger)
+    best = summary["best"]
+    assert best is not None and best["test_ppl"] > 1 and best["val_ppl"] > 1
+    assert abs(best["density"] - 0.33) < 0.01
+    assert best["cid"] == ledger.pool.best().cid
+    exp = cfg.experiment_dir
+    assert (exp / "results.csv").exists() and (exp / "best.json").exists()
+    from lsh_tune.lyapunov import load_checkpoint_model
+
+    model, ckpt = load_checkpoint_model(exp / "best_model.pt")
+    assert set(ckpt["masks"]) and ckpt["config"] == best["config"]
+    if hpo == "grid":
+        assert not any(r["generated"] for r in ledger.pool.rounds)
+    print(f"{hpo}/{metric}: {seconds:.1f} s, best {best['cid']} test ppl {best['test_ppl']:.1f}")
+
+
+def test_ls_rounds_rank_by_ls_distance_and_loss_rounds_by_val_loss(search):
+    for hpo, metric, key in (("tpe", "ls", "ls_distance"), ("random", "loss", "val_loss")):
+        cfg, _, _ = search(hpo, metric)
+        reported = {(r["cid"], r["epoch"]): r[key] for r in _boundary_results(cfg.experiment_dir)}
+        pool = _ledger(cfg).pool
+        for r in pool.rounds:
+            for cid, value in r["ranking"]:
+                c = pool.candidates[cid]
+                epoch = c.epochs[c.history.index(value)]
+                assert reported[(cid, epoch)] == pytest.approx(value)
+
+
+def test_at_most_four_trials_at_once_each_with_one_gpu(search):
+    cfg, _, _ = search("tpe", "ls")
+    log = read_epoch_log(cfg.experiment_dir)
+    events = sorted([(e["start"], 1) for e in log] + [(e["time"], -1) for e in log])
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    assert 2 < peak <= 4
+    assert all(len(e["gpu_ids"].split(",")) == 1 and e["gpu_ids"] != "" for e in log)
+
+
+def test_no_epoch_is_trained_twice(search):
+    cfg, _, _ = search("tpe", "ls")
+    counts = collections.Counter((e["cid"], e["epoch"]) for e in read_epoch_log(cfg.experiment_dir))
+    assert counts and max(counts.values()) == 1
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = Path(f"/proc/{d}/stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def test_sigkilled_search_resumes_to_the_same_result(search, storage, tmp_path):
+    base_cfg, base_summary, _ = search("random", "loss")
+    env = dict(os.environ, TUNE_GLOBAL_CHECKPOINT_S="1", PYTHONPATH=str(REPO), RAY_DEDUP_LOGS="0")
+    temp = Path("/tmp") / f"lshkill{os.getpid()}"
+    args = [sys.executable, "-m", "lsh_tune.cli.search", "--hpo", "random", "--metric", "loss", "--pool", "8",
+            "--rounds-every", "1", "--max-epochs", "4", "--gpus-per-trial", "0", "--cpus-per-trial", "1",
+            "--max-tokens", str(MAX_TOKENS), "--storage-path", str(storage), "--name", "killed", "--seed", "0",
+            "--address", "local", "--num-cpus", "2", "--ray-temp-dir", str(temp), "--verbose", "0", "--json"]
+    state = storage / "killed" / STATE_FILE
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "first.err", "w"))
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                if json.loads(state.read_text())["pool"]["rounds"]:
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        assert proc.poll() is None, "the search ended before its first round closed"
+        started = _descendants(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        for pid in _descendants(proc.pid) if proc.poll() is None else []:
+            started.append(pid)
+        for pid in locals().get("started", []):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait()
+    killed_state = json.loads(state.read_text())["pool"]
+    assert len(killed_state["rounds"]) == 1 and killed_state["phase"] == "selection"
+    resumed = subprocess.run(args + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads(resumed.stdout.strip().splitlines()[-1])
+    a = json.loads(state.read_text())["pool"]
+    b = json.loads((base_cfg.experiment_dir / STATE_FILE).read_text())["pool"]
+    assert a["rounds"] == b["rounds"]
+    assert a["candidates"] == b["candidates"]
+    assert summary["best"]["cid"] == base_summary["best"]["cid"]
+    assert summary["best"]["test_ppl"] == pytest.approx(base_summary["best"]["test_ppl"])
+    counts = collections.Counter((e["cid"], e["epoch"]) for e in read_epoch_log(storage / "killed"))
+    assert max(counts.values()) == 1
+    assert sum(counts.values()) == sum(1 for _ in read_epoch_log(base_cfg.experiment_dir))
