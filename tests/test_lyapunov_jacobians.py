@@ -58,8 +58,9 @@ def test_matmul_equals_dense_product(name, convention):
     state = _random_state(model, 2, gen)
     x = torch.randn(2, model.encoder.embedding_dim, dtype=torch.float64, generator=gen)
     jac, _ = make_stepper(model, convention=convention, dtype=torch.float64)(state, x)
-    q = torch.randn(2, jac.n, 7, dtype=torch.float64, generator=gen)
-    assert torch.allclose(jac.matmul(q), jac.dense() @ q, rtol=0, atol=1e-12)
+    for m in (3, 20):  # gate-wise product and formed blocks
+        q = torch.randn(2, jac.n, m, dtype=torch.float64, generator=gen)
+        assert torch.allclose(jac.matmul(q), jac.dense() @ q, rtol=0, atol=1e-12)
 
 
 def test_stack_jacobian_is_block_lower_triangular():

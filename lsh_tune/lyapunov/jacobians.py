@@ -36,6 +36,9 @@ __all__ = ["CONVENTIONS", "StepJacobian", "Stepper", "analytic_stepper", "autogr
            "make_stepper", "state_size", "state_vector", "supports_analytic"]
 
 CONVENTIONS = ("h", "hc")
+# J·Q with fewer columns than this multiplies Q by the stacked gate weights (4H × H) and combines
+# gates; from this many columns on, forming the H × H blocks first is faster (measured on CPU).
+GATEWISE_BELOW = 8
 
 
 class StepJacobian(Protocol):
@@ -184,6 +187,9 @@ class _LSTMLayerJac:
     def matmul(self, q: torch.Tensor, dh_in: torch.Tensor | None) -> torch.Tensor:
         """Row block times Q: q (B, rows, m) this layer's state rows; dh_in (B, I, m) or None."""
         hh, m = self.h, q.shape[-1]
+        if m >= GATEWISE_BELOW:
+            z = self.local_dense() @ q
+            return z if dh_in is None else z + self.input_dense() @ dh_in
         y = torch.matmul(self.u4.reshape(4 * hh, hh), q[:, :hh])
         if dh_in is not None:
             y = y + torch.matmul(self.w4.reshape(4 * hh, -1), dh_in)
@@ -295,6 +301,10 @@ class RHNJacobian:
 
     def matmul(self, q: torch.Tensor) -> torch.Tensor:
         hh = self.n
+        if q.shape[-1] >= GATEWISE_BELOW:
+            for cf, r in zip(self.coef, self.r):
+                q = self._factor(cf, r) @ q
+            return q
         for cf, r in zip(self.coef, self.r):
             y = torch.matmul(r, q)
             q = cf[:, 0, :, None] * y[:, :hh] + cf[:, 1, :, None] * y[:, hh:] + cf[:, 2, :, None] * q

@@ -1,0 +1,209 @@
+"""Benchmarks of the Lyapunov-spectrum engine (issue 4). Not part of the test suite.
+
+    PYTHONPATH=. python benchmarks/bench_lyapunov.py [--only a,b,c] [--threads N]
+
+(a) LS time (K=2, T=35, warm-up 10) / one training epoch on full PTB, ``small`` preset (epoch
+    timed in full) and ``paper`` preset (epoch extrapolated from timed batches); target ≤ 2 %.
+(b) full spectrum at N = 1500 (one LSTM layer of the paper's width, h convention): the engine
+    against the straightforward computation (per-sample ``jacrev`` Jacobian, explicit J·Q,
+    ``torch.linalg.qr`` with Q formed); target ≥ 3× faster, exponents equal to 1e-5.
+(c) top-64 with warm-up at N = 1500 against (b)'s straightforward full spectrum (target ≥ 20×),
+    and the ranking of a pool of PTB-trained tiny candidates by LS distance, top-k vs full
+    spectra (Kendall τ ≥ 0.8).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from lsh_tune.data import batchify, load_corpus
+from lsh_tune.lyapunov import (LSConfig, ls_distances, lyapunov_spectrum, rank_candidates, reference_spectrum,
+                               validation_tokens)
+from lsh_tune.models import StackedLSTM, build_model, get_preset
+
+
+def _train_batches(model, data, bptt: int, lr: float, clip: float, n_batches: int | None):
+    """Plain SGD over ``data`` (n_steps, B); returns (seconds, batches)."""
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    state = model.init_state(data.size(1))
+    t0, done = time.perf_counter(), 0
+    for i in range(0, data.size(0) - 1, bptt):
+        if n_batches is not None and done >= n_batches:
+            break
+        x, y = data[i:i + bptt], data[i + 1:i + 1 + bptt]
+        if y.size(0) < x.size(0):
+            x = x[:y.size(0)]
+        state = model.detach_state(state)
+        logp, state = model(x, state)
+        loss = nn.functional.nll_loss(logp.reshape(-1, logp.size(-1)), y.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        done += 1
+    return time.perf_counter() - t0, done
+
+
+def _ls_time(model, corpus, cfg: LSConfig) -> float:
+    tokens = validation_tokens(corpus, cfg.k, cfg.total_steps)
+    t0 = time.perf_counter()
+    lyapunov_spectrum(model, tokens, cfg)
+    return time.perf_counter() - t0
+
+
+QUICK = False  # --quick: a smoke test of the script, numbers meaningless
+
+
+def bench_a(corpus) -> None:
+    print("(a) LS time / one training epoch on full PTB (stacked LSTM)")
+    full, top = LSConfig(k=2, steps=35, warmup=10), LSConfig(k=2, steps=35, warmup=10, top=64)
+    if QUICK:
+        full, top = LSConfig(k=2, steps=2, warmup=0), LSConfig(k=2, steps=2, warmup=0, top=64)
+    for preset in ("small", "paper"):
+        spec, train = get_preset("stacked_lstm", preset)
+        torch.manual_seed(0)
+        model = build_model(spec, len(corpus.vocab))
+        data = batchify(corpus.train, train.batch_size)
+        n_epoch = (data.size(0) - 1 + train.bptt - 1) // train.bptt
+        ls_full, ls_top = _ls_time(model, corpus, full), _ls_time(model, corpus, top)
+        if preset == "small":
+            sec, n = _train_batches(model, data, train.bptt, train.lr, train.clip, 10 if QUICK else None)
+            epoch, how = sec / n * n_epoch, f"timed, {n} batches"
+        else:
+            _train_batches(model, data, train.bptt, train.lr, train.clip, 1)  # warm-up batch
+            sec, n = _train_batches(model, data, train.bptt, train.lr, train.clip, 1 if QUICK else 5)
+            epoch, how = sec / n * n_epoch, f"extrapolated from {n} batches ({sec / n:.2f} s each) to {n_epoch}"
+        print(f"  {preset}: N={model.state_size} epoch {epoch:.1f} s ({how}); "
+              f"LS full {ls_full:.2f} s = {100 * ls_full / epoch:.2f} %; "
+              f"LS top-64 {ls_top:.2f} s = {100 * ls_top / epoch:.3f} %")
+
+
+def _n1500_model(vocab: int) -> StackedLSTM:
+    torch.manual_seed(0)
+    model = StackedLSTM(vocab, 1500, (1500,))
+    with torch.no_grad():  # trained-like recurrent scale: LSTM default init is U(-1/sqrt(H), 1/sqrt(H))
+        model.rnns[0].weight_hh_l0.mul_(3.0)
+    return model.eval()
+
+
+def bench_bc(corpus, parts: str) -> None:
+    model = _n1500_model(len(corpus.vocab))
+    tokens = validation_tokens(corpus, 2, 45)
+    cfg = LSConfig(k=2, steps=2 if QUICK else 35, warmup=0)
+    t0 = time.perf_counter()
+    engine = lyapunov_spectrum(model, tokens, cfg)
+    t_engine = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    naive = reference_spectrum(model, tokens, cfg)
+    t_naive = time.perf_counter() - t0
+    if "b" in parts:
+        print("(b) full spectrum, N=1500, K=2, T=35, float32")
+        print(f"  straightforward {t_naive:.1f} s; engine {t_engine:.1f} s; speed-up {t_naive / t_engine:.2f}x; "
+              f"max |Δλ| = {np.abs(engine - naive).max():.2e} (leading {engine[0]:.4f}, mean {engine.mean():.4f})")
+    if "c" in parts:
+        for warmup in (0, 10, 30):
+            cfg_top = LSConfig(k=2, steps=cfg.steps, warmup=warmup, top=64)
+            t0 = time.perf_counter()
+            top = lyapunov_spectrum(model, validation_tokens(corpus, 2, cfg_top.total_steps), cfg_top)
+            t_top = time.perf_counter() - t0
+            print(f"(c) top-64, warm-up {warmup}: {t_top:.2f} s; {t_naive / t_top:.1f}x faster than the "
+                  f"straightforward full spectrum; max |Δλ| vs full (first 64) {np.abs(top - engine[:64]).max():.3f}")
+
+
+# --------------------------------------------------------------------------------------------- (c) ranking
+VOCAB = 2000
+
+
+def _pool(corpus, n_candidates: int = 12):
+    torch.set_num_threads(1)
+    data = batchify(corpus.train[:200_000].clamp(max=VOCAB - 1), 20)
+    torch.manual_seed(0)
+    dense = build_model(get_preset("stacked_lstm", "tiny")[0], VOCAB)
+    _train_batches(dense, data, 35, 20.0, 0.25, 20 if QUICK else 300)
+    rng = np.random.default_rng(0)
+    pool = {}
+    for c in range(n_candidates):
+        model = copy.deepcopy(dense)
+        fraction, magnitude = float(rng.uniform(0.2, 0.9)), bool(c % 2)
+        masks = []
+        with torch.no_grad():
+            for lstm in model.rnns:
+                for w in (lstm.weight_hh_l0, lstm.weight_ih_l0):
+                    score = w.abs() if magnitude else torch.rand(w.shape)
+                    keep = (score > score.flatten().kthvalue(int(fraction * w.numel())).values).to(w.dtype)
+                    w.mul_(keep)
+                    masks.append((w, keep))
+        opt = torch.optim.SGD(model.parameters(), lr=20.0)
+        model.train()
+        state = model.init_state(20)
+        for i in range(3 if QUICK else 40):  # short masked training
+            x, y = data[i * 35:(i + 1) * 35], data[i * 35 + 1:(i + 1) * 35 + 1]
+            state = model.detach_state(state)
+            logp, state = model(x, state)
+            loss = nn.functional.nll_loss(logp.reshape(-1, VOCAB), y.reshape(-1))
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 0.25)
+            opt.step()
+            with torch.no_grad():
+                for w, keep in masks:
+                    w.mul_(keep)
+        pool[f"c{c}:{'mag' if magnitude else 'rand'}{fraction:.2f}"] = model.eval()
+    return dense.eval(), pool
+
+
+def _kendall(a: list, b: list) -> float:
+    from scipy.stats import kendalltau
+
+    pos = {cid: i for i, cid in enumerate(b)}
+    return float(kendalltau(range(len(a)), [pos[c] for c in a]).statistic)
+
+
+def bench_ranking(corpus) -> None:
+    threads = torch.get_num_threads()
+    dense, pool = _pool(corpus)
+    valid = validation_tokens(corpus.valid.clamp(max=VOCAB - 1), 2, 75)
+    full_cfg, top_cfg = LSConfig(k=2, steps=35, warmup=10), LSConfig(k=2, steps=35, warmup=10, top=32)
+    spectra = {name: {cid: lyapunov_spectrum(m, valid, cfg) for cid, m in [("ref", dense)] + list(pool.items())}
+               for name, cfg in (("full", full_cfg), ("top", top_cfg))}
+    torch.set_num_threads(threads)
+    print(f"(c) ranking of {len(pool)} PTB-trained tiny candidates (N=128) by LS distance: top-32 vs full")
+    for emb in ("pca", "raw"):
+        ranks = {}
+        for name, s in spectra.items():
+            d, _ = ls_distances([s["ref"]], {cid: [v] for cid, v in s.items() if cid != "ref"}, embedding=emb)
+            ranks[name] = rank_candidates(d)
+        print(f"  {emb}-l2: Kendall tau = {_kendall(ranks['full'], ranks['top']):.3f}; full: {ranks['full']}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", default="a,b,c", help="comma-separated subset of a,b,c")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--quick", action="store_true", help="smoke test with tiny sizes (numbers meaningless)")
+    args = p.parse_args()
+    global QUICK
+    QUICK = args.quick
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    parts = args.only.split(",")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()}")
+    corpus = load_corpus("ptb")
+    if "b" in parts or "c" in parts:
+        bench_bc(corpus, "".join(parts))
+    if "c" in parts:
+        bench_ranking(corpus)
+    if "a" in parts:
+        bench_a(corpus)
+    print(f"load average at the end {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
