@@ -79,9 +79,7 @@ def search_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
     env = os.environ.get("LSH_TUNE_DATA")
     if env:
         dirs.extend(Path(p) for p in env.split(os.pathsep) if p)
-    repo = _VENDORED.parents[1]
-    for base in (Path.cwd(), repo):
-        dirs.extend([base / "data", base.parent / "shared" / "data", base.parent.parent / "shared" / "data"])
+    dirs.extend(_default_dirs())
     dirs.append(_VENDORED)
     seen: set[Path] = set()
     out = []
@@ -90,6 +88,14 @@ def search_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
         if key not in seen:
             seen.add(key)
             out.append(d)
+    return out
+
+
+def _default_dirs() -> list[Path]:
+    repo = _VENDORED.parents[1]
+    out = []
+    for base in (Path.cwd(), repo):
+        out.extend([base / "data", base.parent / "shared" / "data", base.parent.parent / "shared" / "data"])
     return out
 
 

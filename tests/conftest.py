@@ -1,0 +1,43 @@
+"""Shared fixtures: real PTB (vendored copy) and small slices of it."""
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+@pytest.fixture(scope="session")
+def ptb_full():
+    from lsh_tune.data import load_corpus
+    return load_corpus("ptb")
+
+
+@pytest.fixture(scope="session")
+def ptb_slice():
+    """First 20k tokens of each PTB split (vocabulary of the full corpus)."""
+    from lsh_tune.data import load_corpus
+    return load_corpus("ptb", max_tokens=20000)
+
+
+def unigram_perplexity(train: torch.Tensor, valid: torch.Tensor, vocab_size: int) -> float:
+    """Perplexity on ``valid`` of the add-one-smoothed unigram model of ``train``."""
+    counts = torch.bincount(train, minlength=vocab_size).double() + 1.0
+    logp = torch.log(counts / counts.sum())
+    return math.exp(-logp[valid].mean().item())
+
+
+def run_cli(*args: str, timeout: int = 600):
+    """Run ``python -m lsh_tune ARGS`` in a subprocess; returns CompletedProcess."""
+    import subprocess
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "lsh_tune", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=str(REPO))
