@@ -16,7 +16,7 @@ from lsh_tune.errors import LSHUsageError
 __all__ = ["main", "print_json", "OneLineParser"]
 
 # Subcommand modules under lsh_tune.cli, in the order shown by --help.
-SUBCOMMANDS = ("info", "train", "search", "ls")
+SUBCOMMANDS = ("info", "train", "train_sparse", "search", "ls")
 
 
 class OneLineParser(argparse.ArgumentParser):

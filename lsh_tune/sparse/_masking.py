@@ -121,8 +121,13 @@ class Masking:
         lost = {k: int(removed[k].sum()) for k in self.names}
         if shares is None:
             return lost
-        capacity = {k: self.numels[k] - int(after[k].sum()) for k in self.names}
-        return _modes.allocate(sum(lost.values()), shares, capacity)
+        total = sum(lost.values())
+        # Prefer weights that were inactive before the prune, so drop and grow stay disjoint;
+        # only if they cannot hold the regrowth (density > 0.5) may just-removed weights return.
+        capacity = {k: self.numels[k] - int(self.masks[k].sum()) for k in self.names}
+        if sum(capacity.values()) < total:
+            capacity = {k: self.numels[k] - int(after[k].sum()) for k in self.names}
+        return _modes.allocate(total, shares, capacity)
 
     def _grow_scores(self, name: str, momenta, grads) -> torch.Tensor | None:
         if self.config.growth == "momentum":
