@@ -80,9 +80,10 @@ def _init_ray(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lsh_tune.cli import print_json
-    from lsh_tune.search.runner import run_search
+    from lsh_tune.search.runner import check_experiment_dir, run_search
 
     cfg = config_from_args(args)
+    check_experiment_dir(cfg, args.resume)  # fail before starting Ray
     _init_ray(args)
     summary = run_search(cfg, resume=args.resume)
     if args.json:

@@ -11,3 +11,17 @@ from lsh_tune.search._pool import (ACTIVE, FAILED, FINAL, FINISHED, REMOVED, Can
 __all__ = ["ACTIVE", "FAILED", "FINAL", "FINISHED", "HPO_METHODS", "REMOVED", "STATE_FILE", "Candidate",
            "CandidatePool", "PoolConfig", "RefillGenerator", "RoundDecision", "SearchLedger",
            "atomic_write_text", "derive_seed", "make_generator", "plan_rounds"]
+
+_LAZY = {"LSHScheduler": "lsh_tune.search._ray", "LSHSearcher": "lsh_tune.search._ray",
+         "candidate_trainable": "lsh_tune.search._trainable", "TrialSettings": "lsh_tune.search._trainable",
+         "SearchConfig": "lsh_tune.search.runner", "run_search": "lsh_tune.search.runner"}
+__all__ += sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    """Ray-dependent names are imported on first use (the core above works without Ray)."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lsh_tune.search' has no attribute {name!r}")

@@ -38,7 +38,7 @@ from lsh_tune.search._pool import PoolConfig, plan_rounds
 from lsh_tune.search._trainable import TrialSettings, candidate_state_path, candidate_trainable
 from lsh_tune.space import DEFAULT_DEATH_RATE_GRID, DEFAULT_SPACE, SearchSpace
 
-__all__ = ["SearchConfig", "run_search", "prepare_reference", "export_best", "CONFIG_FILE"]
+__all__ = ["SearchConfig", "run_search", "prepare_reference", "export_best", "check_experiment_dir", "CONFIG_FILE"]
 
 logger = logging.getLogger(__name__)
 CONFIG_FILE = "lsh/search.json"
@@ -117,6 +117,9 @@ class SearchConfig:
             raise LSHUsageError("gpus_per_trial=0 and cpus_per_trial=0: a trial needs some resource")
         if not self.name or "/" in self.name:
             raise LSHUsageError(f"name={self.name!r} must be a non-empty directory name without '/'")
+        n_grid = len(DEFAULT_SPACE.grid(self.grid_death_rate))
+        if self.hpo == "grid" and self.pool_size > n_grid:
+            raise LSHUsageError(f"pool={self.pool_size} exceeds the grid's {n_grid} variants; use --pool <= {n_grid}")
         self.pool_config()  # validates the schedule
 
     @property
@@ -156,6 +159,20 @@ class SearchConfig:
     def from_dict(cls, d: dict) -> "SearchConfig":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+_CORPORA: dict[tuple, Any] = {}
+
+
+def _corpus(cfg: SearchConfig):
+    """The corpus of ``cfg``, tokenised once per process (searches in one process share it)."""
+    from lsh_tune.data import load_corpus
+
+    key = (cfg.corpus, cfg.data_dir, cfg.max_tokens)
+    if key not in _CORPORA:
+        _CORPORA.clear()
+        _CORPORA[key] = load_corpus(cfg.corpus, cfg.data_dir, max_tokens=cfg.max_tokens)
+    return _CORPORA[key]
 
 
 def _specs(cfg: SearchConfig):
@@ -233,7 +250,12 @@ def _settings(cfg: SearchConfig, space: SearchSpace) -> TrialSettings:
                          threads=max(1, int(math.ceil(cfg.cpus_per_trial))))
 
 
-def _load_or_check_config(cfg: SearchConfig, resume: bool) -> SearchConfig:
+def check_experiment_dir(cfg: SearchConfig, resume: bool) -> SearchConfig:
+    """The config to run: ``cfg`` for a new search, the saved one (storage/address from ``cfg``) on resume.
+
+    Raises:
+        LSHUsageError: resuming where there is nothing, or starting where a search exists.
+    """
     path = cfg.experiment_dir / CONFIG_FILE
     if resume:
         if not path.exists() or not (cfg.experiment_dir / STATE_FILE).exists():
@@ -255,12 +277,11 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, space: SearchSpace = 
     import ray
     from ray import tune
 
-    from lsh_tune.data import load_corpus
     from lsh_tune.search._ray import LSHScheduler, LSHSearcher
 
-    cfg = _load_or_check_config(cfg, resume)
+    cfg = check_experiment_dir(cfg, resume)
     exp = cfg.experiment_dir
-    corpus = load_corpus(cfg.corpus, cfg.data_dir, max_tokens=cfg.max_tokens)
+    corpus = _corpus(cfg)
     reference = prepare_reference(cfg, corpus) if cfg.metric == "ls" else None
     if resume:
         ledger = SearchLedger.open(exp)
