@@ -281,6 +281,9 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, space: SearchSpace = 
 
     cfg = check_experiment_dir(cfg, resume)
     exp = cfg.experiment_dir
+    if not ray.is_initialized():
+        ray.init(address=cfg.address, include_dashboard=False)
+    _check_resources(cfg, ray.cluster_resources())
     corpus = _corpus(cfg)
     reference = prepare_reference(cfg, corpus) if cfg.metric == "ls" else None
     if resume:
@@ -292,8 +295,6 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, space: SearchSpace = 
         kwargs = {"death_rate": cfg.grid_death_rate} if cfg.hpo == "grid" else {}
         ledger = SearchLedger.create(cfg.pool_config(), cfg.hpo, space, exp, **kwargs)
     space = ledger.generator.space
-    if not ray.is_initialized():
-        ray.init(address=cfg.address, include_dashboard=False)
     ship = None if reference is None else {"history": reference["history"], "tokens": reference["tokens"]}
     trainable = tune.with_resources(
         tune.with_parameters(candidate_trainable, settings=_settings(cfg, space), corpus=corpus, reference=ship),
@@ -311,6 +312,17 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, space: SearchSpace = 
     tuner.fit()
     ledger = SearchLedger.open(exp)
     return write_outputs(cfg, ledger, corpus, reference)
+
+
+def _check_resources(cfg: SearchConfig, available: dict) -> None:
+    """A local Ray instance must be able to place one trial (a cluster may still scale up)."""
+    gpus = float(available.get("GPU", 0.0))
+    if cfg.gpus_per_trial > gpus:
+        msg = (f"gpus_per_trial={cfg.gpus_per_trial} but the Ray instance has {gpus:g} GPU(s); pass "
+               "--gpus-per-trial 0 to train on CPU")
+        if cfg.address in (None, "local"):
+            raise LSHUsageError(msg)
+        logger.warning("%s (waiting for the cluster to scale up)", msg)
 
 
 def write_outputs(cfg: SearchConfig, ledger: SearchLedger, corpus, reference: dict | None) -> dict:
