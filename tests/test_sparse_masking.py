@@ -150,7 +150,8 @@ def test_after_step_masks_weights_and_momentum_buffers():
 @pytest.mark.parametrize("redistribution", REDISTRIBUTION_MODES)
 def test_prune_keeps_count_and_drop_grow_disjoint(growth, redistribution):
     model = _lstm()
-    hook = build_sparse_hook(model, SparseConfig(0.67, "ER", "global_magnitude", growth, redistribution), seed=0)
+    cfg = SparseConfig(0.67, "ER", "global_magnitude", growth, redistribution, mask_gradients=growth == "gradient")
+    hook = build_sparse_hook(model, cfg, seed=0)
     tr = _fake_trainer(model)
     x = torch.randint(0, 300, (5, 3))
     out, _ = model(x, model.init_state(3))
@@ -169,7 +170,8 @@ def test_prune_keeps_count_and_drop_grow_disjoint(growth, redistribution):
         assert (dict(model.named_parameters())[k][c["grown"]] == 0).all()  # regrown start at zero
     if growth == "gradient":  # the regrown weights have the largest |grad| among the candidates
         k = "decoder.weight"
-        g = model.decoder.weight.grad.abs()
+        g = hook._dense_grads[k].abs()  # the dense gradient, recorded before masking
+        assert (model.decoder.weight.grad[~before[k]] == 0).all()  # the optimizer saw the masked one
         cand = ~before[k]
         grown = changes[k]["grown"]
         if grown.any():
@@ -219,7 +221,8 @@ def test_load_rejects_other_config():
 def test_snt_asgd_running_average_restarts_for_regrown_weights():
     """Hand-computed per-element averages through a prune-and-regrow step (SNT-ASGD)."""
     model = nn.Linear(4, 1, bias=False)
-    hook = build_sparse_hook(model, SparseConfig(0.5, death="magnitude", growth="gradient"), seed=0)
+    cfg = SparseConfig(0.5, death="magnitude", growth="gradient", mask_gradients=False)  # grad set by hand
+    hook = build_sparse_hook(model, cfg, seed=0)
     hook.masking.masks["weight"] = torch.tensor([[True, True, False, False]])
     hook.masking._fmasks.clear()
     tr = _fake_trainer(model)
@@ -250,3 +253,21 @@ def test_snt_asgd_running_average_restarts_for_regrown_weights():
     torch.testing.assert_close(tr.averager.avg["weight"], torch.tensor([[0.0, 32 / 5, 0.0, 15.0]]))
     assert tr.averager.count["weight"].tolist() == [[2, 5, 5, 2]]
     assert hook.history[-1]["averaging"] is True
+
+
+@pytest.mark.parametrize("mask_gradients", [True, False])
+def test_mask_gradients_zeroes_inactive_grads_before_clipping(mask_gradients):
+    model = _lstm()
+    hook = build_sparse_hook(model, SparseConfig(0.6, growth="momentum", mask_gradients=mask_gradients), seed=0)
+    x = torch.randint(0, 300, (5, 3))
+    out, _ = model(x, model.init_state(3))
+    out.sum().backward()
+    tr = _fake_trainer(model)
+    hook.after_optimizer_step(tr)
+    g = model.rnns[0].weight_hh_l0.grad
+    m = hook.masking.masks["rnns.0.weight_hh_l0"]
+    assert bool((g[~m] == 0).all()) is mask_gradients
+    # the momentum estimate always sees the dense gradient: (1 - beta) * g
+    assert (hook.momenta["rnns.0.weight_hh_l0"][~m] != 0).any()
+    hook.close()
+    assert not hook._handles

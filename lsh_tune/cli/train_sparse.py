@@ -36,6 +36,8 @@ def register(sub) -> None:
     p.add_argument("--prune-interval", type=positive_int, default=1, help="epochs between prune-and-regrow steps")
     p.add_argument("--init-scale", type=_bool, default=True,
                    help="rescale surviving initial weights by 1/sqrt(layer density) (default: true)")
+    p.add_argument("--mask-gradients", type=_bool, default=False,
+                   help="zero inactive weights' gradients before clipping (default: false, as Selfish-RNN)")
     p.add_argument("--masked", default=",".join(MASK_GROUPS),
                    help=f"comma-separated groups to mask, of {', '.join(MASK_GROUPS)} (default: all)")
     p.add_argument("--epochs", type=non_negative_int, default=None, help="epochs (default: the preset's)")
@@ -54,7 +56,7 @@ def sparse_config_from_args(args: argparse.Namespace):
     masked = tuple(g.strip() for g in args.masked.split(",") if g.strip())
     return SparseConfig(args.sparsity, args.sparse_init, args.death, args.growth, args.redistribution,
                         args.death_rate, prune_interval_epochs=args.prune_interval, init_scale=args.init_scale,
-                        masked=masked)
+                        mask_gradients=args.mask_gradients, masked=masked)
 
 
 def train_sparse(args: argparse.Namespace) -> int:

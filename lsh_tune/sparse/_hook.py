@@ -1,6 +1,8 @@
 """Dynamic sparse training as a :class:`~lsh_tune.train.TrainingHook` (the thin adapter)."""
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -15,11 +17,15 @@ __all__ = ["SparseTrainingHook", "build_sparse_hook"]
 class SparseTrainingHook(TrainingHook):
     """Selfish-RNN-style dynamic sparse training plugged into :class:`~lsh_tune.train.Trainer`.
 
+    * during backward (``config.mask_gradients``, a tensor hook on each masked weight): the
+      gradient of inactive weights is zeroed before the trainer clips it, so gradient clipping
+      sees the gradient of the sparse network; the dense gradient is kept for ``gradient``
+      growth and folded into the ``momentum`` modes' moving average;
     * after every optimizer step: re-apply the masks, zero optimizer buffers (SGD momentum)
-      under them and, for the ``momentum`` modes, update the gradient moving average
-      ``m ← β m + (1 − β) g`` (the trainer's SGD keeps no momentum by default, and an SGD
-      momentum buffer zeroed under the mask would carry no signal for inactive weights, so the
-      moving average of the dense gradient is always used);
+      under them and, for the ``momentum`` modes (without ``mask_gradients``), update the
+      gradient moving average ``m ← β m + (1 − β) g`` (the trainer's SGD keeps no momentum by
+      default, and an SGD momentum buffer zeroed under the mask would carry no signal for
+      inactive weights, so the moving average of the dense gradient is always used);
     * at the end of every ``prune_interval_epochs``-th epoch except the last planned one:
       prune and regrow with death rate p(t) (cosine decay over ``trainer.total_steps`` to
       0.005). When NT-ASGD averaging is active, the running averages of removed and regrown
@@ -37,6 +43,32 @@ class SparseTrainingHook(TrainingHook):
         if config.needs_momentum:
             self.momenta = {k: torch.zeros_like(p) for k, p in self.masking.params(model).items()}
         self.history: list[dict] = []
+        self._dense_grads: dict[str, torch.Tensor] = {}
+        self._handles = []
+        if config.mask_gradients:
+            for k, p in self.masking.params(model).items():
+                self._handles.append(p.register_hook(functools.partial(self._grad_hook, k)))
+
+    def _grad_hook(self, name: str, grad: torch.Tensor) -> torch.Tensor:
+        """Tensor hook on a masked weight: record the dense gradient, return the masked one."""
+        with torch.no_grad():
+            if self.momenta is not None:
+                self._update_momentum(name, grad)
+            if self.config.growth == "gradient":
+                self._dense_grads[name] = grad.detach()
+            return grad * self.masking._fmask(name, grad)
+
+    def _update_momentum(self, name: str, grad: torch.Tensor) -> None:
+        m = self.momenta[name]
+        if m.device != grad.device:
+            m = self.momenta[name] = m.to(grad.device)
+        m.mul_(self.config.momentum_beta).add_(grad, alpha=1.0 - self.config.momentum_beta)
+
+    def close(self) -> None:
+        """Remove the gradient hooks from the model's parameters (``mask_gradients``)."""
+        for h in self._handles:
+            h.remove()
+        self._handles = []
 
     # ------------------------------------------------------------------ hook API
     def on_train_begin(self, trainer) -> None:
@@ -49,14 +81,10 @@ class SparseTrainingHook(TrainingHook):
         self.masking.apply(model)
         if trainer.optimizer.defaults.get("momentum", 0) or _has_buffers(trainer.optimizer):
             self.masking.mask_buffers(model, trainer.optimizer)
-        if self.momenta is not None:
-            beta = self.config.momentum_beta
+        if self.momenta is not None and not self.config.mask_gradients:
             for k, p in self.masking.params(model).items():
                 if p.grad is not None:
-                    m = self.momenta[k]
-                    if m.device != p.device:
-                        m = self.momenta[k] = m.to(p.device)
-                    m.mul_(beta).add_(p.grad, alpha=1.0 - beta)
+                    self._update_momentum(k, p.grad)
 
     def should_prune(self, epochs_done: int, max_epochs: int) -> bool:
         """Prune after epoch ``epochs_done`` (1-based) unless it is the last planned epoch."""
@@ -75,7 +103,12 @@ class SparseTrainingHook(TrainingHook):
         """Prune and regrow now with death rate ``rate``; update optimizer/averager state."""
         model = trainer.model
         params = self.masking.params(model)
-        grads = {k: p.grad for k, p in params.items()}
+        if self.config.mask_gradients:
+            grads = {k: self._dense_grads.get(k) for k in params}
+        else:
+            grads = {k: p.grad for k, p in params.items()}
+        if self.momenta is not None:
+            self.momenta = {k: m.to(params[k].device) for k, m in self.momenta.items()}
         changes = self.masking.prune_and_regrow(model, rate, momenta=self.momenta, grads=grads)
         self.masking.mask_buffers(model, trainer.optimizer)
         averager = getattr(trainer, "averager", None)

@@ -81,7 +81,7 @@ class Masking:
     def _fmask(self, name: str, like: torch.Tensor) -> torch.Tensor:
         f = self._fmasks.get(name)
         if f is None or f.dtype != like.dtype or f.device != like.device:
-            f = self.masks[name].to(like.dtype)
+            f = self.masks[name].to(device=like.device, dtype=like.dtype)
             self._fmasks[name] = f
         return f
 
