@@ -1,8 +1,9 @@
 """Refill generators: the initial pool and the ⌊n/4⌋ new candidates of each round (Ray-free).
 
 Every generator is deterministic given ``(seed, round)`` and keeps no state of its own: what it
-knows comes from the pool's observations (``config``, ``budget`` = the candidate's own round
-count, ``value`` = its latest round metric, ``alive``), so the pool's JSON is the whole state.
+knows comes from the pool's observations (one per decided round of every candidate: ``config``,
+``budget`` = the candidate's own round count, ``value`` = its metric then, ``alive``), so the
+pool's JSON is the whole state.
 
 * ``grid`` — the 24 methodological variants at a fixed death rate; removal only, no refills. A
   pool smaller than the grid takes a seeded subset (in grid order).

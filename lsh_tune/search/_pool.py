@@ -353,10 +353,13 @@ class CandidatePool:
         return min(done, key=lambda c: (_sort_key(float(c.final["val_ppl"])), c.cid))
 
     def observations(self) -> list[dict]:
-        """(config, budget, value, alive) of every candidate with a decided round, for refills."""
-        return [{"cid": c.cid, "config": c.config, "budget": len(c.history), "value": c.history[-1],
-                 "alive": c.alive}
-                for c in self.candidates.values() if c.history]
+        """One ``{cid, config, budget, value, alive}`` per decided round of every candidate.
+
+        ``budget`` is the candidate's own round count (1, 2, ...) at that value; refill
+        generators take the latest per candidate (TPE/ATPE) or all of them per budget (BOHB).
+        """
+        return [{"cid": c.cid, "config": c.config, "budget": j + 1, "value": v, "alive": c.alive}
+                for c in self.candidates.values() for j, v in enumerate(c.history)]
 
     # ------------------------------------------------------------ serialisation
     def state_dict(self) -> dict:
