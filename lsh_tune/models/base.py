@@ -6,6 +6,8 @@ Shapes: tokens are (T, B) LongTensors; a *state* is a tuple over layers, each a 
 """
 from __future__ import annotations
 
+import abc
+
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -48,16 +50,17 @@ class RNNLanguageModel(nn.Module):
     def state_size(self) -> int:
         return int(sum(self.hidden_sizes))
 
-    def init_state(self, batch_size: int) -> State:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def init_state(self, batch_size: int) -> State:
+        """Zero state for ``batch_size`` sequences (h0 = c0 = 0)."""
 
+    @abc.abstractmethod
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """Embeddings (T, B, E) of ``tokens`` (T, B); word/embedding dropout only in train mode."""
-        raise NotImplementedError  # pragma: no cover - abstract
 
+    @abc.abstractmethod
     def step(self, state: State, x: torch.Tensor) -> State:
         """One time step of the recurrent stack without dropout: x is (B, E)."""
-        raise NotImplementedError  # pragma: no cover - abstract
 
     @staticmethod
     def detach_state(state: State) -> State:
