@@ -9,6 +9,7 @@ from lsh_tune.sparse._config import (DEATH_MODES, DEATH_RATE_FLOOR, GROWTH_MODES
 from lsh_tune.sparse._hook import SparseTrainingHook, build_sparse_hook
 from lsh_tune.sparse._layout import er_densities, exact_counts, masked_tensors, target_count, tensor_groups
 from lsh_tune.sparse._masking import Masking, derive_seed
+from lsh_tune.sparse._run import run_sparse_training
 from lsh_tune.sparse._modes import (allocate, cosine_death_rate, death_global_magnitude, death_magnitude,
                                     death_set, death_threshold, grow, n_to_remove, redistribution_shares)
 
@@ -16,4 +17,4 @@ __all__ = ["DEATH_MODES", "DEATH_RATE_FLOOR", "GROWTH_MODES", "MASK_GROUPS", "Ma
            "SPARSE_INITS", "SparseConfig", "SparseTrainingHook", "allocate", "build_sparse_hook",
            "cosine_death_rate", "death_global_magnitude", "death_magnitude", "death_set", "death_threshold",
            "derive_seed", "er_densities", "exact_counts", "grow", "masked_tensors", "n_to_remove",
-           "redistribution_shares", "target_count", "tensor_groups"]
+           "redistribution_shares", "run_sparse_training", "target_count", "tensor_groups"]
