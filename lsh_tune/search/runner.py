@@ -38,7 +38,8 @@ from lsh_tune.search._pool import PoolConfig, plan_rounds
 from lsh_tune.search._trainable import TrialSettings, candidate_state_path, candidate_trainable
 from lsh_tune.space import DEFAULT_DEATH_RATE_GRID, DEFAULT_SPACE, SearchSpace
 
-__all__ = ["SearchConfig", "run_search", "prepare_reference", "export_best", "check_experiment_dir", "CONFIG_FILE"]
+__all__ = ["SearchConfig", "run_search", "prepare_reference", "export_best", "check_experiment_dir",
+           "trainable_for", "write_outputs", "CONFIG_FILE"]
 
 logger = logging.getLogger(__name__)
 CONFIG_FILE = "lsh/search.json"
@@ -294,11 +295,7 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, space: SearchSpace = 
         SearchLedger.forget(exp)
         kwargs = {"death_rate": cfg.grid_death_rate} if cfg.hpo == "grid" else {}
         ledger = SearchLedger.create(cfg.pool_config(), cfg.hpo, space, exp, **kwargs)
-    space = ledger.generator.space
-    ship = None if reference is None else {"history": reference["history"], "tokens": reference["tokens"]}
-    trainable = tune.with_resources(
-        tune.with_parameters(candidate_trainable, settings=_settings(cfg, space), corpus=corpus, reference=ship),
-        {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial})
+    trainable = _trainable(cfg, ledger.generator.space, corpus, reference)
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(2, cfg.pool_size)))
     if resume and tune.Tuner.can_restore(str(exp)):
         tuner = tune.Tuner.restore(str(exp), trainable, resume_unfinished=True, resume_errored=True)
@@ -312,6 +309,30 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, space: SearchSpace = 
     tuner.fit()
     ledger = SearchLedger.open(exp)
     return write_outputs(cfg, ledger, corpus, reference)
+
+
+def _trainable(cfg: SearchConfig, space: SearchSpace, corpus, reference: dict | None):
+    from ray import tune
+
+    ship = None if reference is None else {"history": reference["history"], "tokens": reference["tokens"]}
+    return tune.with_resources(
+        tune.with_parameters(candidate_trainable, settings=_settings(cfg, space), corpus=corpus, reference=ship),
+        {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial})
+
+
+def trainable_for(experiment_dir: str | os.PathLike):
+    """The trainable of a saved search, for ``tune.Tuner.restore(experiment_dir, trainable_for(experiment_dir))``.
+
+    The scheduler and searcher come back from Tune's own pickle and re-open the ledger from
+    ``lsh/state.json``; after ``fit()`` call :func:`write_outputs` (or use ``--resume``, which
+    does all of this).
+    """
+    exp = Path(experiment_dir).resolve()
+    cfg = SearchConfig.from_dict(json.loads((exp / CONFIG_FILE).read_text()))
+    cfg = replace(cfg, storage_path=str(exp.parent), name=exp.name)
+    corpus = _corpus(cfg)
+    reference = prepare_reference(cfg, corpus) if cfg.metric == "ls" else None
+    return _trainable(cfg, SearchLedger.open(exp).generator.space, corpus, reference)
 
 
 def _check_resources(cfg: SearchConfig, available: dict) -> None:
