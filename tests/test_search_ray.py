@@ -30,7 +30,8 @@ pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
 MAX_TOKENS = 2000
 COMMON = dict(model="stacked_lstm", preset="tiny", corpus="ptb", sparsity=0.67, pool=8, rounds_every=1, final_k=2,
-              max_epochs=4, gpus_per_trial=1.0, cpus_per_trial=1.0, seed=0, max_tokens=MAX_TOKENS, verbose=0)
+              max_epochs=4, gpus_per_trial=1.0, cpus_per_trial=1.0, seed=0, max_tokens=MAX_TOKENS, verbose=0,
+              reference_epochs=2)
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +107,9 @@ def test_search_finishes_for_each_hpo(search, hpo):
     assert set(ckpt["masks"]) and ckpt["config"] == best["config"]
     if hpo == "grid":
         assert not any(r["generated"] for r in ledger.pool.rounds)
+    if metric == "ls":
+        spectra = json.loads((exp / "candidates" / best["cid"] / "ls_history.json").read_text())
+        assert len(spectra) == best["epoch"] and len(spectra[0]) == 128  # one per boundary, N = 2 x 64
     print(f"{hpo}/{metric}: {seconds:.1f} s, best {best['cid']} test ppl {best['test_ppl']:.1f}")
 
 

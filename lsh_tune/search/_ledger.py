@@ -149,10 +149,10 @@ class SearchLedger:
             atomic_write_text(Path(self.directory) / STATE_FILE, json.dumps(self.state_dict(), indent=1))
 
     # ------------------------------------------------------------ operations
-    def on_boundary(self, cid: str, epoch: int, value: float) -> RoundDecision | None:
+    def on_boundary(self, cid: str, epoch: int, value: float, info: dict | None = None) -> RoundDecision | None:
         """Record a round metric; close the round when the pool is complete. Saves on change."""
         with _LOCK:
-            changed = self.pool.record(cid, epoch, value)
+            changed = self.pool.record(cid, epoch, value, info)
             decision = None
             if self.pool.ready():
                 decision = self.pool.decide(self._generate)

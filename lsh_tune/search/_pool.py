@@ -141,6 +141,7 @@ class Candidate:
         pending: ``[epoch, value]`` reported for the current round, not yet decided.
         removed_round: global round that removed it.
         final: final metrics of a finalist (``val_ppl``, ``test_ppl``, ``density`` ...).
+        last: extra metrics of its latest recorded round (``val_ppl``, ``density`` ...).
     """
 
     cid: str
@@ -152,6 +153,7 @@ class Candidate:
     pending: list | None = None
     removed_round: int | None = None
     final: dict | None = None
+    last: dict | None = None
 
     @property
     def alive(self) -> bool:
@@ -265,10 +267,11 @@ class CandidatePool:
         self.candidates[cid] = Candidate(cid, dict(config), self.round if born_round is None else born_round)
         return cid
 
-    def record(self, cid: str, epoch: int, value: float) -> bool:
+    def record(self, cid: str, epoch: int, value: float, info: dict | None = None) -> bool:
         """Record the metric of ``cid`` at its round boundary ``epoch``.
 
-        Idempotent: a replay of an already recorded or decided boundary is ignored.
+        Idempotent: a replay of an already recorded or decided boundary is ignored. ``info``
+        (JSON-serialisable extras such as ``val_ppl``, ``density``) is kept as ``Candidate.last``.
 
         Returns:
             True when the value was new.
@@ -279,6 +282,8 @@ class CandidatePool:
         if c.pending is not None:
             return False
         c.pending = [int(epoch), float(value)]
+        if info:
+            c.last = dict(info, epoch=int(epoch))
         return True
 
     def mark_failed(self, cid: str) -> None:
@@ -384,6 +389,7 @@ class CandidatePool:
             row = {"cid": c.cid, **c.config, "born_round": c.born_round, "status": c.status,
                    "removed_round": c.removed_round, "metric_per_round": list(c.history),
                    "epochs_per_round": list(c.epochs)}
+            row.update({f"last_{k}": v for k, v in (c.last or {}).items()})
             row.update({k: v for k, v in (c.final or {}).items() if not isinstance(v, (list, dict))})
             rows.append(row)
         return rows

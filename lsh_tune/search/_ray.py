@@ -44,6 +44,8 @@ REPLAY_KEY = "lsh_replay"
 METRIC_KEYS = {"ls": "ls_distance", "loss": "val_loss"}
 #: Keys copied into the pool when a finalist finishes.
 FINAL_METRIC_KEYS = ("epoch", "val_loss", "val_ppl", "test_loss", "test_ppl", "density", "ls_distance")
+#: Keys kept with each round's metric (results table: ``last_*`` columns).
+ROUND_INFO_KEYS = ("val_loss", "val_ppl", "density", "ls_distance")
 _DECISIONS = {"continue": TrialScheduler.CONTINUE, "pause": TrialScheduler.PAUSE, "stop": TrialScheduler.STOP}
 
 
@@ -102,7 +104,8 @@ class LSHScheduler(FIFOScheduler):
         if result.get(BOUNDARY_KEY):
             value = float(_require(result, self._metric_key, f"the metric ranked with --metric "
                                                              f"{self.ledger.pool.config.metric}"))
-            decision = self.ledger.on_boundary(cid, epoch, value)
+            info = {k: result[k] for k in ROUND_INFO_KEYS if k in result}
+            decision = self.ledger.on_boundary(cid, epoch, value, info)
             if decision is not None:
                 logger.info("LSH round %d: ranking %s; removed %s; generated %s; done=%s", decision.round,
                             [(c, round(v, 4) if math.isfinite(v) else v) for c, v in decision.ranking],

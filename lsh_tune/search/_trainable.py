@@ -5,7 +5,9 @@ Public Tune API only (``tune.report(metrics, checkpoint=...)``, ``tune.get_check
 ``val_ppl``, ``density`` and timings; at each round boundary (every E epochs of its own
 training, and at ``max_epochs``) also the Lyapunov spectrum summary, ``ls_distance`` to the
 dense reference and a checkpoint with the full training state (weights, masks, optimizer and
-SNT-ASGD averages, death-rate position, RNG — :meth:`lsh_tune.train.Trainer.state_dict`).
+SNT-ASGD averages, death-rate position, RNG — :meth:`lsh_tune.train.Trainer.state_dict`). The
+full spectra are kept in the checkpoint and in ``candidates/<cid>/ls_history.json``; results carry
+their summary (``ls_max``, ``ls_mean``, ``ls_variance``, ``ls_min``, ``ls_neg_inf`` ...).
 
 Exactly-once epochs: after every epoch the state is also mirrored to
 ``<experiment>/candidates/<cid>/state.pt`` (atomic replace) and the epoch is appended to
@@ -38,6 +40,7 @@ __all__ = ["TrialSettings", "candidate_trainable", "build_candidate", "STATE_NAM
 
 STATE_NAME = "state.pt"
 META_NAME = "state.json"
+LS_NAME = "ls_history.json"  # the candidate's spectra, one per round boundary
 EPOCH_LOG = "epochs.jsonl"
 
 
@@ -175,9 +178,10 @@ def _save_state(trainer, settings: TrialSettings, cid: str, meta: dict) -> Path 
     path = candidate_state_path(settings.state_dir, cid)
     path.parent.mkdir(parents=True, exist_ok=True)
     trainer.save(path, lsh=meta)
-    tmp = path.parent / f".{META_NAME}.tmp"
-    tmp.write_text(json.dumps({"epoch": trainer.epoch, "cid": cid}))
-    os.replace(tmp, path.parent / META_NAME)
+    for name, obj in ((LS_NAME, meta["ls_history"]), (META_NAME, {"epoch": trainer.epoch, "cid": cid})):
+        tmp = path.parent / f".{name}.tmp"
+        tmp.write_text(json.dumps(obj))  # the LS may hold -Infinity (singular directions)
+        os.replace(tmp, path.parent / name)
     return path.parent
 
 
