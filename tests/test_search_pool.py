@@ -163,3 +163,16 @@ def test_failed_candidate_does_not_block_the_round():
         ledger.on_boundary(cid, 1, 0.5)
     d = ledger.on_failed("c003")
     assert d is not None and len(d.ranking) == 3
+
+
+def test_atpe_crash_falls_back_to_tpe(monkeypatch):
+    import hyperopt.atpe
+
+    def boom(*a, **k):
+        raise IndexError("list index out of range")  # hyperopt #565/#768
+
+    monkeypatch.setattr(hyperopt.atpe, "suggest", boom)
+    cfg = SearchLedger.pool_config_for("atpe", pool_size=8, rounds_every=1, max_epochs=5)
+    ledger = SearchLedger.create(cfg, "atpe", DEFAULT_SPACE, None)
+    decisions = _drive(ledger)
+    assert len(decisions[0].generated) == 2

@@ -206,20 +206,38 @@ class TPEGenerator(RefillGenerator):
         with _seeded_globals(seed):
             # One suggestion per call: ATPE (and TPE with several ids) otherwise share one draw.
             for i in range(n):
-                new = self._algo()([len(obs) + i], domain, trials, derive_seed(seed, i))
+                new = self._suggest([len(obs) + i], domain, trials, derive_seed(seed, i))
                 vals = new[0]["misc"]["vals"]
                 out.append(self.space.from_hyperopt_point({k: v[0] for k, v in vals.items()}))
         return out
 
 
+    def _suggest(self, ids, domain, trials, seed):
+        return self._algo()(ids, domain, trials, seed)
+
+
 class ATPEGenerator(TPEGenerator):
-    """hyperopt adaptive TPE (``atpe.suggest``, needs lightgbm); only finished trials are passed."""
+    """hyperopt adaptive TPE (``atpe.suggest``, needs lightgbm); only finished trials are passed.
+
+    ATPE has known crashes with ``hp.choice`` spaces (hyperopt #565, #768: IndexError); such a
+    suggestion falls back to TPE with the same seed and a warning.
+    """
 
     name = "atpe"
 
     def _algo(self):
         from hyperopt import atpe
         return atpe.suggest
+
+    def _suggest(self, ids, domain, trials, seed):
+        try:
+            return self._algo()(ids, domain, trials, seed)
+        except (IndexError, KeyError, ValueError) as e:
+            import logging
+
+            logging.getLogger(__name__).warning("ATPE failed (%s: %s); using TPE for this refill",
+                                                type(e).__name__, e)
+            return super()._algo()(ids, domain, trials, seed)
 
 
 class BOHBGenerator(RefillGenerator):
