@@ -40,7 +40,7 @@ def register(sub) -> None:
 
 def _load_model(args: argparse.Namespace):
     """(model, corpus, default steps, description) from --checkpoint or --model/--preset."""
-    from lsh_tune.data import load_corpus
+    from lsh_tune.data import KNOWN_CORPORA, load_corpus
 
     if args.checkpoint:
         from lsh_tune.lyapunov import load_checkpoint_model
@@ -49,7 +49,10 @@ def _load_model(args: argparse.Namespace):
             raise LSHUsageError("--preset goes with --model, not with --checkpoint")
         model, ckpt = load_checkpoint_model(args.checkpoint)
         bptt = (ckpt.get("train_spec") or {}).get("bptt", 35)
-        corpus = load_corpus(args.corpus or ckpt["corpus"], args.data_dir)
+        name = ckpt["corpus"]
+        if not args.corpus and name not in KNOWN_CORPORA and ckpt.get("corpus_dir"):
+            name = ckpt["corpus_dir"]  # a corpus given as a directory
+        corpus = load_corpus(args.corpus or name, args.data_dir)
         return model, corpus, int(bptt), {"checkpoint": str(args.checkpoint)}
     import torch
 
