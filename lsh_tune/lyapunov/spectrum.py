@@ -179,7 +179,8 @@ def qr_exponents(step: Stepper, state, xs: torch.Tensor, n: int, cfg: LSConfig) 
 
 
 def _log_abs_diag(a: torch.Tensor) -> torch.Tensor:
-    return torch.log(torch.diagonal(a, dim1=-2, dim2=-1).abs())
+    """log|diag(a)| as float64 on the CPU (the running sums stay exact to ~1e-15 in any dtype)."""
+    return torch.log(torch.diagonal(a, dim1=-2, dim2=-1).abs()).to("cpu", torch.float64)
 
 
 def _full_qr(step: Stepper, state, xs: torch.Tensor, cfg: LSConfig) -> torch.Tensor:
@@ -190,7 +191,7 @@ def _full_qr(step: Stepper, state, xs: torch.Tensor, cfg: LSConfig) -> torch.Ten
         jac, state = step(state, xs[t])
         j = jac.dense().detach()
         if acc is None:
-            acc = j.new_zeros((cfg.k, j.shape[-1]))
+            acc = torch.zeros((cfg.k, j.shape[-1]), dtype=torch.float64)
         for b in range(cfg.k):
             f = factors[b]
             z = j[b] if f is None else torch.ormqr(f[0], f[1], j[b], left=False, transpose=False)
@@ -205,7 +206,7 @@ def _topk_qr(step: Stepper, state, xs: torch.Tensor, n: int, cfg: LSConfig) -> t
     """Explicit-Q path: Q (K, N, top), reduced QR, sign-fixed so diag(R) ≥ 0."""
     dtype, device = xs.dtype, xs.device
     q = torch.eye(n, cfg.top, dtype=dtype, device=device).expand(cfg.k, n, cfg.top).contiguous()
-    acc = torch.zeros((cfg.k, cfg.top), dtype=dtype, device=device)
+    acc = torch.zeros((cfg.k, cfg.top), dtype=torch.float64)
     for t in range(cfg.total_steps):
         jac, state = step(state, xs[t])
         z = jac.matmul(q).detach()
@@ -214,7 +215,7 @@ def _topk_qr(step: Stepper, state, xs: torch.Tensor, n: int, cfg: LSConfig) -> t
         sign = torch.where(d < 0, -1.0, 1.0).to(dtype)
         q = q * sign[:, None, :]
         if t >= cfg.warmup:
-            acc += torch.log(d.abs())
+            acc += torch.log(d.abs()).to("cpu", torch.float64)
         state = _detach(state)
     return acc
 
@@ -238,7 +239,7 @@ def reference_spectrum(model: RNNLanguageModel, tokens: torch.Tensor, config: LS
     try:
         with torch.no_grad():
             xs = model.embed(tokens[: cfg.total_steps, : cfg.k].to(next(model.parameters()).device)).to(dtype)
-        acc = torch.zeros((cfg.k, m), dtype=dtype)
+        acc = torch.zeros((cfg.k, m), dtype=torch.float64)
         for b in range(cfg.k):
             step = make_stepper(model, convention=cfg.state, dtype=dtype, method="autograd")
             state = cast_state(model.init_state(1), dtype)
@@ -249,7 +250,7 @@ def reference_spectrum(model: RNNLanguageModel, tokens: torch.Tensor, config: LS
                 d = torch.diagonal(r)
                 q = q * torch.where(d < 0, -1.0, 1.0).to(dtype)
                 if t >= cfg.warmup:
-                    acc[b] += torch.log(d.abs())
+                    acc[b] += torch.log(d.abs()).to("cpu", torch.float64)
                 state = _detach(state)
     finally:
         model.train(was_training)
