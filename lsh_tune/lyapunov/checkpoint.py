@@ -7,6 +7,7 @@ A checkpoint is a ``torch.save`` dict with at least ``model_spec`` (``ModelSpec.
 from __future__ import annotations
 
 import os
+import pickle
 
 import torch
 
@@ -27,7 +28,7 @@ def load_checkpoint_model(path: str | os.PathLike, *, map_location: str | torch.
     """
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except (OSError, RuntimeError, EOFError, ValueError) as e:
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
         raise LSHUsageError(f"cannot read checkpoint {str(path)!r}: {e}") from None
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
