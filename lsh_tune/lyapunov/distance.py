@@ -7,6 +7,8 @@ training, the final one last) together with every candidate's LS history, as in 
 reference point v̂ is the reference history's **last** spectrum and a candidate's point its
 **last** (current-epoch) spectrum. Embeddings: ``pca`` (2-D, the paper's choice), ``raw`` (the
 spectrum itself), ``tsne`` (2-D); metrics ``l2`` and ``cosine`` (1 − p·q / (|p| |q|)).
+The authors' final public code instead compares raw spectra at the same epoch with L2: pass
+``[reference_history[j]]`` as the reference and ``embedding="raw"``.
 
 Non-finite exponents (style rule 10):
 
