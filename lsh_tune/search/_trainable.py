@@ -24,14 +24,13 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from lsh_tune.errors import LSHUsageError, check_choice
 from lsh_tune.search._generators import derive_seed
 from lsh_tune.search._ray import BOUNDARY_KEY, CID_KEY, FINAL_KEY, REPLAY_KEY
 
@@ -274,13 +273,3 @@ def candidate_trainable(config: dict, *, settings: TrialSettings, corpus, refere
         else:
             tune.report(res)
 
-
-def check_metric_setup(metric: str, reference: dict | None) -> None:
-    """``--metric ls`` needs a reference LS history."""
-    check_choice("metric", metric, ("ls", "loss"))
-    if metric == "ls" and reference is None:
-        raise LSHUsageError("metric='ls' needs the dense reference's LS history")
-
-
-def settings_dict(settings: TrialSettings) -> dict:
-    return asdict(settings)
