@@ -12,6 +12,8 @@ from lsh_tune.models import build_model, get_preset, with_overrides
 from lsh_tune.sparse import DEATH_MODES, SPARSE_INITS, SparseConfig, build_sparse_hook, er_densities
 from lsh_tune.train import Trainer, TrainingHook
 
+from conftest import unigram_perplexity
+
 
 @pytest.fixture(scope="module")
 def ptb_2k():
@@ -109,3 +111,25 @@ def test_sparse_small_lstm_val_ppl_decreases_each_epoch():
     ppl = [m["val_ppl"] for m in metrics]
     assert ppl == sorted(ppl, reverse=True) and ppl[-1] < ppl[0], ppl
     assert hook.masking.prune_steps == 2 and hook.masking.active() == hook.masking.target
+
+
+@pytest.mark.slow  # a few minutes on 2 shared cores: ~350 steps per epoch are needed to leave the plateau
+@pytest.mark.parametrize("init,death,redistribution,rate", [
+    ("ER", "global_magnitude", "nonzeros", 0.7),  # the authors' best stacked-LSTM candidate
+    ("uniform", "SET", "none", 0.5),
+])
+def test_sparse_tiny_candidates_leave_the_unigram_plateau(init, death, redistribution, rate):
+    """Calibration guard: at sparsity 0.67 the ``tiny`` preset must learn more than unigrams.
+
+    Uses the preset's own optimizer settings and epochs on a 60k-token PTB slice.
+    """
+    corpus = load_corpus("ptb", max_tokens=60000)
+    unigram = unigram_perplexity(corpus.train, corpus.valid, len(corpus.vocab))
+    ms, ts = get_preset("stacked_lstm", "tiny")
+    torch.manual_seed(0)
+    model = build_model(ms, len(corpus.vocab))
+    hook = build_sparse_hook(model, SparseConfig(0.67, init, death, "random", redistribution, rate), seed=0)
+    metrics = Trainer(model, corpus, ts, seed=0, hooks=[hook]).fit()
+    best = min(m["val_ppl"] for m in metrics)
+    print(f"unigram {unigram:.1f}; val ppl per epoch {[round(m['val_ppl'], 1) for m in metrics]}")  # -rP shows it
+    assert best < 0.85 * unigram, (best, unigram, [round(m["val_ppl"], 1) for m in metrics])
