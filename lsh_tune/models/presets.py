@@ -84,7 +84,7 @@ _PRESETS: dict[tuple[str, str], tuple[ModelSpec, TrainSpec]] = {
         TrainSpec(lr=20.0, batch_size=20, bptt=35, epochs=10)),
     ("stacked_lstm", "tiny"): (
         ModelSpec("stacked_lstm", 64, (64, 64), False, _D0),
-        TrainSpec(lr=20.0, batch_size=20, bptt=35, epochs=3)),
+        TrainSpec(lr=40.0, batch_size=10, bptt=35, epochs=4)),
     ("rhn", "paper"): (
         ModelSpec("rhn", 830, (830,), True, (0.2, 0.65, 0.25, 0.62), depth=10),
         TrainSpec(lr=15.0, batch_size=20, bptt=35, epochs=500, weight_decay=1e-7)),
