@@ -1,8 +1,9 @@
 """Real LSH searches on a local Ray instance (tiny preset, a real PTB slice, pool 8, E = 1).
 
 One Ray instance for the module, started with ``num_gpus=4`` on this GPU-less machine: every
-search asks for 1 GPU per trial; the ``tpe``/``ls`` search asks for 0.5 CPU, so there the four fake
-GPUs (not the two cores) bound the concurrency, which the GPU test checks from the epoch log. The
+search asks for 1 GPU per trial; the ``grid``/``ls`` search (the cheapest: no refills) asks for 0.5
+CPU, so there the four fake GPUs (not the two cores) bound the concurrency, which the GPU test
+checks from the epoch log. The
 others take 1 CPU per trial (two at a time: less contention on two cores). Searches are memoised so the kill test
 and the loss-metric test reuse the uninterrupted ``random``/``loss`` run.
 """
@@ -54,7 +55,7 @@ def search(local_ray, storage):
 
     def run(hpo: str, metric: str):
         if (hpo, metric) not in done:
-            kw = dict(COMMON, cpus_per_trial=0.5) if (hpo, metric) == ("tpe", "ls") else COMMON
+            kw = dict(COMMON, cpus_per_trial=0.5) if (hpo, metric) == ("grid", "ls") else COMMON
             cfg = SearchConfig(hpo=hpo, metric=metric, storage_path=str(storage), name=f"{hpo}-{metric}", **kw)
             t0 = time.perf_counter()
             summary = run_search(cfg)
@@ -126,7 +127,7 @@ def test_ls_rounds_rank_by_ls_distance_and_loss_rounds_by_val_loss(search):
 
 
 def test_at_most_four_trials_at_once_each_with_one_gpu(search):
-    cfg, _, _ = search("tpe", "ls")
+    cfg, _, _ = search("grid", "ls")
     log = read_epoch_log(cfg.experiment_dir)
     events = sorted([(e["start"], 1) for e in log] + [(e["time"], -1) for e in log])
     running = peak = 0
