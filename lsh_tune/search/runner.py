@@ -305,7 +305,9 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, space: SearchSpace = 
             tune_config=tune.TuneConfig(scheduler=LSHScheduler(ledger), search_alg=LSHSearcher(ledger),
                                         num_samples=-1, reuse_actors=True),
             run_config=tune.RunConfig(name=cfg.name, storage_path=str(exp.parent), verbose=cfg.verbose,
-                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+    # num_to_keep=1: the mirror under candidates/ is always at least as new, and a paper-size
+    # candidate's full state (weights, masks, averages, optimizer) is ~1 GB.
     tuner.fit()
     ledger = SearchLedger.open(exp)
     return write_outputs(cfg, ledger, corpus, reference)
