@@ -21,9 +21,12 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not ray and not slow"
 
+# A real LSH search: tiny stacked LSTM, 10k-token PTB slices, sparsity 0.67, LSH-TPE, pool 8, E = 1.
 demo: install
-	$(PY) -m lsh_tune train-dense --model stacked_lstm --preset tiny --corpus ptb --max-tokens 60000 \
-		--epochs 3 --device cpu --out $(OUT)/demo-dense-$$(date +%Y%m%d-%H%M%S)
+	$(PY) -m lsh_tune search --model stacked_lstm --preset tiny --corpus ptb --max-tokens 10000 \
+		--sparsity 0.67 --hpo tpe --metric ls --pool 8 --rounds-every 1 --final-k 2 --max-epochs 5 \
+		--gpus-per-trial 0 --cpus-per-trial 1 --address local --num-cpus 2 \
+		--storage-path $(abspath $(OUT)) --name demo-$$(date +%Y%m%d-%H%M%S)
 
 bench: install
 	$(PY) benchmarks/bench_lyapunov.py
