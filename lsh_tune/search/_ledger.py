@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,9 @@ from lsh_tune.errors import LSHUsageError
 from lsh_tune.search._generators import RefillGenerator, make_generator
 from lsh_tune.search._pool import DONE, CandidatePool, PoolConfig, RoundDecision
 from lsh_tune.space import SearchSpace
+from lsh_tune.train.checkpoint import atomic_write_text
 
-__all__ = ["SearchLedger", "STATE_FILE", "atomic_write_text"]
+__all__ = ["SearchLedger", "STATE_FILE"]
 
 #: The ledger's file, relative to the experiment directory. It lives in a subdirectory because
 #: Tune copies every top-level ``*.json``/``*.pkl`` of the experiment directory into its driver
@@ -33,23 +33,6 @@ STATE_FILE = "lsh/state.json"
 STATE_VERSION = 1
 _REGISTRY: dict[str, "SearchLedger"] = {}
 _LOCK = threading.RLock()
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same directory and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class SearchLedger:

@@ -33,7 +33,8 @@ import torch
 
 from lsh_tune.errors import LSHUsageError, check_choice, check_range
 from lsh_tune.search._generators import HPO_METHODS
-from lsh_tune.search._ledger import STATE_FILE, SearchLedger, atomic_write_text
+from lsh_tune.search._ledger import STATE_FILE, SearchLedger
+from lsh_tune.train.checkpoint import atomic_write_text
 from lsh_tune.search._pool import PoolConfig, plan_rounds
 from lsh_tune.search._trainable import TrialSettings, candidate_state_path, candidate_trainable
 from lsh_tune.space import DEFAULT_DEATH_RATE_GRID, DEFAULT_SPACE, SearchSpace

@@ -10,7 +10,7 @@ import torch
 
 from lsh_tune.errors import LSHUsageError
 
-__all__ = ["atomic_torch_save", "atomic_write_json", "resolve_device"]
+__all__ = ["atomic_torch_save", "atomic_write_json", "atomic_write_text", "resolve_device"]
 
 
 def _atomic(path: Path, write) -> None:
@@ -37,6 +37,11 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
 def atomic_write_json(obj, path: str | os.PathLike) -> None:
     """Write ``obj`` as indented JSON atomically."""
     _atomic(Path(path), lambda f: f.write(json.dumps(obj, indent=2, sort_keys=True).encode()))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) atomically."""
+    _atomic(Path(path), lambda f: f.write(text.encode("utf-8")))
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
