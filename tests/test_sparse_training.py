@@ -17,7 +17,7 @@ from conftest import unigram_perplexity
 
 @pytest.fixture(scope="module")
 def ptb_2k():
-    return load_corpus("ptb", max_tokens=2000)
+    return load_corpus("ptb", max_tokens=1000)
 
 
 class InvariantChecker(TrainingHook):
@@ -53,7 +53,7 @@ VARIANTS = list(itertools.product(SPARSE_INITS, DEATH_MODES, ("magnitude", "nonz
 @pytest.mark.parametrize("init,death,redistribution", VARIANTS)
 def test_24_variants_keep_exact_density(ptb_2k, init, death, redistribution):
     ms, ts = get_preset("stacked_lstm", "tiny")
-    ts = with_overrides(ts, bptt=10, epochs=3)
+    ts = with_overrides(ts, batch_size=20, bptt=10, epochs=3)  # 5 batches per epoch
     torch.manual_seed(0)
     model = build_model(ms, len(ptb_2k.vocab))
     cfg = SparseConfig(0.67, init, death, "random", redistribution, 0.7)
@@ -75,7 +75,7 @@ def test_24_variants_keep_exact_density(ptb_2k, init, death, redistribution):
 
 def test_resume_reproduces_the_uninterrupted_run(ptb_2k, tmp_path):
     ms, ts = get_preset("stacked_lstm", "tiny")
-    ts = with_overrides(ts, bptt=10, epochs=3)
+    ts = with_overrides(ts, batch_size=20, bptt=10, epochs=3)  # 5 batches per epoch
     cfg = SparseConfig(0.67, "ER", "SET", "random", "nonzeros", 0.7)
 
     def fresh():
