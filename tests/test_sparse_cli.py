@@ -10,7 +10,8 @@ from conftest import run_cli
 BASE = ["train-sparse", "--model", "stacked_lstm", "--preset", "tiny", "--max-tokens", "1500", "--device", "cpu"]
 
 
-def test_train_sparse_json_reports_ppl_and_densities(tmp_path):
+def test_train_sparse_json_reports_ppl_and_densities(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the CPU LSTM is ~10x slower with 2 threads here
     out = tmp_path / "run"
     r = run_cli(*BASE, "--sparsity", "0.67", "--sparse-init", "ER", "--death", "SET", "--growth", "random",
                 "--redistribution", "nonzeros", "--death-rate", "0.7", "--epochs", "2", "--out", str(out), "--json")

@@ -15,6 +15,15 @@ from lsh_tune.train import Trainer, TrainingHook
 from conftest import unigram_perplexity
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """torch's CPU LSTM runs ~10x slower with 2 threads than with 1 on the shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def ptb_2k():
     return load_corpus("ptb", max_tokens=1000)
