@@ -107,7 +107,6 @@ def test_resume_reproduces_the_uninterrupted_run(ptb_2k, tmp_path):
         torch.testing.assert_close(pa, pc, msg=k)
 
 
-@pytest.mark.slow  # 6 min measured while the 2-core machine was shared with other jobs
 def test_sparse_small_lstm_val_ppl_decreases_each_epoch():
     """A sparse ``small`` stacked LSTM at sparsity 0.67 learns on real PTB (10k-token slice)."""
     corpus = load_corpus("ptb", max_tokens=10000)
@@ -118,19 +117,23 @@ def test_sparse_small_lstm_val_ppl_decreases_each_epoch():
     hook = build_sparse_hook(model, SparseConfig(0.67, "ER", "magnitude", "random", "nonzeros", 0.7), seed=0)
     metrics = Trainer(model, corpus, ts, seed=0, hooks=[hook]).fit()
     ppl = [m["val_ppl"] for m in metrics]
+    print(f"small sparse val ppl per epoch {[round(p, 1) for p in ppl]}")  # -rP shows it
     assert ppl == sorted(ppl, reverse=True) and ppl[-1] < ppl[0], ppl
     assert hook.masking.prune_steps == 2 and hook.masking.active() == hook.masking.target
 
 
-@pytest.mark.slow  # a few minutes on 2 shared cores: ~350 steps per epoch are needed to leave the plateau
+@pytest.mark.slow  # ~50 s each on 1 thread: ~700 steps are needed to leave the plateau
 @pytest.mark.parametrize("init,death,redistribution,rate", [
     ("ER", "global_magnitude", "nonzeros", 0.7),  # the authors' best stacked-LSTM candidate
-    ("uniform", "SET", "none", 0.5),
+    ("uniform", "magnitude", "none", 0.5),
 ])
 def test_sparse_tiny_candidates_leave_the_unigram_plateau(init, death, redistribution, rate):
     """Calibration guard: at sparsity 0.67 the ``tiny`` preset must learn more than unigrams.
 
-    Uses the preset's own optimizer settings and epochs on a 60k-token PTB slice.
+    Uses the preset's own optimizer settings and epochs on a 60k-token PTB slice. Measured
+    (unigram 757): ER/global_magnitude/nonzeros 819 → 576, uniform/magnitude/none 803 → 582.
+    SET death as specified (it removes the largest-magnitude negative weights) stays on the
+    plateau here (uniform/SET/none 781, ER/SET/nonzeros 785 after 4 epochs), so it is not used.
     """
     corpus = load_corpus("ptb", max_tokens=60000)
     unigram = unigram_perplexity(corpus.train, corpus.valid, len(corpus.vocab))
