@@ -41,3 +41,12 @@ def run_cli(*args: str, timeout: int = 600):
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run([sys.executable, "-m", "lsh_tune", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=str(REPO))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run torch on one thread: small matrices gain nothing from two, and two oversubscribe a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -12,12 +12,7 @@ from lsh_tune.errors import LSHUsageError
 from lsh_tune.models import build_model, get_preset
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _run(argv: list[str]) -> int:

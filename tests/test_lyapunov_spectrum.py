@@ -12,13 +12,7 @@ from lsh_tune.lyapunov import LSConfig, ls_summary, lyapunov_spectrum, reference
 from lsh_tune.models import RNNLanguageModel, build_model, get_preset
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matrices: one thread is as fast, and immune to oversubscription on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class LinearRNN(RNNLanguageModel):
