@@ -11,11 +11,12 @@ from conftest import unigram_perplexity
 from lsh_tune.data import load_corpus
 from lsh_tune.errors import LSHUsageError
 from lsh_tune.models import build_model, get_preset
-from lsh_tune.train import Trainer, WeightAverager, nt_asgd_should_switch
+from lsh_tune.train import Trainer, WeightAverager, nt_asgd_should_switch, seed_everything
 
 
 def _trainer(corpus, model="stacked_lstm", seed=0, **kw):
     spec, train = get_preset(model, "tiny")
+    seed_everything(seed)
     return Trainer(build_model(spec, len(corpus.vocab)), corpus, replace(train, **kw), seed=seed, device="cpu")
 
 
@@ -36,15 +37,23 @@ def test_tiny_lstm_learns_far_below_unigram(ptb_learning_slice):
     assert history[-1]["val_loss"] < history[0]["val_loss"]
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_resume_is_bit_identical(tmp_path):
     c = load_corpus("ptb", max_tokens=3000)
-    kw = dict(epochs=3, batch_size=5, bptt=20, non_mono=0)  # non_mono=0 → averaging from epoch 2
-    straight = _trainer(c, "awd_lstm_mos", seed=3, variable_bptt=True, **kw)
-    straight.fit()
-    first = _trainer(c, "awd_lstm_mos", seed=3, variable_bptt=True, **kw)
-    first.fit(2)
+    kw = dict(epochs=3, batch_size=5, bptt=20, variable_bptt=True)
+
+    def run(t, until):
+        t.fit(1)
+        if t.averager is None:
+            t.averager = WeightAverager(t.model)  # averaging from epoch 2 on, as after an NT-ASGD switch
+        t.fit(until)
+
+    straight = _trainer(c, "awd_lstm_mos", seed=3, **kw)
+    run(straight, 3)
+    first = _trainer(c, "awd_lstm_mos", seed=3, **kw)
+    run(first, 2)
     first.save(tmp_path / "ck.pt")
-    resumed = _trainer(c, "awd_lstm_mos", seed=99, variable_bptt=True, **kw)  # other seed: state must come from the file
+    resumed = _trainer(c, "awd_lstm_mos", seed=99, **kw)  # other seed: state must come from the file
     resumed.load(tmp_path / "ck.pt")
     assert resumed.epoch == 2 and resumed.averager is not None
     resumed.fit()
@@ -60,6 +69,7 @@ def test_nt_asgd_rule():
     hist = [5.0, 4.0, 3.9, 3.95, 3.96, 3.97, 3.98]
     assert nt_asgd_should_switch(hist, 4.1, 5)                         # worse than best of all but last 5
     assert not nt_asgd_should_switch(hist, 3.8, 5)
+    assert nt_asgd_should_switch([4.0], 4.5, 0) and not nt_asgd_should_switch([], 4.5, 0)
 
 
 def test_averager_matches_hand_computed_average():

@@ -10,7 +10,7 @@ from typing import Sequence, TextIO
 from lsh_tune.data import load_corpus
 from lsh_tune.models import ModelSpec, TrainSpec, build_model
 from lsh_tune.train.checkpoint import atomic_write_json
-from lsh_tune.train.trainer import Trainer, TrainingHook
+from lsh_tune.train.trainer import Trainer, TrainingHook, seed_everything
 
 __all__ = ["run_training", "checkpoint_extras"]
 
@@ -33,6 +33,7 @@ def run_training(model_spec: ModelSpec, train_spec: TrainSpec, *, corpus: str, o
     """
     out = Path(out)
     data = load_corpus(corpus, data_dir, max_tokens=max_tokens)
+    seed_everything(seed)  # the initial weights come from the seed too
     model = build_model(model_spec, len(data.vocab))
     trainer = Trainer(model, data, train_spec, seed=seed, device=device, hooks=hooks)
     ckpt = out / "checkpoint.pt"

@@ -53,7 +53,8 @@ def seed_everything(seed: int) -> None:
 def nt_asgd_should_switch(history: Sequence[float], val_loss: float, non_mono: int) -> bool:
     """NT-ASGD trigger (Merity et al.): ``val_loss`` is worse than the best of all but the last
     ``non_mono`` earlier evaluations in ``history``."""
-    return len(history) > non_mono and val_loss > min(history[:-non_mono])
+    earlier = history[:len(history) - non_mono]
+    return len(earlier) > 0 and val_loss > min(earlier)
 
 
 @dataclass
