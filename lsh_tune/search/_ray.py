@@ -116,7 +116,7 @@ class LSHScheduler(FIFOScheduler):
         action = self.ledger.pool.action(cid, epoch if result.get(BOUNDARY_KEY) else None)
         return _DECISIONS[action]
 
-    def _stop_removed(self, tune_controller: "TuneController", exclude: Trial) -> None:
+    def _stop_removed(self, tune_controller: "TuneController", exclude: Optional[Trial]) -> None:
         for cid, trial in sorted(self._trials.items()):
             if trial is exclude or self.ledger.pool.candidates[cid].alive:
                 continue
@@ -140,7 +140,12 @@ class LSHScheduler(FIFOScheduler):
         pass
 
     def choose_trial_to_run(self, tune_controller: "TuneController") -> Optional[Trial]:
-        """New candidates first (in id order), then paused survivors of a decided round."""
+        """New candidates first (in id order), then paused survivors of a decided round.
+
+        Also stops removed candidates that were still being paused when their round was decided
+        (Tune marks a trial PAUSED only after its pause completes), so none is left PAUSED forever.
+        """
+        self._stop_removed(tune_controller, exclude=None)
         trials = sorted(tune_controller.get_trials(), key=lambda t: str(t.config.get(CID_KEY)))
         for trial in trials:
             if trial.status == Trial.PENDING and self.ledger.pool.candidates[_cid(trial)].alive:
