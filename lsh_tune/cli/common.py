@@ -5,7 +5,7 @@ import argparse
 
 from lsh_tune.models import MODELS, PRESETS
 
-__all__ = ["add_corpus_args", "add_model_args", "add_run_args", "non_negative_int", "positive_int"]
+__all__ = ["add_corpus_args", "add_model_args", "add_run_args", "add_training_args", "non_negative_int", "positive_int"]
 
 
 def _int(kind: str, low: int):
@@ -41,3 +41,13 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--device", default="auto", help="auto (CUDA when visible), cpu, cuda, cuda:N")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def add_training_args(p: argparse.ArgumentParser) -> None:
+    """Flags shared by ``train-dense`` and ``train-sparse``: epochs, overrides, output, resume, run args."""
+    p.add_argument("--epochs", type=non_negative_int, default=None, help="epochs (default: the preset's)")
+    p.add_argument("--batch-size", type=positive_int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--out", required=True, help="output directory (checkpoint.pt, metrics.jsonl, result.json)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    add_run_args(p)

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from lsh_tune.cli.common import add_corpus_args, add_model_args, add_run_args, non_negative_int, positive_int
+from lsh_tune.cli.common import add_corpus_args, add_model_args, add_training_args
 from lsh_tune.errors import LSHUsageError
 
 __all__ = ["register", "prepare_out_dir", "CHECKPOINT_NAME"]
@@ -18,12 +18,7 @@ def register(sub) -> None:
     p = sub.add_parser("train-dense", help="train the dense model; checkpoint every epoch; --resume continues")
     add_model_args(p)
     add_corpus_args(p)
-    p.add_argument("--epochs", type=non_negative_int, default=None, help="epochs (default: the preset's)")
-    p.add_argument("--batch-size", type=positive_int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--out", required=True, help="output directory (checkpoint.pt, metrics.jsonl, result.json)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    add_run_args(p)
+    add_training_args(p)
     p.set_defaults(func=train_dense)
 
 

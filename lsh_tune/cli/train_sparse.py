@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from lsh_tune.cli.common import add_corpus_args, add_model_args, add_run_args, non_negative_int, positive_int
+from lsh_tune.cli.common import add_corpus_args, add_model_args, add_training_args, positive_int
 from lsh_tune.errors import LSHUsageError
 
 __all__ = ["register"]
@@ -40,12 +40,7 @@ def register(sub) -> None:
                    help="zero inactive weights' gradients before clipping (default: false, as Selfish-RNN)")
     p.add_argument("--masked", default=",".join(MASK_GROUPS),
                    help=f"comma-separated groups to mask, of {', '.join(MASK_GROUPS)} (default: all)")
-    p.add_argument("--epochs", type=non_negative_int, default=None, help="epochs (default: the preset's)")
-    p.add_argument("--batch-size", type=positive_int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--out", required=True, help="output directory (checkpoint.pt, metrics.jsonl, result.json)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    add_run_args(p)
+    add_training_args(p)
     p.set_defaults(func=train_sparse)
 
 
