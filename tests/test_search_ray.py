@@ -76,6 +76,15 @@ def _boundary_results(exp: Path) -> list[dict]:
     return rows
 
 
+def _check_result_files(exp: Path) -> None:
+    """Tune's result.json of every trial holds each of its reports once, none lost to a pause/resume."""
+    files = list(exp.glob("candidate_trainable_*/result.json"))
+    assert files
+    for f in files:
+        iterations = [json.loads(line)["training_iteration"] for line in f.read_text().splitlines()]
+        assert iterations == list(range(1, len(iterations) + 1)), f.parent.name
+
+
 def _check_rounds(ledger: SearchLedger) -> None:
     """Each logged round removed exactly the candidates its logged ranking implies."""
     pool = ledger.pool
@@ -96,6 +105,7 @@ def test_search_finishes_for_each_hpo(search, hpo):
     ledger = _ledger(cfg)
     assert ledger.pool.phase == "done"
     _check_rounds(ledger)
+    _check_result_files(cfg.experiment_dir)
     best = summary["best"]
     assert best is not None and best["test_ppl"] > 1 and best["val_ppl"] > 1
     assert abs(best["density"] - 0.33) < 0.01

@@ -279,6 +279,7 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, space: SearchSpace = 
     import ray
     from ray import tune
 
+    from lsh_tune.search._loggers import result_logger_callbacks
     from lsh_tune.search._ray import LSHScheduler, LSHSearcher
 
     cfg = check_experiment_dir(cfg, resume)
@@ -306,7 +307,8 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, space: SearchSpace = 
             tune_config=tune.TuneConfig(scheduler=LSHScheduler(ledger), search_alg=LSHSearcher(ledger),
                                         num_samples=-1, reuse_actors=True),
             run_config=tune.RunConfig(name=cfg.name, storage_path=str(exp.parent), verbose=cfg.verbose,
-                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                      callbacks=result_logger_callbacks()))
     # num_to_keep=1: the mirror under candidates/ is always at least as new, and a paper-size
     # candidate's full state (weights, masks, averages, optimizer) is ~1 GB.
     tuner.fit()
