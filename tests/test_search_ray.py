@@ -124,16 +124,32 @@ def test_search_finishes_for_each_hpo(search, hpo):
     print(f"{hpo}/{metric}: {seconds:.1f} s, best {best['cid']} test ppl {best['test_ppl']:.1f}")
 
 
-def test_ls_rounds_rank_by_ls_distance_and_loss_rounds_by_val_loss(search):
-    for hpo, metric, key in (("tpe", "ls", "ls_distance"), ("random", "loss", "val_loss")):
-        cfg, _, _ = search(hpo, metric)
-        reported = {(r["cid"], r["epoch"]): r[key] for r in _boundary_results(cfg.experiment_dir)}
-        pool = _ledger(cfg).pool
-        for r in pool.rounds:
-            for cid, value in r["ranking"]:
-                c = pool.candidates[cid]
-                epoch = c.epochs[c.history.index(value)]
-                assert reported[(cid, epoch)] == pytest.approx(value)
+def test_ls_rounds_rank_by_pool_wide_ls_distance_and_loss_rounds_by_val_loss(search):
+    """Recomputed from what Tune logged: ``loss`` ranks the reported val_loss; ``ls`` ranks the
+    distances in one PCA fitted on the reference and every ranked candidate's reported spectra."""
+    from lsh_tune.lyapunov import ls_distances
+    from lsh_tune.search.runner import _corpus, prepare_reference
+
+    cfg, _, _ = search("random", "loss")
+    reported = {(r["cid"], r["epoch"]): r["val_loss"] for r in _boundary_results(cfg.experiment_dir)}
+    pool = _ledger(cfg).pool
+    for r in pool.rounds:
+        for cid, value in r["ranking"]:
+            c = pool.candidates[cid]
+            assert reported[(cid, c.epochs[c.history.index(value)])] == pytest.approx(value)
+
+    cfg, _, _ = search("tpe", "ls")
+    spectra = {(r["cid"], r["epoch"]): r["ls"] for r in _boundary_results(cfg.experiment_dir)}
+    reference = prepare_reference(cfg, _corpus(cfg))["history"]
+    pool = _ledger(cfg).pool
+    for r in pool.rounds:
+        histories = {}
+        for cid, value in r["ranking"]:
+            c = pool.candidates[cid]
+            j = c.history.index(value)
+            histories[cid] = [spectra[(cid, e)] for e in c.epochs[:j + 1]]
+        expected, _ = ls_distances(reference, histories, embedding="pca", metric="l2")
+        assert dict(r["ranking"]) == pytest.approx(expected, rel=1e-6)
 
 
 def test_at_most_four_trials_at_once_each_with_one_gpu(search):

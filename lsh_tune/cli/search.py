@@ -42,6 +42,8 @@ def register(sub) -> None:
     p.add_argument("--ls-top", type=int, default=None, help="compute only the top exponents")
     p.add_argument("--ls-embedding", default="pca", help="pca, raw or tsne")
     p.add_argument("--ls-distance", default="l2", help="l2 or cosine")
+    p.add_argument("--ls-fit", default="pool",
+                   help="pool (rank in one LS space fitted on the whole pool, the paper) or candidate")
     p.add_argument("--grid-death-rate", type=float, default=0.8, help="death rate of the grid (default 0.8)")
     p.add_argument("--lr", type=float, default=None, help="override the preset's learning rate")
     p.add_argument("--verbose", type=int, default=1, help="Tune verbosity 0-3")
@@ -59,7 +61,7 @@ def config_from_args(args: argparse.Namespace):
         gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial, storage_path=args.storage_path,
         name=args.name, seed=args.seed, max_tokens=args.max_tokens, data_dir=args.data_dir,
         reference_epochs=args.reference_epochs, reference_checkpoint=args.reference_checkpoint, ls_k=args.ls_k,
-        ls_top=args.ls_top, ls_embedding=args.ls_embedding, ls_distance=args.ls_distance,
+        ls_top=args.ls_top, ls_embedding=args.ls_embedding, ls_distance=args.ls_distance, ls_fit=args.ls_fit,
         grid_death_rate=args.grid_death_rate, lr=args.lr, address=args.address, verbose=args.verbose)
 
 

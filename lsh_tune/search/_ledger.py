@@ -19,6 +19,7 @@ from typing import Any
 
 from lsh_tune.errors import LSHUsageError
 from lsh_tune.search._generators import RefillGenerator, make_generator
+from lsh_tune.search._ls_fit import PoolLSFit
 from lsh_tune.search._pool import DONE, CandidatePool, PoolConfig, RoundDecision
 from lsh_tune.space import SearchSpace
 from lsh_tune.train.checkpoint import atomic_write_text
@@ -43,21 +44,27 @@ class SearchLedger:
         generator: the refill generator.
         directory: experiment directory (state in ``lsh/state.json``) (``None``: in memory only).
         meta: extra JSON metadata saved with the state (hpo name, generator kwargs, ...).
+        ls_fit: when set, a round's values are the pool-wide LS distances it computes from the
+            candidates' spectra (``on_boundary(..., spectrum=)``), not the values reported.
     """
 
     def __init__(self, pool: CandidatePool, generator: RefillGenerator, directory: str | os.PathLike | None,
-                 meta: dict | None = None) -> None:
+                 meta: dict | None = None, ls_fit: PoolLSFit | None = None) -> None:
         self.pool = pool
         self.generator = generator
         self.directory = None if directory is None else str(Path(directory).resolve())
         self.meta = dict(meta or {})
+        self.ls_fit = ls_fit
         self._issued: set[str] = set()   # candidates that got (or found) a trial in this process
 
     # ----------------------------------------------------------------- creation
     @classmethod
     def create(cls, config: PoolConfig, hpo: str, space: SearchSpace, directory: str | os.PathLike | None,
-               **generator_kwargs: Any) -> "SearchLedger":
+               ls_fit: PoolLSFit | None = None, **generator_kwargs: Any) -> "SearchLedger":
         """A fresh ledger with the generator's initial pool; saved at once when ``directory`` is set.
+
+        ``ls_fit`` (metric ``ls`` only) ranks each round in one LS space fitted on the whole pool;
+        its reference history is saved beside the state.
 
         Raises:
             LSHUsageError: the directory already holds a search state (resume it instead), or
@@ -70,9 +77,15 @@ class SearchLedger:
         if directory is not None and (Path(directory) / STATE_FILE).exists():
             raise LSHUsageError(f"{Path(directory) / STATE_FILE} exists: resume that search (--resume) "
                                 "or choose another --name")
+        if ls_fit is not None and config.metric != "ls":
+            raise LSHUsageError(f"a pool-wide LS fit ranks by LS distance; metric={config.metric!r}")
         pool = CandidatePool(config, generator.initial(config.pool_size))
-        meta = {"hpo": hpo, "space": space.to_dict(), "generator_kwargs": generator_kwargs}
-        ledger = cls(pool, generator, directory, meta)
+        meta = {"hpo": hpo, "space": space.to_dict(), "generator_kwargs": generator_kwargs,
+                "ls_fit": None if ls_fit is None else ls_fit.meta()}
+        if ls_fit is not None and directory is not None:
+            ls_fit.directory = Path(directory).resolve()
+            ls_fit.save_reference()
+        ledger = cls(pool, generator, directory, meta, ls_fit)
         ledger.save()
         if ledger.directory is not None:
             with _LOCK:
@@ -99,7 +112,8 @@ class SearchLedger:
         space = SearchSpace.from_dict(meta["space"])
         pool = CandidatePool.from_state_dict(d["pool"])
         generator = make_generator(meta["hpo"], space, pool.config.seed, **meta.get("generator_kwargs", {}))
-        return cls(pool, generator, directory, meta)
+        ls_fit = PoolLSFit.load(directory, meta["ls_fit"]) if meta.get("ls_fit") else None
+        return cls(pool, generator, directory, meta, ls_fit)
 
     @classmethod
     def open(cls, directory: str | os.PathLike) -> "SearchLedger":
@@ -118,7 +132,7 @@ class SearchLedger:
 
     def __reduce__(self):
         if self.directory is None:
-            return (_rebuild_in_memory, (self.state_dict(),))
+            return (_rebuild_in_memory, (self.state_dict(), self.ls_fit))
         self.save()
         return (_open_ledger, (self.directory,))
 
@@ -132,17 +146,40 @@ class SearchLedger:
             atomic_write_text(Path(self.directory) / STATE_FILE, json.dumps(self.state_dict(), indent=1))
 
     # ------------------------------------------------------------ operations
-    def on_boundary(self, cid: str, epoch: int, value: float, info: dict | None = None) -> RoundDecision | None:
-        """Record a round metric; close the round when the pool is complete. Saves on change."""
+    def on_boundary(self, cid: str, epoch: int, value: float, info: dict | None = None,
+                    spectrum: list[float] | None = None) -> RoundDecision | None:
+        """Record a round metric; close the round when the pool is complete. Saves on change.
+
+        With :attr:`ls_fit`, ``spectrum`` (the candidate's LS at ``epoch``) is required and the
+        round is ranked by the pool-wide distances, which replace the reported values.
+
+        Raises:
+            LSHUsageError: ``spectrum`` missing although the ledger ranks with a pool-wide fit.
+        """
         with _LOCK:
+            if self.ls_fit is not None:
+                if spectrum is None:
+                    raise LSHUsageError(f"candidate {cid!r} reported no LS at epoch {epoch}; the pool-wide LS "
+                                        "fit needs every candidate's spectrum")
+                self.ls_fit.add(cid, epoch, spectrum)
             changed = self.pool.record(cid, epoch, value, info)
             decision = None
             if self.pool.ready():
+                self._refit_round()
                 decision = self.pool.decide(self._generate)
                 changed = True
             if changed:
                 self.save()
             return decision
+
+    def _refit_round(self) -> None:
+        """Replace the pending values of the round by the pool-wide LS distances."""
+        if self.ls_fit is None:
+            return
+        active = self.pool.active()
+        dist = self.ls_fit.distances({c.cid: c.epochs + [c.pending[0]] for c in active})
+        for c in active:
+            c.pending[1] = dist[c.cid]
 
     def _generate(self, n: int) -> list[dict]:
         existing = [c.config for c in self.pool.candidates.values()]
@@ -157,7 +194,10 @@ class SearchLedger:
         """A trial errored: drop the candidate and close the round if that completes it."""
         with _LOCK:
             self.pool.mark_failed(cid)
-            decision = self.pool.decide(self._generate) if self.pool.ready() else None
+            decision = None
+            if self.pool.ready():
+                self._refit_round()
+                decision = self.pool.decide(self._generate)
             self.save()
             return decision
 
@@ -188,9 +228,9 @@ def _open_ledger(directory: str) -> SearchLedger:
     return SearchLedger.open(directory)
 
 
-def _rebuild_in_memory(state: dict) -> SearchLedger:
+def _rebuild_in_memory(state: dict, ls_fit: PoolLSFit | None = None) -> SearchLedger:
     meta = state["meta"]
     space = SearchSpace.from_dict(meta["space"])
     pool = CandidatePool.from_state_dict(state["pool"])
     generator = make_generator(meta["hpo"], space, pool.config.seed, **meta.get("generator_kwargs", {}))
-    return SearchLedger(pool, generator, None, meta)
+    return SearchLedger(pool, generator, None, meta, ls_fit)

@@ -13,7 +13,8 @@ open (``CONTINUE``/``STOP`` once decided). The same replay happens on every ordi
 
 Result keys the trainable must send (module constants; a missing key raises):
 :data:`CID_KEY`, ``epoch``, :data:`BOUNDARY_KEY` at round boundaries with the metric
-(:data:`METRIC_KEYS`), and :data:`FINAL_KEY` with ``val_ppl``/``test_ppl`` on its last report.
+(:data:`METRIC_KEYS`) and, when the ledger ranks with a pool-wide LS fit, the spectrum
+(:data:`LS_KEY`), and :data:`FINAL_KEY` with ``val_ppl``/``test_ppl`` on its last report.
 """
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ from lsh_tune.search._ledger import SearchLedger
 if TYPE_CHECKING:  # pragma: no cover
     from ray.tune.execution.tune_controller import TuneController
 
-__all__ = ["LSHScheduler", "LSHSearcher", "CID_KEY", "BOUNDARY_KEY", "FINAL_KEY", "REPLAY_KEY", "METRIC_KEYS",
-           "FINAL_METRIC_KEYS"]
+__all__ = ["LSHScheduler", "LSHSearcher", "CID_KEY", "BOUNDARY_KEY", "FINAL_KEY", "REPLAY_KEY", "LS_KEY",
+           "METRIC_KEYS", "FINAL_METRIC_KEYS"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ CID_KEY = "cid"
 BOUNDARY_KEY = "lsh_boundary"
 FINAL_KEY = "lsh_final"
 REPLAY_KEY = "lsh_replay"
+#: The candidate's Lyapunov spectrum (list of N exponents, nats per step) in boundary results.
+LS_KEY = "ls"
 #: Result key ranked for each ``--metric``.
 METRIC_KEYS = {"ls": "ls_distance", "loss": "val_loss"}
 #: Keys copied into the pool when a finalist finishes.
@@ -105,7 +108,10 @@ class LSHScheduler(FIFOScheduler):
             value = float(_require(result, self._metric_key, f"the metric ranked with --metric "
                                                              f"{self.ledger.pool.config.metric}"))
             info = {k: result[k] for k in ROUND_INFO_KEYS if k in result}
-            decision = self.ledger.on_boundary(cid, epoch, value, info)
+            spectrum = None
+            if self.ledger.ls_fit is not None:
+                spectrum = _require(result, LS_KEY, "the pool-wide LS fit ranks every candidate's spectrum")
+            decision = self.ledger.on_boundary(cid, epoch, value, info, spectrum)
             if decision is not None:
                 logger.info("LSH round %d: ranking %s; removed %s; generated %s; done=%s", decision.round,
                             [(c, round(v, 4) if math.isfinite(v) else v) for c, v in decision.ranking],

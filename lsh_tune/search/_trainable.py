@@ -6,8 +6,11 @@ Public Tune API only (``tune.report(metrics, checkpoint=...)``, ``tune.get_check
 training, and at ``max_epochs``) also the Lyapunov spectrum summary, ``ls_distance`` to the
 dense reference and a checkpoint with the full training state (weights, masks, optimizer and
 SNT-ASGD averages, death-rate position, RNG — :meth:`lsh_tune.train.Trainer.state_dict`). The
-full spectra are kept in the checkpoint and in ``candidates/<cid>/ls_history.json``; results carry
-their summary (``ls_max``, ``ls_mean``, ``ls_variance``, ``ls_min``, ``ls_neg_inf`` ...).
+full spectra are kept in the checkpoint and in ``candidates/<cid>/ls_history.json``; boundary
+results carry the spectrum (``ls``, N exponents; TensorBoard shows it as a histogram), its summary
+(``ls_max``, ``ls_mean``, ``ls_variance``, ``ls_min``, ``ls_neg_inf`` ...) and ``ls_distance``, the
+distance to the reference in an LS space fitted on the reference and this candidate's history
+alone (the scheduler's pool-wide ranking refits on every candidate, see ``_ls_fit.py``).
 
 Exactly-once epochs: after every epoch the state is also mirrored to
 ``<experiment>/candidates/<cid>/state.pt`` (atomic replace) and the epoch is appended to
@@ -32,7 +35,7 @@ import numpy as np
 import torch
 
 from lsh_tune.search._generators import derive_seed
-from lsh_tune.search._ray import BOUNDARY_KEY, CID_KEY, FINAL_KEY, REPLAY_KEY
+from lsh_tune.search._ray import BOUNDARY_KEY, CID_KEY, FINAL_KEY, LS_KEY, REPLAY_KEY
 
 __all__ = ["TrialSettings", "candidate_trainable", "build_candidate", "STATE_NAME", "EPOCH_LOG",
            "candidate_state_path", "read_epoch_log"]
@@ -256,6 +259,7 @@ def candidate_trainable(config: dict, *, settings: TrialSettings, corpus, refere
                 t0 = time.perf_counter()
                 meta["ls_history"].append(_spectrum(trainer, reference["tokens"], settings.ls_config).tolist())
                 res.update(_ls_metrics(settings, cid, meta["ls_history"], reference))
+                res[LS_KEY] = list(meta["ls_history"][-1])
                 res["ls_time_s"] = time.perf_counter() - t0
         if epoch == settings.max_epochs:
             test_loss = trainer.evaluate("test")

@@ -33,7 +33,9 @@ import torch
 
 from lsh_tune.errors import LSHUsageError, check_choice, check_range
 from lsh_tune.search._generators import HPO_METHODS
+from lsh_tune.lyapunov.distance import EMBEDDINGS, METRICS
 from lsh_tune.search._ledger import STATE_FILE, SearchLedger
+from lsh_tune.search._ls_fit import LS_FITS, PoolLSFit
 from lsh_tune.train.checkpoint import atomic_write_text
 from lsh_tune.search._pool import PoolConfig, plan_rounds
 from lsh_tune.search._trainable import TrialSettings, candidate_state_path, candidate_trainable
@@ -70,6 +72,9 @@ class SearchConfig:
         reference_checkpoint: use this dense checkpoint instead of training one.
         ls_k, ls_steps, ls_warmup, ls_top, ls_state: :class:`lsh_tune.lyapunov.LSConfig`.
         ls_embedding, ls_distance: LS-space embedding and distance.
+        ls_fit: ``pool`` (the paper: each round fits the LS space on the reference and every ranked
+            candidate's history) or ``candidate`` (rank by the distance each trial reports, fitted on
+            the reference and that candidate's history only). Same result for ``raw``.
         grid_death_rate: death rate of the ``grid`` variants.
         lr: override the preset's learning rate.
         address: Ray address (``auto`` for a running cluster); ``None`` starts/uses a local Ray.
@@ -104,6 +109,7 @@ class SearchConfig:
     ls_state: str = "h"
     ls_embedding: str = "pca"
     ls_distance: str = "l2"
+    ls_fit: str = "pool"
     grid_death_rate: float = DEFAULT_DEATH_RATE_GRID
     lr: float | None = None
     address: str | None = None
@@ -112,6 +118,9 @@ class SearchConfig:
     def __post_init__(self) -> None:
         check_choice("hpo", self.hpo, HPO_METHODS)
         check_choice("metric", self.metric, ("ls", "loss"))
+        check_choice("ls_embedding", self.ls_embedding, EMBEDDINGS)
+        check_choice("ls_distance", self.ls_distance, METRICS)
+        check_choice("ls_fit", self.ls_fit, LS_FITS)
         check_range("sparsity", self.sparsity, 0.0, 1.0, low_open=True, high_open=True)
         check_range("gpus_per_trial", self.gpus_per_trial, 0.0, None)
         check_range("cpus_per_trial", self.cpus_per_trial, 0.0, None)
@@ -296,7 +305,10 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, space: SearchSpace = 
         atomic_write_text(exp / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=1))
         SearchLedger.forget(exp)
         kwargs = {"death_rate": cfg.grid_death_rate} if cfg.hpo == "grid" else {}
-        ledger = SearchLedger.create(cfg.pool_config(), cfg.hpo, space, exp, **kwargs)
+        ls_fit = None
+        if reference is not None and cfg.ls_fit == "pool":
+            ls_fit = PoolLSFit(reference["history"], cfg.ls_embedding, cfg.ls_distance, seed=cfg.seed)
+        ledger = SearchLedger.create(cfg.pool_config(), cfg.hpo, space, exp, ls_fit=ls_fit, **kwargs)
     trainable = _trainable(cfg, ledger.generator.space, corpus, reference)
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(2, cfg.pool_size)))
     if resume and tune.Tuner.can_restore(str(exp)):
