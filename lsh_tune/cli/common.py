@@ -51,3 +51,18 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output directory (checkpoint.pt, metrics.jsonl, result.json)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     add_run_args(p)
+
+
+def training_specs(args: argparse.Namespace):
+    """``(model_spec, train_spec)`` of ``--model/--preset`` with ``--epochs/--batch-size/--lr`` applied.
+
+    Raises:
+        LSHUsageError: ``--lr`` is not > 0.
+    """
+    from lsh_tune.errors import LSHUsageError
+    from lsh_tune.models import get_preset, with_overrides
+
+    if args.lr is not None and not args.lr > 0:
+        raise LSHUsageError(f"--lr {args.lr} is not allowed; must be > 0")
+    model_spec, train_spec = get_preset(args.model, args.preset)
+    return model_spec, with_overrides(train_spec, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from lsh_tune.cli.common import add_corpus_args, add_model_args, add_training_args
+from lsh_tune.cli.common import add_corpus_args, add_model_args, add_training_args, training_specs
 from lsh_tune.errors import LSHUsageError
 
 __all__ = ["register", "prepare_out_dir", "CHECKPOINT_NAME"]
@@ -37,13 +37,9 @@ def prepare_out_dir(out: str, resume: bool) -> Path:
 
 
 def train_dense(args: argparse.Namespace) -> int:
-    from lsh_tune.models import get_preset, with_overrides
     from lsh_tune.train.run import run_training
 
-    if args.lr is not None and not args.lr > 0:
-        raise LSHUsageError(f"--lr {args.lr} is not allowed; must be > 0")
-    model_spec, train_spec = get_preset(args.model, args.preset)
-    train_spec = with_overrides(train_spec, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+    model_spec, train_spec = training_specs(args)
     out = prepare_out_dir(args.out, args.resume)
     result = run_training(model_spec, train_spec, corpus=args.corpus, data_dir=args.data_dir,
                           max_tokens=args.max_tokens, out=out, seed=args.seed, device=args.device,

@@ -5,8 +5,8 @@ import argparse
 import json
 import sys
 
-from lsh_tune.cli.common import add_corpus_args, add_model_args, add_training_args, positive_int
-from lsh_tune.errors import LSHUsageError
+from lsh_tune.cli.common import (add_corpus_args, add_model_args, add_training_args, positive_int,
+                                 training_specs)
 
 __all__ = ["register"]
 
@@ -56,14 +56,10 @@ def sparse_config_from_args(args: argparse.Namespace):
 
 def train_sparse(args: argparse.Namespace) -> int:
     from lsh_tune.cli.train import prepare_out_dir
-    from lsh_tune.models import get_preset, with_overrides
     from lsh_tune.sparse._run import run_sparse_training
 
     sparse = sparse_config_from_args(args)
-    if args.lr is not None and not args.lr > 0:
-        raise LSHUsageError(f"--lr {args.lr} is not allowed; must be > 0")
-    model_spec, train_spec = get_preset(args.model, args.preset)
-    train_spec = with_overrides(train_spec, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+    model_spec, train_spec = training_specs(args)
     out = prepare_out_dir(args.out, args.resume)
     result = run_sparse_training(model_spec, train_spec, sparse, corpus=args.corpus, data_dir=args.data_dir,
                                  max_tokens=args.max_tokens, out=out, seed=args.seed, device=args.device,

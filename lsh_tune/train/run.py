@@ -1,4 +1,4 @@
-"""One training run from specs to files: used by ``train-dense`` and the search's dense reference."""
+"""One training run from specs to files: ``train-dense``, and ``train-sparse`` through a :class:`RunExtension`."""
 from __future__ import annotations
 
 import json
@@ -7,12 +7,14 @@ import os
 from pathlib import Path
 from typing import Sequence, TextIO
 
+from torch import nn
+
 from lsh_tune.data import load_corpus
 from lsh_tune.models import ModelSpec, TrainSpec, build_model
 from lsh_tune.train.checkpoint import atomic_write_json
 from lsh_tune.train.trainer import Trainer, TrainingHook, seed_everything
 
-__all__ = ["run_training", "checkpoint_extras"]
+__all__ = ["run_training", "checkpoint_extras", "RunExtension"]
 
 
 def checkpoint_extras(model_spec: ModelSpec, corpus, max_tokens: int | None) -> dict:
@@ -21,44 +23,83 @@ def checkpoint_extras(model_spec: ModelSpec, corpus, max_tokens: int | None) -> 
             "max_tokens": max_tokens, "vocab_size": len(corpus.vocab)}
 
 
+class RunExtension:
+    """What a run adds to plain training; the base class adds nothing (``train-dense``).
+
+    The sparse engine's ``run_sparse_training`` is one: it attaches its hook to the freshly built
+    model, stores the masks with every checkpoint, logs the density per epoch and reports the
+    per-tensor densities.
+    """
+
+    def attach(self, model: nn.Module) -> Sequence[TrainingHook]:
+        """Training hooks for ``model`` (called once, after the model is built, before training)."""
+        return ()
+
+    def checkpoint_extras(self) -> dict:
+        """Keys saved with every checkpoint (read at save time)."""
+        return {}
+
+    def epoch_metrics(self) -> dict:
+        """Keys added to each epoch's ``metrics.jsonl`` line (``density`` is also logged)."""
+        return {}
+
+    def result(self, model: nn.Module) -> dict:
+        """Keys added to ``result.json`` after the last epoch."""
+        return {}
+
+
+def _ppl(loss: float) -> float:
+    return math.exp(loss) if loss < 700 else float("inf")
+
+
 def run_training(model_spec: ModelSpec, train_spec: TrainSpec, *, corpus: str, out: str | os.PathLike,
                  data_dir: str | None = None, max_tokens: int | None = None, seed: int = 0,
                  device: str | None = "auto", resume: bool = False, hooks: Sequence[TrainingHook] = (),
-                 log: TextIO | None = None) -> dict:
+                 log: TextIO | None = None, extension: RunExtension | None = None,
+                 model_seed: int | None = None) -> dict:
     """Train to ``train_spec.epochs`` epochs, writing ``checkpoint.pt`` after every epoch.
 
     ``metrics.jsonl`` gets one line per epoch; ``result.json`` the final validation and test
-    perplexities. With ``resume`` the run continues from ``out/checkpoint.pt``; no finished
-    epoch is trained again. Returns the result dict.
+    perplexities (of the averaged weights once NT-ASGD switched). With ``resume`` the run
+    continues from ``out/checkpoint.pt``; no finished epoch is trained again. The initial weights
+    come from ``model_seed`` (default ``seed``), seeded before the model is built; ``extension``
+    adds hooks, checkpoint keys, metrics and result keys (:class:`RunExtension`). Returns the
+    result dict.
     """
     out = Path(out)
     data = load_corpus(corpus, data_dir, max_tokens=max_tokens)
-    seed_everything(seed)  # the initial weights come from the seed too
+    seed_everything(seed if model_seed is None else model_seed)
     model = build_model(model_spec, len(data.vocab))
-    trainer = Trainer(model, data, train_spec, seed=seed, device=device, hooks=hooks)
+    ext = extension or RunExtension()
+    trainer = Trainer(model, data, train_spec, seed=seed, device=device, hooks=[*ext.attach(model), *hooks])
     ckpt = out / "checkpoint.pt"
     if resume:
         trainer.load(ckpt)
     extras = checkpoint_extras(model_spec, data, max_tokens)
     metrics_path = out / "metrics.jsonl"
 
+    def save() -> None:
+        trainer.save(ckpt, **extras, **ext.checkpoint_extras())
+
     def on_epoch(m: dict) -> None:
-        trainer.save(ckpt, **extras)
+        save()
+        m = {**m, **ext.epoch_metrics()}
         with open(metrics_path, "a") as f:
             f.write(json.dumps(m) + "\n")
         if log is not None:
+            density = f"  density {m['density']:.4f}" if "density" in m else ""
             log.write(f"epoch {m['epoch']:>3}  train {m['train_loss']:.3f}  val ppl {m['val_ppl']:.2f}"
-                      f"  ({m['epoch_time_s']:.1f}s)\n")
+                      f"{density}  ({m['epoch_time_s']:.1f}s)\n")
             log.flush()
 
     if not resume and trainer.epoch == 0:
-        trainer.save(ckpt, **extras)  # epoch-0 state: resumable before the first epoch ends
+        save()  # epoch-0 state: resumable before the first epoch ends
     trainer.fit(callback=on_epoch)
     val = trainer.evaluate("valid")
     test = trainer.evaluate("test")
     result = {"model_spec": model_spec.to_dict(), "train_spec": train_spec.to_dict(), "corpus": data.name,
-              "epochs": trainer.epoch, "val_loss": val, "test_loss": test,
-              "val_ppl": math.exp(val), "test_ppl": math.exp(test), "checkpoint": str(ckpt), "seed": seed,
-              "device": str(trainer.device)}
+              "epochs": trainer.epoch, "val_loss": val, "test_loss": test, "val_ppl": _ppl(val),
+              "test_ppl": _ppl(test), "checkpoint": str(ckpt), "seed": seed, "device": str(trainer.device),
+              "asgd": trainer.averager is not None, **ext.result(trainer.model)}
     atomic_write_json(result, out / "result.json")
     return result
