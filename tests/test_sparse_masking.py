@@ -28,14 +28,14 @@ def _fake_trainer(model, *, momentum=0.0, epoch=0, max_epochs=5, step=10, total_
 
 def test_mode_tuples_are_the_issue_names():
     assert SPARSE_INITS == ("uniform", "ER")
-    assert DEATH_MODES == ("magnitude", "SET", "threshold", "global_magnitude")
+    assert DEATH_MODES == ("magnitude", "SET", "threshold", "global_magnitude", "SET_paper")
     assert GROWTH_MODES == ("random", "momentum", "gradient")
     assert REDISTRIBUTION_MODES == ("magnitude", "nonzeros", "momentum", "none")
 
 
 @pytest.mark.parametrize("field,value,allowed", [
     ("sparse_init", "erk", "uniform, ER"),
-    ("death", "random", "magnitude, SET, threshold, global_magnitude"),
+    ("death", "random", "magnitude, SET, threshold, global_magnitude, SET_paper"),
     ("growth", "SET", "random, momentum, gradient"),
     ("redistribution", "grad", "magnitude, nonzeros, momentum, none"),
     ("masked", ("bias",), "embedding, input, recurrent, output, other"),

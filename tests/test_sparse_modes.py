@@ -38,6 +38,14 @@ def test_set_removes_smallest_positive_and_most_negative():
     assert _idx(removed) == [1, 3, 4, 5]
 
 
+def test_set_paper_removes_smallest_positive_and_negatives_closest_to_zero():
+    removed = death_set(W, M, 4, negatives="closest_to_zero")
+    # 2 smallest non-negative active: 0.2 (5), 0.3 (3); 2 negatives closest to 0: -0.05 (6), -0.1 (1)
+    assert _idx(removed) == [1, 3, 5, 6]
+    with pytest.raises(ValueError, match="closest_to_zero"):
+        death_set(W, M, 4, negatives="largest")
+
+
 def test_set_odd_count_and_regrown_zero_goes_first():
     w = torch.tensor([0.0, 0.4, -0.3, -0.9, 0.8])
     removed = death_set(w, torch.ones(5, dtype=torch.bool), 3)

@@ -60,7 +60,7 @@ VARIANTS = list(itertools.product(SPARSE_INITS, DEATH_MODES, ("magnitude", "nonz
 
 
 @pytest.mark.parametrize("init,death,redistribution", VARIANTS)
-def test_24_variants_keep_exact_density(ptb_2k, init, death, redistribution):
+def test_every_variant_keeps_exact_density(ptb_2k, init, death, redistribution):
     ms, ts = get_preset("stacked_lstm", "tiny")
     ts = with_overrides(ts, batch_size=20, bptt=10, epochs=3)  # 5 batches per epoch
     torch.manual_seed(0)

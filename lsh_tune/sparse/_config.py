@@ -9,7 +9,8 @@ __all__ = ["DEATH_MODES", "GROWTH_MODES", "MASK_GROUPS", "REDISTRIBUTION_MODES",
            "SparseConfig", "DEATH_RATE_FLOOR"]
 
 SPARSE_INITS = ("uniform", "ER")
-DEATH_MODES = ("magnitude", "SET", "threshold", "global_magnitude")
+#: The paper's four, then ``SET_paper`` (SET's own rule for the negatives; not in the default search space).
+DEATH_MODES = ("magnitude", "SET", "threshold", "global_magnitude", "SET_paper")
 GROWTH_MODES = ("random", "momentum", "gradient")
 REDISTRIBUTION_MODES = ("magnitude", "nonzeros", "momentum", "none")
 #: Groups of weight matrices that can be masked (see :func:`lsh_tune.sparse.tensor_groups`):

@@ -107,8 +107,9 @@ class Masking:
         if mode == "magnitude":
             return {k: _modes.death_magnitude(w, self.masks[k], _modes.n_to_remove(rate, active[k]))
                     for k, w in weights.items()}
-        if mode == "SET":
-            return {k: _modes.death_set(w, self.masks[k], _modes.n_to_remove(rate, active[k]))
+        if mode in ("SET", "SET_paper"):
+            negatives = "most_negative" if mode == "SET" else "closest_to_zero"
+            return {k: _modes.death_set(w, self.masks[k], _modes.n_to_remove(rate, active[k]), negatives=negatives)
                     for k, w in weights.items()}
         expected = _modes.n_to_remove(rate, sum(active.values()))
         if mode == "global_magnitude":

@@ -66,15 +66,18 @@ def death_magnitude(weight: torch.Tensor, mask: torch.Tensor, n: int) -> torch.T
     return _to_mask(weight, _flat_pick(weight.abs(), mask, n, largest=False))
 
 
-def death_set(weight: torch.Tensor, mask: torch.Tensor, n: int) -> torch.Tensor:
-    """SET death as in sparse-momentum / Selfish-RNN code: ⌈n/2⌉ of the smallest non-negative
-    weights and ⌊n/2⌋ of the largest-magnitude (most negative) weights.
+def death_set(weight: torch.Tensor, mask: torch.Tensor, n: int, *, negatives: str = "most_negative") -> torch.Tensor:
+    """SET death: ⌈n/2⌉ of the smallest non-negative weights and ⌊n/2⌋ negative weights.
 
-    This follows the sparse-momentum ``magnitude_and_negativity_death`` that Selfish-RNN uses,
-    not the SET paper (which removes the negative weights closest to zero). Active weights that
-    are exactly 0 (just regrown) count as non-negative and go first. If one side has too few
-    weights the other side makes up the difference, so exactly ``n`` are removed.
+    ``negatives="most_negative"`` (death mode ``SET``) removes the largest-magnitude negatives, as
+    sparse-momentum's ``magnitude_and_negativity_death`` that Selfish-RNN uses;
+    ``negatives="closest_to_zero"`` (death mode ``SET_paper``) removes the negatives closest to
+    zero, as the SET paper (Mocanu et al. 2018) does. Active weights that are exactly 0 (just
+    regrown) count as non-negative and go first. If one side has too few weights the other side
+    makes up the difference, so exactly ``n`` are removed.
     """
+    if negatives not in ("most_negative", "closest_to_zero"):
+        raise ValueError(f"negatives={negatives!r}; allowed: most_negative, closest_to_zero")
     n = min(n, int(mask.sum()))
     pos = mask & (weight >= 0)
     neg = mask & (weight < 0)
@@ -82,7 +85,7 @@ def death_set(weight: torch.Tensor, mask: torch.Tensor, n: int) -> torch.Tensor:
     k_neg = min(n - k_pos, int(neg.sum()))
     k_pos = n - k_neg
     removed = _flat_pick(weight, pos, k_pos, largest=False)          # smallest positives
-    removed_neg = _flat_pick(weight, neg, k_neg, largest=False)      # most negative
+    removed_neg = _flat_pick(weight, neg, k_neg, largest=negatives == "closest_to_zero")
     return _to_mask(weight, torch.cat([removed, removed_neg]))
 
 
