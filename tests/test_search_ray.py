@@ -4,8 +4,8 @@ One Ray instance for the module, started with ``num_gpus=4`` on this GPU-less ma
 search asks for 1 GPU per trial; the ``grid``/``ls`` search (the cheapest: no refills) asks for 0.5
 CPU, so there the four fake GPUs (not the two cores) bound the concurrency, which the GPU test
 checks from the epoch log. The
-others take 1 CPU per trial (two at a time: less contention on two cores). Searches are memoised so the kill test
-and the loss-metric test reuse the uninterrupted ``random``/``loss`` run.
+others take 1 CPU per trial (two at a time: less contention on two cores). Searches are memoised: the kill test
+reuses the uninterrupted ``tpe``/``ls`` run, the ranking test that and the ``random``/``loss`` run.
 """
 from __future__ import annotations
 
@@ -188,12 +188,13 @@ def _descendants(pid: int) -> list[int]:
 
 
 def test_sigkilled_search_resumes_to_the_same_result(search, storage, tmp_path):
-    base_cfg, base_summary, _ = search("random", "loss")
+    base_cfg, base_summary, _ = search("tpe", "ls")  # pool-wide LS fit: spectra must survive the kill too
     env = dict(os.environ, TUNE_GLOBAL_CHECKPOINT_S="1", PYTHONPATH=str(REPO), RAY_DEDUP_LOGS="0")
     temp = Path("/tmp") / f"lshkill{os.getpid()}"
-    args = [sys.executable, "-m", "lsh_tune.cli.search", "--hpo", "random", "--metric", "loss", "--pool", "8",
+    args = [sys.executable, "-m", "lsh_tune.cli.search", "--hpo", "tpe", "--metric", "ls", "--pool", "8",
             "--rounds-every", "1", "--max-epochs", "4", "--gpus-per-trial", "0", "--cpus-per-trial", "1",
             "--max-tokens", str(MAX_TOKENS), "--storage-path", str(storage), "--name", "killed", "--seed", "0",
+            "--reference-epochs", str(COMMON["reference_epochs"]),
             "--address", "local", "--num-cpus", "2", "--ray-temp-dir", str(temp), "--verbose", "0", "--json"]
     state = storage / "killed" / STATE_FILE
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "first.err", "w"))
