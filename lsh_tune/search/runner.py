@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from lsh_tune.errors import LSHUsageError, check_choice, check_range
-from lsh_tune.search._generators import HPO_METHODS
 from lsh_tune.lyapunov.distance import EMBEDDINGS, METRICS
+from lsh_tune.search._generators import HPO_METHODS
 from lsh_tune.search._ledger import STATE_FILE, SearchLedger
 from lsh_tune.search._ls_fit import LS_FITS, PoolLSFit
 from lsh_tune.train.checkpoint import atomic_write_text
