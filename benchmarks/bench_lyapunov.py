@@ -11,6 +11,11 @@
 (c) top-64 with warm-up at N = 1500 against (b)'s straightforward full spectrum (target ≥ 20×),
     and the ranking of a pool of PTB-trained tiny candidates by LS distance, top-k vs full
     spectra (Kendall τ ≥ 0.8).
+(d) the same pool: ``layered`` (default) vs ``joint`` (the authors' order) full spectra, against
+    the K = 2 vs K = 10 difference, and the rankings they give.
+
+(a) times the default ``layered`` QR and the authors' ``joint`` one; (b) and (c) use a one-layer
+model, where the two are the same computation.
 """
 from __future__ import annotations
 
@@ -63,17 +68,18 @@ QUICK = False  # --quick: a smoke test of the script, numbers meaningless
 
 
 def bench_a(corpus) -> None:
-    print("(a) LS time / one training epoch on full PTB (stacked LSTM)")
-    full, top = LSConfig(k=2, steps=35, warmup=10), LSConfig(k=2, steps=35, warmup=10, top=64)
-    if QUICK:
-        full, top = LSConfig(k=2, steps=2, warmup=0), LSConfig(k=2, steps=2, warmup=0, top=64)
+    print("(a) LS time (K=2, T=35, warm-up 10) / one training epoch on full PTB (stacked LSTM)")
+    steps, warmup = (2, 0) if QUICK else (35, 10)
+    configs = {"full layered": LSConfig(k=2, steps=steps, warmup=warmup),
+               "full joint": LSConfig(k=2, steps=steps, warmup=warmup, qr="joint"),
+               "top-64": LSConfig(k=2, steps=steps, warmup=warmup, top=64)}
     for preset in ("small", "paper"):
         spec, train = get_preset("stacked_lstm", preset)
         torch.manual_seed(0)
         model = build_model(spec, len(corpus.vocab))
         data = batchify(corpus.train, train.batch_size)
         n_epoch = (data.size(0) - 1 + train.bptt - 1) // train.bptt
-        ls_full, ls_top = _ls_time(model, corpus, full), _ls_time(model, corpus, top)
+        ls = {name: _ls_time(model, corpus, cfg) for name, cfg in configs.items()}
         if preset == "small":
             sec, n = _train_batches(model, data, train.bptt, train.lr, train.clip, 10 if QUICK else None)
             epoch, how = sec / n * n_epoch, f"timed, {n} batches"
@@ -81,9 +87,9 @@ def bench_a(corpus) -> None:
             _train_batches(model, data, train.bptt, train.lr, train.clip, 1)  # warm-up batch
             sec, n = _train_batches(model, data, train.bptt, train.lr, train.clip, 1 if QUICK else 5)
             epoch, how = sec / n * n_epoch, f"extrapolated from {n} batches ({sec / n:.2f} s each) to {n_epoch}"
-        print(f"  {preset}: N={model.state_size} epoch {epoch:.1f} s ({how}); "
-              f"LS full {ls_full:.2f} s = {100 * ls_full / epoch:.2f} %; "
-              f"LS top-64 {ls_top:.2f} s = {100 * ls_top / epoch:.3f} %")
+        print(f"  {preset}: N={model.state_size} epoch {epoch:.1f} s ({how})")
+        for name, sec in ls.items():
+            print(f"    LS {name}: {sec:.2f} s = {100 * sec / epoch:.3f} % of the epoch")
 
 
 def _n1500_model(vocab: int) -> StackedLSTM:
@@ -175,26 +181,52 @@ def _kendall(a: list, b: list) -> float:
     return float(kendalltau(range(len(a)), [pos[c] for c in a]).statistic)
 
 
-def bench_ranking(corpus) -> None:
+def bench_ranking(corpus, parts: str) -> None:
     threads = torch.get_num_threads()
     dense, pool = _pool(corpus)
-    valid = validation_tokens(corpus.valid.clamp(max=VOCAB - 1), 2, 75)
-    full_cfg, top_cfg = LSConfig(k=2, steps=35, warmup=10), LSConfig(k=2, steps=35, warmup=10, top=32)
-    spectra = {name: {cid: lyapunov_spectrum(m, valid, cfg) for cid, m in [("ref", dense)] + list(pool.items())}
-               for name, cfg in (("full", full_cfg), ("top", top_cfg))}
+    valid = corpus.valid.clamp(max=VOCAB - 1)
+    configs = {"full": LSConfig(k=2, steps=35, warmup=10), "top": LSConfig(k=2, steps=35, warmup=10, top=32),
+               "joint": LSConfig(k=2, steps=35, warmup=10, qr="joint"),
+               "joint K=10": LSConfig(k=10, steps=35, warmup=10, qr="joint")}
+    if "d" not in parts:
+        del configs["joint"], configs["joint K=10"]
+    spectra = {name: {cid: lyapunov_spectrum(m, validation_tokens(valid, cfg.k, 75), cfg)
+                      for cid, m in [("ref", dense)] + list(pool.items())}
+               for name, cfg in configs.items()}
     torch.set_num_threads(threads)
-    print(f"(c) ranking of {len(pool)} PTB-trained tiny candidates (N=128) by LS distance: top-32 vs full")
+    ranks = {}
     for emb in ("pca", "raw"):
-        ranks = {}
         for name, s in spectra.items():
             d, _ = ls_distances([s["ref"]], {cid: [v] for cid, v in s.items() if cid != "ref"}, embedding=emb)
-            ranks[name] = rank_candidates(d)
-        print(f"  {emb}-l2: Kendall tau = {_kendall(ranks['full'], ranks['top']):.3f}; full: {ranks['full']}")
+            ranks[emb, name] = rank_candidates(d)
+    if "c" in parts:
+        print(f"(c) ranking of {len(pool)} PTB-trained tiny candidates (N=128) by LS distance: top-32 vs full")
+        for emb in ("pca", "raw"):
+            print(f"  {emb}-l2: Kendall tau = {_kendall(ranks[emb, 'full'], ranks[emb, 'top']):.3f}; "
+                  f"full: {ranks[emb, 'full']}")
+    if "d" in parts:
+        print(f"(d) the same {len(pool) + 1} models, full spectra, K=2, T=35, warm-up 10: layered vs joint")
+        ids = list(spectra["full"])
+        lj = [np.abs(spectra["full"][c] - spectra["joint"][c]) for c in ids]
+        jk = [np.abs(spectra["joint"][c] - spectra["joint K=10"][c]) for c in ids]
+        pairs = [np.abs(spectra["joint K=10"][a] - spectra["joint K=10"][b]).mean()
+                 for i, a in enumerate(ids) for b in ids[i + 1:]]
+        print(f"  mean |Δλ| per model, layered vs joint: median {np.median([x.mean() for x in lj]):.4f} "
+              f"(max {max(x.mean() for x in lj):.4f}); joint K=2 vs K=10: median "
+              f"{np.median([x.mean() for x in jk]):.4f} (max {max(x.mean() for x in jk):.4f}); "
+              f"between two models (K=10): median {np.median(pairs):.4f} (min {min(pairs):.4f})")
+        print(f"  max |Δλ| per model, layered vs joint: median {np.median([x.max() for x in lj]):.4f}; "
+              f"joint K=2 vs K=10: median {np.median([x.max() for x in jk]):.4f}")
+        for emb in ("pca", "raw"):
+            print(f"  {emb}-l2 ranking: Kendall tau layered vs joint "
+                  f"{_kendall(ranks[emb, 'joint'], ranks[emb, 'full']):.3f}; "
+                  f"joint K=2 vs joint K=10 {_kendall(ranks[emb, 'joint K=10'], ranks[emb, 'joint']):.3f}; "
+                  f"layered vs joint K=10 {_kendall(ranks[emb, 'joint K=10'], ranks[emb, 'full']):.3f}")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", default="a,b,c", help="comma-separated subset of a,b,c")
+    p.add_argument("--only", default="a,b,c,d", help="comma-separated subset of a,b,c,d")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--quick", action="store_true", help="smoke test with tiny sizes (numbers meaningless)")
     args = p.parse_args()
@@ -207,8 +239,8 @@ def main() -> None:
     corpus = load_corpus("ptb")
     if "b" in parts or "c" in parts:
         bench_bc(corpus, "".join(parts))
-    if "c" in parts:
-        bench_ranking(corpus)
+    if "c" in parts or "d" in parts:
+        bench_ranking(corpus, "".join(parts))
     if "a" in parts:
         bench_a(corpus)
     print(f"load average at the end {os.getloadavg()}")

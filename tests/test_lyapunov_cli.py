@@ -56,6 +56,7 @@ def test_checkpoint_text_and_plot(tmp_path, capsys):
     (["--model", "rhn", "--preset", "tiny", "--corpus", "ptb", "--state", "c"], "state"),
     (["--model", "rhn", "--preset", "tiny", "--corpus", "ptb", "-k", "0"], "k=0"),
     (["--model", "rhn", "--preset", "tiny", "--corpus", "ptb", "--top", "65"], "top=65"),
+    (["--model", "rhn", "--preset", "tiny", "--corpus", "ptb", "--qr", "blocks"], "qr='blocks'"),
     (["--model", "rhn", "--preset", "tiny", "--corpus", "ptb", "--plot", "/nonexistent/dir/x.png"], "plot"),
 ])
 def test_usage_errors(argv, match):

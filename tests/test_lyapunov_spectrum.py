@@ -1,4 +1,4 @@
-"""The QR algorithm (Eq. 1): linear RNNs with known exponents, paths agreeing, K=2 vs K=10."""
+"""The QR algorithm (Eq. 1): linear RNNs with known exponents, paths agreeing, K=2 vs K=10, layered vs joint."""
 from __future__ import annotations
 
 import numpy as np
@@ -72,20 +72,70 @@ def test_scaled_orthogonal_gives_n_equal_exponents():
     np.testing.assert_allclose(ls, np.full(10, np.log(s)), atol=1e-10)
 
 
+class LinearStack(RNNLanguageModel):
+    """Two linear layers: h1_t = A h1_{t-1} + B x_t, h2_t = D h2_{t-1} + C h1_t (+ E h2_{t-1} into layer 1 if
+    ``feedback``, which breaks the block lower-triangular structure). Exponents: log|eig A| ∪ log|eig D|."""
+
+    def __init__(self, a: torch.Tensor, d: torch.Tensor, feedback: bool = False) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(5)
+        self.encoder = nn.Embedding(20, 3).double()
+        self.a, self.d = nn.Parameter(a.clone()), nn.Parameter(d.clone())
+        self.b = nn.Parameter(torch.randn(a.shape[0], 3, dtype=a.dtype, generator=g))
+        self.c = nn.Parameter(torch.randn(d.shape[0], a.shape[0], dtype=a.dtype, generator=g))
+        self.e = nn.Parameter(torch.randn(a.shape[0], d.shape[0], dtype=a.dtype, generator=g) * float(feedback))
+        self.hidden_sizes = (a.shape[0], d.shape[0])
+
+    def init_state(self, batch_size):
+        return tuple((self._zeros(batch_size, n),) for n in self.hidden_sizes)
+
+    def embed(self, tokens):
+        return self.encoder(tokens)
+
+    def step(self, state, x):
+        h1 = state[0][0] @ self.a.T + x @ self.b.T + state[1][0] @ self.e.T
+        return ((h1,), (state[1][0] @ self.d.T + h1 @ self.c.T,))
+
+
+def test_linear_stack_gives_the_union_of_the_layers_exponents_in_both_orders():
+    a = _orthogonal(4, 3) @ torch.diag(torch.tensor([1.5, 0.9, 0.6, 0.3], dtype=torch.float64)) @ _orthogonal(4, 3).T
+    d = _orthogonal(3, 4) @ torch.diag(torch.tensor([1.2, 0.8, 0.4], dtype=torch.float64)) @ _orthogonal(3, 4).T
+    expected = np.log([1.5, 1.2, 0.9, 0.8, 0.6, 0.4, 0.3])
+    model = LinearStack(a, d)
+    for qr in ("layered", "joint"):
+        for top in (None, 3):
+            cfg = LSConfig(k=2, steps=40, warmup=150, dtype="float64", top=top, qr=qr)
+            ls = lyapunov_spectrum(model, _tokens(190), cfg)
+            np.testing.assert_allclose(ls, expected[: ls.size], atol=1e-4, rtol=0, err_msg=f"{qr} top={top}")
+
+
+def test_layered_needs_a_block_lower_triangular_jacobian():
+    model = LinearStack(0.5 * _orthogonal(4, 1), 0.5 * _orthogonal(3, 2), feedback=True)
+    with pytest.raises(LSHUsageError, match="qr='joint'"):
+        lyapunov_spectrum(model, _tokens(10), LSConfig(k=2, steps=5, warmup=0, dtype="float64"))
+    ls = lyapunov_spectrum(model, _tokens(10), LSConfig(k=2, steps=5, warmup=0, dtype="float64", qr="joint"))
+    assert ls.shape == (7,) and np.isfinite(ls).all()
+
+
+@pytest.mark.parametrize("qr", ["layered", "joint"])
 @pytest.mark.parametrize("name,state", [("stacked_lstm", "h"), ("stacked_lstm", "hc"), ("rhn", "h"),
                                         ("awd_lstm_mos", "h")])
-def test_engine_matches_straightforward_computation(name, state):
+def test_engine_matches_straightforward_computation(name, state, qr):
+    # layered: the straightforward side runs one QR over the whole J with the layers ordered top first,
+    # so this also checks that the per-layer split is exact
     torch.manual_seed(0)
     model = build_model(get_preset(name, "tiny")[0], 60)
     tokens = torch.randint(60, (8, 2), generator=torch.Generator().manual_seed(3))
-    cfg = LSConfig(k=2, steps=5, warmup=2, state=state, dtype="float64")
+    cfg = LSConfig(k=2, steps=5, warmup=2, state=state, dtype="float64", qr=qr)
     full = lyapunov_spectrum(model, tokens, cfg)
     np.testing.assert_allclose(full, reference_spectrum(model, tokens, cfg), atol=1e-6, rtol=0)
     # top-k on the same trajectory: the top columns of the full QR (before sorting) are the top-k QR
-    top = lyapunov_spectrum(model, tokens, LSConfig(k=2, steps=5, warmup=2, state=state,
-                                                     dtype="float64", top=full.size))
-    np.testing.assert_allclose(top, full, atol=1e-8, rtol=0)
-    f32 = lyapunov_spectrum(model, tokens, LSConfig(k=2, steps=5, warmup=2, state=state))
+    top_cfg = LSConfig(k=2, steps=5, warmup=2, state=state, dtype="float64", top=full.size, qr=qr)
+    np.testing.assert_allclose(lyapunov_spectrum(model, tokens, top_cfg), full, atol=1e-8, rtol=0)
+    top5 = LSConfig(k=2, steps=5, warmup=2, state=state, dtype="float64", top=5, qr=qr)
+    np.testing.assert_allclose(lyapunov_spectrum(model, tokens, top5), reference_spectrum(model, tokens, top5),
+                               atol=1e-6, rtol=0)
+    f32 = lyapunov_spectrum(model, tokens, LSConfig(k=2, steps=5, warmup=2, state=state, qr=qr))
     np.testing.assert_allclose(f32[:10], full[:10], atol=1e-3)
 
 
@@ -178,17 +228,22 @@ def ptb():
     return load_corpus("ptb", max_tokens=60_000)
 
 
-def test_k2_and_k10_agree_at_table3_scale(ptb):
+def test_k2_and_k10_and_layered_and_joint_agree_at_table3_scale(ptb):
     dense = _train_tiny(ptb)
     models = [_prune(dense, 0.3, by_magnitude=True, seed=0), _prune(dense, 0.8, by_magnitude=False, seed=1)]
-    cfg2, cfg10 = LSConfig(k=2, steps=35, warmup=10), LSConfig(k=10, steps=35, warmup=10)
-    stats = []
+    valid = ptb.valid.clamp(max=VOCAB - 1)
+    spectra = []  # per model: K=10 joint, K=2 joint, K=2 layered (the default)
     for m in models:
-        valid = ptb.valid.clamp(max=VOCAB - 1)
-        s2 = ls_summary(lyapunov_spectrum(m, validation_tokens(valid, 2, 45), cfg2))
-        s10 = ls_summary(lyapunov_spectrum(m, validation_tokens(valid, 10, 45), cfg10))
-        stats.append((s2, s10))
+        spectra.append([lyapunov_spectrum(m, validation_tokens(valid, k, 45), LSConfig(k=k, steps=35, warmup=10, qr=qr))
+                        for k, qr in ((10, "joint"), (2, "joint"), (2, "layered"))])
+    stats = [[ls_summary(s) for s in per_model] for per_model in spectra]
     for key in ("max", "mean", "variance"):
-        between = abs(stats[0][1][key] - stats[1][1][key])
-        for s2, s10 in stats:
-            assert abs(s2[key] - s10[key]) < between / 10, (key, s2, s10, between)
+        between = abs(stats[0][0][key] - stats[1][0][key])
+        for s10, *others in stats:
+            for s in others:
+                assert abs(s[key] - s10[key]) < between / 10, (key, s, s10, between)
+    between = np.abs(spectra[0][0] - spectra[1][0]).mean()
+    for k10, joint, layered in spectra:
+        assert np.abs(layered - joint).mean() < between / 10
+        # Σ_i λ_i = mean log|det J| whatever the order of the state: equal up to roundoff
+        assert abs(layered.sum() - joint.sum()) < 1e-3 and np.abs(layered - joint).max() > 1e-4

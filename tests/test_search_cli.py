@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
     (["--gpus-per-trial", "0", "--cpus-per-trial", "0"], "a trial needs some resource"),
     (["--address", "auto", "--num-cpus", "2"], "only apply to a local Ray instance"),
     (["--ls-fit", "global"], "ls_fit='global' is not allowed; choose one of: pool, candidate"),
+    (["--ls-qr", "blocks"], "ls_qr='blocks' is not allowed; choose one of: layered, joint"),
     (["--ls-embedding", "umap"], "ls_embedding='umap' is not allowed; choose one of: pca, raw, tsne"),
 ])
 def test_bad_values_are_one_line_errors_with_exit_2(args, message, capsys, tmp_path):

@@ -33,6 +33,8 @@ def register(sub) -> None:
     p.add_argument("--top", type=int, metavar="N", help="only the N leading exponents")
     p.add_argument("--dtype", default="float32", help="float32 or float64")
     p.add_argument("--jacobian", default="analytic", help="analytic or autograd")
+    p.add_argument("--qr", default="layered",
+                   help="layered (one QR per layer, default) or joint (the authors' one QR over all layers)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--plot", metavar="PNG", help="save a plot of the spectrum")
     p.set_defaults(func=run)
@@ -111,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     model, corpus, bptt, desc = _load_model(args)
     corpus_name = corpus.name
     cfg = LSConfig(k=args.k, steps=args.steps if args.steps is not None else bptt, warmup=args.warmup,
-                   state=args.state, top=args.top, dtype=args.dtype, jacobian=args.jacobian)
+                   state=args.state, top=args.top, dtype=args.dtype, jacobian=args.jacobian, qr=args.qr)
     if len(corpus.vocab) != model.vocab_size:
         raise LSHUsageError(f"corpus {corpus_name!r} has {len(corpus.vocab)} words; the model expects "
                             f"{model.vocab_size}")
@@ -129,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
                     "summary": summary, "exponents": _jsonable(ls), "plot": args.plot})
         return 0
     print(f"Lyapunov spectrum of {desc} on {corpus_name}: N={n}, {ls.size} exponents "
-          f"(K={cfg.k}, T={cfg.steps}, warm-up {cfg.warmup}, state {cfg.state}, {cfg.dtype}) in {seconds:.2f} s")
+          f"(K={cfg.k}, T={cfg.steps}, warm-up {cfg.warmup}, state {cfg.state}, {cfg.qr} QR, {cfg.dtype}) "
+          f"in {seconds:.2f} s")
     print(f"natural log per step: max {summary['max']:.4f}  mean {summary['mean']:.4f}  "
           f"variance {summary['variance']:.4f}  min {summary['min']:.4f}  (-inf: {summary['neg_inf']}, "
           f"NaN: {summary['nan']})")

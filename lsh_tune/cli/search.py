@@ -40,6 +40,8 @@ def register(sub) -> None:
     p.add_argument("--reference-checkpoint", default=None, help="dense checkpoint instead of training one")
     p.add_argument("--ls-k", type=int, default=2, help="validation sequences for the LS (default 2)")
     p.add_argument("--ls-top", type=int, default=None, help="compute only the top exponents")
+    p.add_argument("--ls-qr", default="layered",
+                   help="layered (one QR per layer, the default) or joint (the authors' one QR over all layers)")
     p.add_argument("--ls-embedding", default="pca", help="pca, raw or tsne")
     p.add_argument("--ls-distance", default="l2", help="l2 or cosine")
     p.add_argument("--ls-fit", default="pool",
@@ -61,7 +63,8 @@ def config_from_args(args: argparse.Namespace):
         gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial, storage_path=args.storage_path,
         name=args.name, seed=args.seed, max_tokens=args.max_tokens, data_dir=args.data_dir,
         reference_epochs=args.reference_epochs, reference_checkpoint=args.reference_checkpoint, ls_k=args.ls_k,
-        ls_top=args.ls_top, ls_embedding=args.ls_embedding, ls_distance=args.ls_distance, ls_fit=args.ls_fit,
+        ls_top=args.ls_top, ls_qr=args.ls_qr, ls_embedding=args.ls_embedding, ls_distance=args.ls_distance,
+        ls_fit=args.ls_fit,
         grid_death_rate=args.grid_death_rate, lr=args.lr, address=args.address, verbose=args.verbose)
 
 

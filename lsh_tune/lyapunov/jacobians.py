@@ -9,14 +9,16 @@ Two state conventions:
 
 For a stack, layer l reads layer l-1's *new* ``h_t``, so the Jacobian is block lower-triangular
 across layers: row block l = [G_l · (h rows of row block l-1), A_l, 0...] with A_l the layer's own
-recurrent block and G_l = d state_l,t / d h_{l-1,t}.
+recurrent block and G_l = d state_l,t / d h_{l-1,t}. ``diagonal_blocks()`` gives the A_l alone (what
+the ``layered`` QR of :mod:`lsh_tune.lyapunov.spectrum` needs).
 
 A *stepper* maps ``(state, x) -> (jac, new_state)``: ``state`` is the model's state tuple
 (each tensor (B, H)), ``x`` the (B, E) embedded input, ``jac`` a :class:`StepJacobian` with
-``matmul(Q)`` ((B, N, m) -> (B, N, m), J·Q without forming J when cheaper) and ``dense()``
-((B, N, N)). :func:`analytic_stepper` covers :class:`~lsh_tune.models.StackedLSTM`,
-:class:`~lsh_tune.models.AWDLSTMMoS` and :class:`~lsh_tune.models.RHN`, vectorised over the batch;
-:func:`autograd_stepper` works for any model with ``step`` (``torch.func.jacrev`` + ``vmap``).
+``matmul(Q)`` ((B, N, m) -> (B, N, m), J·Q without forming J when cheaper), ``dense()``
+((B, N, N)) and ``diagonal_blocks()`` (one Jacobian per layer: its own recurrent block).
+:func:`analytic_stepper` covers :class:`~lsh_tune.models.StackedLSTM`, :class:`~lsh_tune.models.AWDLSTMMoS`
+and :class:`~lsh_tune.models.RHN`, vectorised over the batch; :func:`autograd_stepper` works for any
+model with ``step`` (``torch.func.jacrev`` + ``vmap``).
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import torch
 from torch import nn
 from torch.func import jacrev, vmap
 
-from lsh_tune.errors import check_choice
+from lsh_tune.errors import LSHUsageError, check_choice
 from lsh_tune.models.base import RNNLanguageModel, State
 from lsh_tune.models.rhn import RHN
 
@@ -51,6 +53,9 @@ class StepJacobian(Protocol):
 
     def dense(self) -> torch.Tensor:  # pragma: no cover - protocol
         """J as a (B, N, N) tensor."""
+
+    def diagonal_blocks(self) -> "list[StepJacobian]":  # pragma: no cover - protocol
+        """The layers' own blocks d s_l,t / d s_l,t-1, in layer order (one item for one layer)."""
 
 
 Stepper = Callable[[State, torch.Tensor], "tuple[StepJacobian, State]"]
@@ -81,17 +86,36 @@ def cast_state(state: State, dtype: torch.dtype) -> State:
 # Generic dense Jacobian (autograd path, and the fall-back for user models)
 # ----------------------------------------------------------------------------------------------
 class DenseJacobian:
-    """A Jacobian already formed: (B, N, N)."""
+    """A Jacobian already formed: (B, N, N); ``blocks`` = the layers' state sizes (None: one layer)."""
 
-    def __init__(self, j: torch.Tensor) -> None:
+    def __init__(self, j: torch.Tensor, blocks: list[int] | None = None) -> None:
         self.j = j
         self.n = j.shape[-1]
+        self.blocks = blocks
 
     def matmul(self, q: torch.Tensor) -> torch.Tensor:
         return self.j @ q
 
     def dense(self) -> torch.Tensor:
         return self.j
+
+    def diagonal_blocks(self) -> list["DenseJacobian"]:
+        """The diagonal blocks; J must be block lower-triangular over the layers (checked: exact zeros).
+
+        Raises:
+            LSHUsageError: a layer depends on a later layer's previous state.
+        """
+        if not self.blocks or len(self.blocks) == 1:
+            return [self]
+        out, pos = [], 0
+        for layer, size in enumerate(self.blocks):
+            rows = slice(pos, pos + size)
+            if bool((self.j[:, rows, pos + size:] != 0).any()):
+                raise LSHUsageError(f"qr='layered' needs a Jacobian that is block lower-triangular across layers; "
+                                    f"here layer {layer} depends on a later layer's previous state: use qr='joint'")
+            out.append(DenseJacobian(self.j[:, rows, rows]))
+            pos += size
+        return out
 
 
 def _component_sizes(model: RNNLanguageModel) -> list[list[int]]:
@@ -145,9 +169,11 @@ def autograd_stepper(model: RNNLanguageModel, *, convention: str = "h",
 
     jac_fn = vmap(jacrev(one, argnums=0, has_aux=True))
 
+    blocks = [layer[0] if convention == "h" else sum(layer) for layer in sizes]
+
     def stepper(state: State, x: torch.Tensor):
         j, new_full = jac_fn(state_vector(state, convention), state_vector(state, "hc"), x)
-        return DenseJacobian(j), _to_state(new_full, sizes)
+        return DenseJacobian(j, blocks), _to_state(new_full, sizes)
 
     return stepper
 
@@ -213,6 +239,23 @@ class _LSTMLayerJac:
         return torch.cat([_combine_dense(self.d[:, r], self.w4) for r in range(self.d.shape[1])], dim=1)
 
 
+class _LSTMOwnBlock:
+    """A layer's own recurrent block d s_l,t / d s_l,t-1 (the stack Jacobian's diagonal block)."""
+
+    def __init__(self, layer: _LSTMLayerJac) -> None:
+        self.layer = layer
+        self.n = layer.rows
+
+    def matmul(self, q: torch.Tensor) -> torch.Tensor:
+        return self.layer.matmul(q, None)
+
+    def dense(self) -> torch.Tensor:
+        return self.layer.local_dense()
+
+    def diagonal_blocks(self) -> list["_LSTMOwnBlock"]:
+        return [self]
+
+
 class LSTMStackJacobian:
     """Block lower-triangular Jacobian of a stack of LSTM layers (see module docstring)."""
 
@@ -228,6 +271,9 @@ class LSTMStackJacobian:
             dh = z[:, :layer.h]
             pos += layer.rows
         return torch.cat(out, dim=1)
+
+    def diagonal_blocks(self) -> list[_LSTMOwnBlock]:
+        return [_LSTMOwnBlock(layer) for layer in self.layers]
 
     def dense(self) -> torch.Tensor:
         b = self.layers[0].d.shape[0]
@@ -315,6 +361,9 @@ class RHNJacobian:
         f = cf[:, 0, :, None] * r[:hh]
         f.addcmul_(cf[:, 1, :, None], r[hh:])
         return f + torch.diag_embed(cf[:, 2])
+
+    def diagonal_blocks(self) -> list["RHNJacobian"]:
+        return [self]  # one layer (depth is within the step)
 
     def dense(self) -> torch.Tensor:
         p = self._factor(self.coef[0], self.r[0])

@@ -33,6 +33,7 @@ import torch
 
 from lsh_tune.errors import LSHUsageError, check_choice, check_range
 from lsh_tune.lyapunov.distance import EMBEDDINGS, METRICS
+from lsh_tune.lyapunov.spectrum import QR_ORDERS
 from lsh_tune.search._generators import HPO_METHODS
 from lsh_tune.search._ledger import STATE_FILE, SearchLedger
 from lsh_tune.search._ls_fit import LS_FITS, PoolLSFit
@@ -70,7 +71,8 @@ class SearchConfig:
         data_dir: extra corpus directory.
         reference_epochs: dense reference epochs (``None``: ``max_epochs``).
         reference_checkpoint: use this dense checkpoint instead of training one.
-        ls_k, ls_steps, ls_warmup, ls_top, ls_state: :class:`lsh_tune.lyapunov.LSConfig`.
+        ls_k, ls_steps, ls_warmup, ls_top, ls_state, ls_qr: :class:`lsh_tune.lyapunov.LSConfig`
+            (``ls_qr``: ``layered``, one QR per layer, or ``joint``, the authors' one QR over all).
         ls_embedding, ls_distance: LS-space embedding and distance.
         ls_fit: ``pool`` (the paper: each round fits the LS space on the reference and every ranked
             candidate's history) or ``candidate`` (rank by the distance each trial reports, fitted on
@@ -107,6 +109,7 @@ class SearchConfig:
     ls_warmup: int = 10
     ls_top: int | None = None
     ls_state: str = "h"
+    ls_qr: str = "layered"
     ls_embedding: str = "pca"
     ls_distance: str = "l2"
     ls_fit: str = "pool"
@@ -121,6 +124,7 @@ class SearchConfig:
         check_choice("ls_embedding", self.ls_embedding, EMBEDDINGS)
         check_choice("ls_distance", self.ls_distance, METRICS)
         check_choice("ls_fit", self.ls_fit, LS_FITS)
+        check_choice("ls_qr", self.ls_qr, QR_ORDERS)
         check_range("sparsity", self.sparsity, 0.0, 1.0, low_open=True, high_open=True)
         check_range("gpus_per_trial", self.gpus_per_trial, 0.0, None)
         check_range("cpus_per_trial", self.cpus_per_trial, 0.0, None)
@@ -161,7 +165,8 @@ class SearchConfig:
     def ls_config(self):
         from lsh_tune.lyapunov import LSConfig
 
-        return LSConfig(k=self.ls_k, steps=self.ls_steps, warmup=self.ls_warmup, top=self.ls_top, state=self.ls_state)
+        return LSConfig(k=self.ls_k, steps=self.ls_steps, warmup=self.ls_warmup, top=self.ls_top, state=self.ls_state,
+                        qr=self.ls_qr)
 
     def to_dict(self) -> dict:
         return asdict(self)
