@@ -38,3 +38,13 @@ def test_experiment_scripts_pass_overrides_through():
                        capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
                        timeout=300)
     assert r.returncode == 2 and "hpo='nope'" in r.stderr
+
+
+def test_saved_config_round_trips_and_an_older_one_keeps_the_joint_order():
+    from lsh_tune.search.runner import SearchConfig
+
+    cfg = SearchConfig(ls_qr="layered", ls_top=16)
+    assert SearchConfig.from_dict(cfg.to_dict()) == cfg
+    old = {k: v for k, v in cfg.to_dict().items() if k != "ls_qr"}  # written before ls_qr existed
+    assert SearchConfig.from_dict(old).ls_config().qr == "joint"
+    assert SearchConfig().ls_config().qr == "layered"

@@ -15,10 +15,11 @@ are ordered in the state vector:
 * ``joint`` (the authors'): bottom layer first. J·Q mixes the layers, and every step is one QR of
   size N = Σ N_l.
 * ``layered`` (default): top layer first. J is then block *upper*-triangular, Q_0 = I is block
-  diagonal and stays so (Householder QR of a block upper-triangular matrix whose diagonal blocks
-  are square and full rank never mixes the blocks), so Eq. 1 splits exactly into one QR per layer
-  over that layer's own recurrent block, Q_t^l R_t^l = A_t^l Q_{t-1}^l. diag(R_t) is the union of
-  the layers' diagonals. Cost Σ N_l³ instead of (Σ N_l)³: 4× fewer flops for two equal layers.
+  diagonal and stays so (a block upper-triangular J·Q has exact zeros below each diagonal block's
+  columns, so those columns' Householder reflectors never touch another block's rows), so Eq. 1
+  splits exactly into one QR per layer over that layer's own recurrent block,
+  Q_t^l R_t^l = A_t^l Q_{t-1}^l, and diag(R_t) is the union of the layers' diagonals. Cost
+  Σ N_l³ instead of (Σ N_l)³: 4× fewer flops for two equal layers.
 
 Both estimate the same spectrum: a block-triangular cocycle's Lyapunov exponents are the union of
 its diagonal blocks' exponents. At K = 2, T = 35 the two differ by about as much as K = 2 differs

@@ -173,8 +173,9 @@ class SearchConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SearchConfig":
+        """A saved config; one saved before ``ls_qr`` existed ran the ``joint`` order and keeps it."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return cls(**{"ls_qr": "joint", **{k: v for k, v in d.items() if k in known}})
 
 
 _CORPORA: dict[tuple, Any] = {}
