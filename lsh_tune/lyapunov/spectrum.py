@@ -216,8 +216,7 @@ def _log_abs_diag(a: torch.Tensor) -> torch.Tensor:
 
 def _full_qr(step: Stepper, state, xs: torch.Tensor, cfg: LSConfig) -> torch.Tensor:
     """Householder path: geqrf per sequence and block, J·Q by ormqr from the right, Q never formed."""
-    acc = None
-    factors: list[list] = [[] for _ in range(cfg.k)]
+    acc, factors = None, []
     for t in range(cfg.total_steps):
         jac, state = step(state, xs[t])
         blocks = [blk.dense().detach() for blk in _blocks(jac, cfg)]
