@@ -1,7 +1,10 @@
-"""The one exception type that user-facing code raises for bad input."""
+"""The exception type user-facing code raises for bad input, and the shared validators.
+
+Ground floor: imports nothing from ``lsh_tune`` (every layer may use it).
+"""
 from __future__ import annotations
 
-__all__ = ["LSHUsageError", "check_choice", "check_range"]
+__all__ = ["LSHTypeError", "LSHUsageError", "check_choice", "check_int", "check_range"]
 
 
 class LSHUsageError(ValueError):
@@ -9,6 +12,31 @@ class LSHUsageError(ValueError):
 
     The command line turns it into a one-line error and exit code 2.
     """
+
+
+class LSHTypeError(LSHUsageError, TypeError):
+    """Bad user input of the wrong type (an ``LSHUsageError`` that is also a ``TypeError``)."""
+
+
+def check_int(name: str, value: object, low: int, *, allow_none: bool = False) -> None:
+    """Raise unless ``value`` is an integer (``bool`` excluded) and ``value >= low``.
+
+    Raises:
+        LSHTypeError: ``value`` is not an integer.
+        LSHUsageError: ``value < low``.
+    """
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) and not _is_numpy_int(value):
+        raise LSHTypeError(f"{name}={value!r} must be an integer >= {low}")
+    if value < low:
+        raise LSHUsageError(f"{name}={value!r} is out of range; allowed: integers >= {low}")
+
+
+def _is_numpy_int(value: object) -> bool:
+    """``value`` is a NumPy integer scalar (checked without importing NumPy)."""
+    return type(value).__module__ == "numpy" and hasattr(value, "__index__") and hasattr(value, "dtype") \
+        and getattr(value.dtype, "kind", "") in "iu"
 
 
 def check_choice(name: str, value: object, allowed: "list[str] | tuple[str, ...]") -> None:

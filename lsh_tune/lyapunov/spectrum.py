@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from lsh_tune.errors import LSHUsageError, check_choice
+from lsh_tune.errors import LSHUsageError, check_choice, check_int
 from lsh_tune.lyapunov.jacobians import CONVENTIONS, Stepper, cast_state, make_stepper, state_size
 from lsh_tune.models.base import RNNLanguageModel
 
@@ -57,12 +57,6 @@ DTYPES = ("float32", "float64")
 JACOBIAN_METHODS = ("analytic", "autograd")
 QR_ORDERS = ("layered", "joint")
 
-
-def _check_int(name: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name}={value!r} must be an int")
-    if value < low:
-        raise LSHUsageError(f"{name}={value!r} is out of range; allowed: >= {low}")
 
 
 @dataclass(frozen=True)
@@ -95,11 +89,11 @@ class LSConfig:
     qr: str = "layered"
 
     def __post_init__(self) -> None:
-        _check_int("k", self.k, 1)
-        _check_int("steps", self.steps, 1)
-        _check_int("warmup", self.warmup, 0)
+        check_int("k", self.k, 1)
+        check_int("steps", self.steps, 1)
+        check_int("warmup", self.warmup, 0)
         if self.top is not None:
-            _check_int("top", self.top, 1)
+            check_int("top", self.top, 1)
         check_choice("state", self.state, CONVENTIONS)
         check_choice("dtype", self.dtype, DTYPES)
         check_choice("jacobian", self.jacobian, JACOBIAN_METHODS)
@@ -128,8 +122,8 @@ def validation_tokens(source, k: int = 2, length: int = 45) -> torch.LongTensor:
     from lsh_tune.data import batchify
 
     stream = source.valid if hasattr(source, "valid") else torch.as_tensor(source)
-    _check_int("k", k, 1)
-    _check_int("length", length, 1)
+    check_int("k", k, 1)
+    check_int("length", length, 1)
     if stream.numel() < k * length:
         raise LSHUsageError(f"validation split has {stream.numel()} tokens; k={k} × length={length} needed")
     return batchify(stream, k)[:length]

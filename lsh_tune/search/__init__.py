@@ -3,9 +3,10 @@
 The Ray adapters (:class:`LSHScheduler`, :class:`LSHSearcher`, the candidate trainable and the
 runner) are imported lazily so that the core works without Ray.
 """
-from lsh_tune.search._generators import HPO_METHODS, RefillGenerator, derive_seed, make_generator
+from lsh_tune.search._generators import HPO_METHODS, RefillGenerator, make_generator
+from lsh_tune.seeds import derive_seed
 from lsh_tune.search._ledger import STATE_FILE, SearchLedger
-from lsh_tune.train.checkpoint import atomic_write_text
+from lsh_tune.storage import atomic_write_text
 from lsh_tune.search._pool import (ACTIVE, FAILED, FINAL, FINISHED, REMOVED, Candidate, CandidatePool,
                                    PoolConfig, RoundDecision, plan_rounds)
 

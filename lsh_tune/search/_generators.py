@@ -23,23 +23,18 @@ import contextlib
 import datetime
 import math
 import random
-import zlib
 from types import SimpleNamespace
 from typing import ClassVar
 
 import numpy as np
 
 from lsh_tune.errors import LSHUsageError, check_choice
+from lsh_tune.seeds import derive_seed
 from lsh_tune.space import DEFAULT_DEATH_RATE_GRID, SearchSpace
 
-__all__ = ["HPO_METHODS", "RefillGenerator", "make_generator", "derive_seed"]
+__all__ = ["HPO_METHODS", "RefillGenerator", "make_generator"]
 
 HPO_METHODS = ("grid", "random", "tpe", "atpe", "bohb", "hyperband")
-
-
-def derive_seed(*parts: object) -> int:
-    """A 31-bit seed from ``parts`` via ``zlib.crc32`` (stable across processes, unlike hash())."""
-    return zlib.crc32(":".join(map(str, parts)).encode()) & 0x7FFFFFFF
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ from lsh_tune.search._generators import RefillGenerator, make_generator
 from lsh_tune.search._ls_fit import PoolLSFit
 from lsh_tune.search._pool import DONE, CandidatePool, PoolConfig, RoundDecision
 from lsh_tune.space import SearchSpace
-from lsh_tune.train.checkpoint import atomic_write_text
+from lsh_tune.storage import atomic_write_text
 
 __all__ = ["SearchLedger", "STATE_FILE"]
 

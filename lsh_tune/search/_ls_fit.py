@@ -23,7 +23,7 @@ import numpy as np
 
 from lsh_tune.errors import LSHUsageError, check_choice
 from lsh_tune.lyapunov.distance import EMBEDDINGS, METRICS, ls_distances
-from lsh_tune.train.checkpoint import atomic_write_text
+from lsh_tune.storage import atomic_write_text
 
 __all__ = ["PoolLSFit", "LS_FITS"]
 

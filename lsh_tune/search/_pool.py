@@ -27,7 +27,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
-from lsh_tune.errors import LSHUsageError, check_choice
+from lsh_tune.errors import LSHUsageError, check_choice, check_int
 
 __all__ = ["ACTIVE", "FINAL", "FINISHED", "REMOVED", "FAILED", "Candidate", "PoolConfig", "CandidatePool",
            "RoundDecision", "plan_rounds"]
@@ -35,13 +35,6 @@ __all__ = ["ACTIVE", "FINAL", "FINISHED", "REMOVED", "FAILED", "Candidate", "Poo
 ACTIVE, FINAL, FINISHED, REMOVED, FAILED = "active", "final", "finished", "removed", "failed"
 METRICS = ("ls", "loss")
 SELECTION, FINAL_PHASE, DONE = "selection", "final", "done"
-
-
-def _check_int(name: str, value: Any, low: int, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise LSHUsageError(f"{name}={value!r} must be an integer >= {low}")
 
 
 @dataclass(frozen=True)
@@ -77,13 +70,13 @@ class PoolConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_int("pool_size", self.pool_size, 1)
-        _check_int("rounds_every", self.rounds_every, 1)
-        _check_int("max_epochs", self.max_epochs, 1)
-        _check_int("final_k", self.final_k, 1)
-        _check_int("max_rounds", self.max_rounds, 0, allow_none=True)
-        _check_int("epoch_budget", self.epoch_budget, 0, allow_none=True)
-        _check_int("seed", self.seed, 0)
+        check_int("pool_size", self.pool_size, 1)
+        check_int("rounds_every", self.rounds_every, 1)
+        check_int("max_epochs", self.max_epochs, 1)
+        check_int("final_k", self.final_k, 1)
+        check_int("max_rounds", self.max_rounds, 0, allow_none=True)
+        check_int("epoch_budget", self.epoch_budget, 0, allow_none=True)
+        check_int("seed", self.seed, 0)
         check_choice("metric", self.metric, METRICS)
         rounds = plan_rounds(self)
         need = len(rounds) * self.rounds_every + 1

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lsh_tune.search._generators import derive_seed
+from lsh_tune.seeds import derive_seed
 from lsh_tune.search._ray import BOUNDARY_KEY, CID_KEY, FINAL_KEY, LS_KEY, REPLAY_KEY
 
 __all__ = ["TrialSettings", "candidate_trainable", "build_candidate", "STATE_NAME", "EPOCH_LOG",
@@ -156,9 +156,7 @@ def _spectrum(trainer, tokens: torch.Tensor, ls_config: dict) -> np.ndarray:
     from lsh_tune.lyapunov import LSConfig, lyapunov_spectrum
 
     cfg = LSConfig(**ls_config)
-    if trainer.averager is None:
-        return lyapunov_spectrum(trainer.model, tokens, cfg)
-    with trainer.averager.swap_in(trainer.model):
+    with trainer.evaluation_weights():
         return lyapunov_spectrum(trainer.model, tokens, cfg)
 
 
@@ -224,7 +222,10 @@ def candidate_trainable(config: dict, *, settings: TrialSettings, corpus, refere
         reference: ``{"history": (E_ref, N) spectra of the dense reference, "tokens": (T, K)}``;
             ``None`` when ranking by loss without LS.
     """
+    import ray
     from ray import tune
+
+    from lsh_tune.train import perplexity
 
     cid = str(config[CID_KEY])
     torch.set_num_threads(max(1, int(settings.threads)))
@@ -240,7 +241,7 @@ def candidate_trainable(config: dict, *, settings: TrialSettings, corpus, refere
             ctx.__exit__(None, None, None)
     if meta["last_report"] is not None and trainer.epoch > 0:
         tune.report({**meta["last_report"], REPLAY_KEY: True})
-    gpu_ids = ",".join(str(g) for g in __import__("ray").get_gpu_ids())
+    gpu_ids = ",".join(str(g) for g in ray.get_gpu_ids())
     E = settings.rounds_every
     while trainer.epoch < settings.max_epochs:
         start = time.time()
@@ -264,7 +265,7 @@ def candidate_trainable(config: dict, *, settings: TrialSettings, corpus, refere
         if epoch == settings.max_epochs:
             test_loss = trainer.evaluate("test")
             res.update({FINAL_KEY: True, "test_loss": test_loss,
-                        "test_ppl": math.exp(test_loss) if test_loss < 700 else math.inf})
+                        "test_ppl": perplexity(test_loss)})
         meta["last_report"] = res if boundary else None
         mirror = _save_state(trainer, settings, cid, meta)
         _log_epoch(settings, cid, epoch, start, gpu_ids)

@@ -37,7 +37,7 @@ from lsh_tune.lyapunov.spectrum import QR_ORDERS
 from lsh_tune.search._generators import HPO_METHODS
 from lsh_tune.search._ledger import STATE_FILE, SearchLedger
 from lsh_tune.search._ls_fit import LS_FITS, PoolLSFit
-from lsh_tune.train.checkpoint import atomic_write_text
+from lsh_tune.storage import atomic_write_text
 from lsh_tune.search._pool import PoolConfig, plan_rounds
 from lsh_tune.search._trainable import TrialSettings, candidate_state_path, candidate_trainable
 from lsh_tune.space import DEFAULT_DEATH_RATE_GRID, DEFAULT_SPACE, SearchSpace
@@ -252,9 +252,7 @@ def prepare_reference(cfg: SearchConfig, corpus) -> dict:
 def _reference_ls(trainer, tokens, ls_cfg) -> np.ndarray:
     from lsh_tune.lyapunov import lyapunov_spectrum
 
-    if trainer.averager is None:
-        return lyapunov_spectrum(trainer.model, tokens, ls_cfg)
-    with trainer.averager.swap_in(trainer.model):
+    with trainer.evaluation_weights():
         return lyapunov_spectrum(trainer.model, tokens, ls_cfg)
 
 
@@ -404,10 +402,7 @@ def export_best(cfg: SearchConfig, cid: str, config: dict, corpus, path: Path) -
     trainer, hook = build_candidate(settings, {"cid": cid, **config}, corpus)
     trainer.load(candidate_state_path(cfg.experiment_dir, cid))
     model_spec, train_spec = _specs(cfg)
-    if trainer.averager is not None:
-        with trainer.averager.swap_in(trainer.model):
-            weights = {k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()}
-    else:
+    with trainer.evaluation_weights():
         weights = {k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()}
     atomic_torch_save({"format": "lsh_tune.sparse_state_dict/1", "model_spec": model_spec.to_dict(),
                        "train_spec": train_spec.to_dict(), "model": weights,

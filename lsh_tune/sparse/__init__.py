@@ -8,7 +8,7 @@ from lsh_tune.sparse._config import (DEATH_MODES, DEATH_RATE_FLOOR, GROWTH_MODES
                                      REDISTRIBUTION_MODES, SPARSE_INITS, SparseConfig)
 from lsh_tune.sparse._hook import SparseTrainingHook, build_sparse_hook
 from lsh_tune.sparse._layout import er_densities, exact_counts, masked_tensors, target_count, tensor_groups
-from lsh_tune.sparse._masking import Masking, derive_seed
+from lsh_tune.sparse._masking import Masking, sparse_seed
 from lsh_tune.sparse._run import run_sparse_training
 from lsh_tune.sparse._modes import (allocate, cosine_death_rate, death_global_magnitude, death_magnitude,
                                     death_set, death_threshold, grow, n_to_remove, redistribution_shares)
@@ -16,5 +16,5 @@ from lsh_tune.sparse._modes import (allocate, cosine_death_rate, death_global_ma
 __all__ = ["DEATH_MODES", "DEATH_RATE_FLOOR", "GROWTH_MODES", "MASK_GROUPS", "Masking", "REDISTRIBUTION_MODES",
            "SPARSE_INITS", "SparseConfig", "SparseTrainingHook", "allocate", "build_sparse_hook",
            "cosine_death_rate", "death_global_magnitude", "death_magnitude", "death_set", "death_threshold",
-           "derive_seed", "er_densities", "exact_counts", "grow", "masked_tensors", "n_to_remove",
-           "redistribution_shares", "run_sparse_training", "target_count", "tensor_groups"]
+           "er_densities", "exact_counts", "grow", "masked_tensors", "n_to_remove",
+           "redistribution_shares", "run_sparse_training", "sparse_seed", "target_count", "tensor_groups"]

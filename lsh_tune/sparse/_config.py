@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from lsh_tune.errors import LSHUsageError, check_choice, check_range
+from lsh_tune.errors import LSHUsageError, check_choice, check_int, check_range
 
 __all__ = ["DEATH_MODES", "GROWTH_MODES", "MASK_GROUPS", "REDISTRIBUTION_MODES", "SPARSE_INITS",
            "SparseConfig", "DEATH_RATE_FLOOR"]
@@ -83,7 +83,7 @@ class SparseConfig:
         check_range("death_rate", self.death_rate, 0.0, 1.0, low_open=True, high_open=True)
         check_range("momentum_beta", self.momentum_beta, 0.0, 1.0, high_open=True)
         check_range("threshold_init", self.threshold_init, 0.0, None, low_open=True)
-        _check_int("prune_interval_epochs", self.prune_interval_epochs, 1)
+        check_int("prune_interval_epochs", self.prune_interval_epochs, 1)
         for flag in ("init_scale", "mask_gradients"):
             if not isinstance(getattr(self, flag), bool):
                 raise LSHUsageError(f"{flag}={getattr(self, flag)!r} must be true or false")
@@ -124,7 +124,3 @@ class SparseConfig:
             d["masked"] = tuple(d["masked"])
         return cls(**d)
 
-
-def _check_int(name: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise LSHUsageError(f"{name}={value!r} must be an integer >= {low}")

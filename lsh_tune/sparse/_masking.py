@@ -2,22 +2,22 @@
 from __future__ import annotations
 
 import math
-import zlib
 
 import torch
 from torch import nn
 
+from lsh_tune.seeds import derive_seed
 from lsh_tune.sparse import _modes
 from lsh_tune.sparse._config import SparseConfig
 from lsh_tune.sparse._layout import er_densities, exact_counts, masked_tensors, random_mask, target_count, \
     tensor_groups
 
-__all__ = ["Masking", "derive_seed"]
+__all__ = ["Masking", "sparse_seed"]
 
 
-def derive_seed(seed: int, purpose: str) -> int:
-    """Reproducible 31-bit seed for ``purpose`` from ``seed`` (``zlib.crc32``, never ``hash()``)."""
-    return zlib.crc32(f"lsh_tune.sparse:{purpose}:{int(seed)}".encode()) & 0x7FFFFFFF
+def sparse_seed(seed: int, purpose: str) -> int:
+    """The seed of the sparse engine's draws for ``purpose`` (:func:`lsh_tune.seeds.derive_seed`)."""
+    return derive_seed("lsh_tune.sparse", purpose, int(seed))
 
 
 class Masking:
@@ -44,7 +44,7 @@ class Masking:
         self.numels = {k: p.numel() for k, p in params.items()}
         self.total = sum(self.numels.values())
         self.target = target_count(self.total, config.density)
-        self.generator = torch.Generator().manual_seed(derive_seed(seed, "masks"))
+        self.generator = torch.Generator().manual_seed(sparse_seed(seed, "masks"))
         self.init_densities = self._planned_densities()
         counts = exact_counts(self.numels, self.init_densities, self.target)
         self.masks = {k: random_mask(p.shape, counts[k], self.generator).to(p.device) for k, p in params.items()}

@@ -9,7 +9,7 @@ from torch import nn
 from lsh_tune.models import ModelSpec, TrainSpec
 from lsh_tune.sparse._config import SparseConfig
 from lsh_tune.sparse._hook import SparseTrainingHook, build_sparse_hook
-from lsh_tune.sparse._masking import derive_seed
+from lsh_tune.sparse._masking import sparse_seed
 from lsh_tune.train.run import RunExtension, run_training
 
 __all__ = ["run_sparse_training", "CHECKPOINT_NAME"]
@@ -59,4 +59,4 @@ def run_sparse_training(model_spec: ModelSpec, train_spec: TrainSpec, sparse: Sp
     """
     return run_training(model_spec, train_spec, corpus=corpus, out=out, data_dir=data_dir, max_tokens=max_tokens,
                         seed=seed, device=device, resume=resume, log=log, extension=_SparseRun(sparse, seed),
-                        model_seed=derive_seed(seed, "model"))
+                        model_seed=sparse_seed(seed, "model"))

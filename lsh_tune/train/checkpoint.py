@@ -1,47 +1,19 @@
-"""Atomic file writes and device selection."""
+"""Atomic ``torch.save`` and device selection (the generic atomic writers are in :mod:`lsh_tune.storage`)."""
 from __future__ import annotations
 
-import json
 import os
-import tempfile
-from pathlib import Path
 
 import torch
 
 from lsh_tune.errors import LSHUsageError
+from lsh_tune.storage import atomic_write, atomic_write_json, atomic_write_text
 
 __all__ = ["atomic_torch_save", "atomic_write_json", "atomic_write_text", "resolve_device"]
 
 
-def _atomic(path: Path, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     """``torch.save`` to a temp file in the same directory, then ``os.replace``."""
-    _atomic(Path(path), lambda f: torch.save(obj, f))
-
-
-def atomic_write_json(obj, path: str | os.PathLike) -> None:
-    """Write ``obj`` as indented JSON atomically."""
-    _atomic(Path(path), lambda f: f.write(json.dumps(obj, indent=2, sort_keys=True).encode()))
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` (UTF-8) atomically."""
-    _atomic(Path(path), lambda f: f.write(text.encode("utf-8")))
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:

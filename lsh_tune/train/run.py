@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Sequence, TextIO
@@ -12,7 +11,7 @@ from torch import nn
 from lsh_tune.data import load_corpus
 from lsh_tune.models import ModelSpec, TrainSpec, build_model
 from lsh_tune.train.checkpoint import atomic_write_json
-from lsh_tune.train.trainer import Trainer, TrainingHook, seed_everything
+from lsh_tune.train.trainer import Trainer, TrainingHook, perplexity, seed_everything
 
 __all__ = ["run_training", "checkpoint_extras", "RunExtension"]
 
@@ -46,10 +45,6 @@ class RunExtension:
     def result(self, model: nn.Module) -> dict:
         """Keys added to ``result.json`` after the last epoch."""
         return {}
-
-
-def _ppl(loss: float) -> float:
-    return math.exp(loss) if loss < 700 else float("inf")
 
 
 def run_training(model_spec: ModelSpec, train_spec: TrainSpec, *, corpus: str, out: str | os.PathLike,
@@ -98,8 +93,8 @@ def run_training(model_spec: ModelSpec, train_spec: TrainSpec, *, corpus: str, o
     val = trainer.evaluate("valid")
     test = trainer.evaluate("test")
     result = {"model_spec": model_spec.to_dict(), "train_spec": train_spec.to_dict(), "corpus": data.name,
-              "epochs": trainer.epoch, "val_loss": val, "test_loss": test, "val_ppl": _ppl(val),
-              "test_ppl": _ppl(test), "checkpoint": str(ckpt), "seed": seed, "device": str(trainer.device),
+              "epochs": trainer.epoch, "val_loss": val, "test_loss": test, "val_ppl": perplexity(val),
+              "test_ppl": perplexity(test), "checkpoint": str(ckpt), "seed": seed, "device": str(trainer.device),
               "asgd": trainer.averager is not None, **ext.result(trainer.model)}
     atomic_write_json(result, out / "result.json")
     return result

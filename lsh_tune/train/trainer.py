@@ -1,6 +1,7 @@
 """Epoch-by-epoch training of a language model: SGD, clipping, NT-ASGD, full-state checkpoints."""
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -18,7 +19,7 @@ from lsh_tune.models import RNNLanguageModel, TrainSpec
 from lsh_tune.train.averaging import WeightAverager
 from lsh_tune.train.checkpoint import atomic_torch_save, resolve_device
 
-__all__ = ["Trainer", "TrainingHook", "seed_everything", "nt_asgd_should_switch"]
+__all__ = ["Trainer", "TrainingHook", "perplexity", "seed_everything", "nt_asgd_should_switch"]
 
 
 class TrainingHook:
@@ -170,7 +171,7 @@ class Trainer:
         self.state.epoch += 1
         train_loss = total / max(count, 1)
         return {"epoch": self.state.epoch, "train_loss": train_loss, "val_loss": val_loss,
-                "val_ppl": _ppl(val_loss), "lr": self.spec.lr, "asgd": self.averager is not None,
+                "val_ppl": perplexity(val_loss), "lr": self.spec.lr, "asgd": self.averager is not None,
                 "epoch_time_s": time.perf_counter() - t0}
 
     def fit(self, epochs: int | None = None, callback=None) -> list[dict]:
@@ -190,10 +191,15 @@ class Trainer:
         data = {"valid": self.valid_data, "test": self.test_data, "train": self.train_data}.get(split)
         if data is None:
             raise LSHUsageError(f"split={split!r} is not allowed; choose one of: train, valid, test")
+        with self.evaluation_weights():
+            return self._evaluate(data)
+
+    def evaluation_weights(self) -> contextlib.AbstractContextManager:
+        """Context in which ``model`` holds the weights it is evaluated with: the NT-ASGD averages
+        once averaging has started (restored on exit), else the current weights."""
         if self.averager is None:
-            return self._evaluate(data)
-        with self.averager.swap_in(self.model):
-            return self._evaluate(data)
+            return contextlib.nullcontext()
+        return self.averager.swap_in(self.model)
 
     def _evaluate(self, data: torch.Tensor) -> float:
         was_training = self.model.training
@@ -263,5 +269,6 @@ class Trainer:
         return d
 
 
-def _ppl(loss: float) -> float:
+def perplexity(loss: float) -> float:
+    """exp(``loss``) for a mean NLL in nats/token; ``inf`` where exp would overflow (loss >= 700)."""
     return math.exp(loss) if loss < 700 else float("inf")
