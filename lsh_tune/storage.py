@@ -1,9 +1,10 @@
-"""Atomic file writes: the one place lsh_tune replaces a file.
+"""Where lsh_tune writes: atomic local writes and :class:`Storage`, one layer over ``pyarrow.fs``.
 
-Ground floor: standard library only, imports nothing from ``lsh_tune``. Every writer goes to a
-temporary file in the target's directory, is flushed and fsynced, then ``os.replace``-d over the
-target, so a reader (or a resume after a kill at any instant) sees the old or the new version,
-never a half-written one.
+Ground floor: the standard library and pyarrow (imported lazily), and only
+:mod:`lsh_tune.errors` from this package. Local writers go to a temporary file in the target's
+directory, are flushed and fsynced, then ``os.replace``-d over the target, so a reader (or a
+resume after a kill at any instant) sees the old or the new version, never a half-written one;
+:class:`Storage` gives the same promise on object stores.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+__all__ = ["Storage", "atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:
@@ -51,3 +52,191 @@ def atomic_write_json(obj: Any, path: str | os.PathLike, **dumps_kwargs: Any) ->
     """Write ``obj`` as JSON atomically (default: ``indent=2, sort_keys=True``)."""
     kwargs = {"indent": 2, "sort_keys": True, **dumps_kwargs}
     atomic_write_text(path, json.dumps(obj, **kwargs))
+
+
+def _is_temporary(name: str) -> bool:
+    """A write in progress (``atomic_write``'s ``.<name>.*.tmp``, ``Storage``'s ``.tmp-*``)."""
+    return name.startswith(".tmp-") or (name.startswith(".") and name.endswith(".tmp"))
+
+
+def _is_uri(location: str) -> bool:
+    return "://" in location.split("?", 1)[0]
+
+
+class Storage:
+    """A storage root — a POSIX directory (local disk, NFS) or an object-store prefix — and its
+    :mod:`pyarrow.fs` filesystem (the layer Ray Tune itself uses).
+
+    Every path handed to a method is *relative* to the root, ``/``-separated; a part that is
+    empty, ``.`` or ``..``, or an absolute path, is refused so no name escapes the root.
+    Writes are all-or-nothing: on a local root a temp file beside the target is fsynced and
+    ``os.replace``-d; on an object store the bytes go to a temporary key that is then moved onto
+    the target key (a reader sees the old object or the new one, never a part).
+
+    Args:
+        location: a directory (``~`` expanded, made absolute) or a URI pyarrow understands:
+            ``file:///dir``, ``s3://bucket/prefix`` (endpoint by ``AWS_ENDPOINT_URL`` or
+            ``?endpoint_override=http://HOST:PORT&scheme=http``), ``gs://…``, ``hdfs://…``.
+
+    >>> import tempfile; s = Storage(tempfile.mkdtemp())
+    >>> s.write_json("a/b.json", {"x": 1}); s.read_json("a/b.json")
+    {'x': 1}
+    """
+
+    def __init__(self, location: str | os.PathLike) -> None:
+        import pyarrow.fs as pafs
+
+        from lsh_tune.errors import LSHUsageError
+
+        location = os.fspath(location)
+        if not location:
+            raise LSHUsageError("storage_path='' is empty; give a directory or a URI such as s3://bucket/prefix")
+        if _is_uri(location) and not location.startswith("file://"):
+            try:
+                self.fs, root = pafs.FileSystem.from_uri(location)
+            except (ValueError, OSError) as e:
+                raise LSHUsageError(f"storage_path={location!r} is not a usable URI ({e}); use a directory or "
+                                    "s3://bucket/prefix, gs://bucket/prefix, hdfs://host/path") from None
+            self.root = root.rstrip("/")
+            self.uri = location
+            self.local_root: Path | None = None
+        else:
+            path = location[len("file://"):] if location.startswith("file://") else location
+            self.local_root = Path(os.path.expanduser(path)).resolve()
+            self.fs = pafs.LocalFileSystem()
+            self.root = str(self.local_root)
+            self.uri = str(self.local_root)
+
+    def __repr__(self) -> str:
+        return f"Storage({self.uri!r})"
+
+    def __reduce__(self):
+        return (Storage, (self.uri,))
+
+    @property
+    def is_local(self) -> bool:
+        """True for a POSIX directory (local disk or NFS)."""
+        return self.local_root is not None
+
+    # ------------------------------------------------------------------ paths
+    @staticmethod
+    def _parts(rel: str) -> list[str]:
+        from lsh_tune.errors import LSHUsageError
+
+        rel = os.fspath(rel)
+        if rel in ("", "."):
+            return []
+        parts = rel.replace(os.sep, "/").split("/")
+        if rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise LSHUsageError(f"path {rel!r} must be relative to the storage root without '', '.' or '..' "
+                                "parts (names may not escape the storage path)")
+        return parts
+
+    def path(self, rel: str = "") -> str:
+        """The filesystem path of ``rel`` (``root/rel``)."""
+        return "/".join([self.root, *self._parts(rel)]) if rel not in ("", ".") else self.root
+
+    def local_path(self, rel: str = "") -> Path | None:
+        """``rel`` as a local :class:`~pathlib.Path` (``None`` on an object store)."""
+        return None if self.local_root is None else self.local_root.joinpath(*self._parts(rel))
+
+    def child(self, rel: str) -> "Storage":
+        """The storage rooted at ``rel``."""
+        if self.local_root is not None:
+            return Storage(str(self.local_path(rel)))
+        base, _, query = self.uri.partition("?")
+        joined = "/".join([base.rstrip("/"), *self._parts(rel)])
+        return Storage(joined + (f"?{query}" if query else ""))
+
+    # ------------------------------------------------------------------ reads
+    def exists(self, rel: str = "") -> bool:
+        import pyarrow.fs as pafs
+
+        return self.fs.get_file_info(self.path(rel)).type != pafs.FileType.NotFound
+
+    def is_file(self, rel: str) -> bool:
+        import pyarrow.fs as pafs
+
+        return self.fs.get_file_info(self.path(rel)).type == pafs.FileType.File
+
+    def read_bytes(self, rel: str) -> bytes:
+        """The whole object. Raises ``FileNotFoundError`` naming the full path when absent."""
+        if not self.is_file(rel):
+            raise FileNotFoundError(f"{self.uri_of(rel)} does not exist")
+        with self.fs.open_input_stream(self.path(rel)) as f:
+            return f.read()
+
+    def read_text(self, rel: str) -> str:
+        return self.read_bytes(rel).decode("utf-8")
+
+    def read_json(self, rel: str) -> Any:
+        return json.loads(self.read_text(rel))
+
+    def listdir(self, rel: str = "", *, recursive: bool = False) -> list[str]:
+        """Sorted paths of the files under ``rel``, relative to ``rel`` (``[]`` when absent)."""
+        import pyarrow.fs as pafs
+
+        base = self.path(rel)
+        infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=recursive, allow_not_found=True))
+        return sorted(i.path[len(base) + 1:] for i in infos if i.type == pafs.FileType.File
+                      and not _is_temporary(i.path.rsplit("/", 1)[-1]))
+
+    def uri_of(self, rel: str = "") -> str:
+        """A human-readable location of ``rel`` for messages."""
+        if self.local_root is not None:
+            return str(self.local_path(rel))
+        base = self.uri.partition("?")[0].rstrip("/")
+        return "/".join([base, *self._parts(rel)])
+
+    # ----------------------------------------------------------------- writes
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Write ``data`` to ``rel`` all-or-nothing (see the class docstring)."""
+        if self.local_root is not None:
+            atomic_write_bytes(self.local_path(rel), data)
+            return
+        import uuid
+
+        target = self.path(rel)
+        parent, _, name = target.rpartition("/")
+        tmp = f"{parent}/.tmp-{name}-{uuid.uuid4().hex}"
+        try:
+            with self.fs.open_output_stream(tmp) as f:
+                f.write(data)
+            self.fs.move(tmp, target)
+        except BaseException:
+            try:
+                self.fs.delete_file(tmp)
+            except OSError:
+                pass
+            raise
+
+    def write_text(self, rel: str, text: str) -> None:
+        self.write_bytes(rel, text.encode("utf-8"))
+
+    def write_json(self, rel: str, obj: Any, **dumps_kwargs: Any) -> None:
+        """``obj`` as JSON (default ``indent=1``; non-finite floats as ``Infinity``/``NaN``)."""
+        self.write_text(rel, json.dumps(obj, **{"indent": 1, **dumps_kwargs}))
+
+    def upload(self, local: str | os.PathLike, rel: str) -> None:
+        """Copy the local file ``local`` to ``rel`` (all-or-nothing)."""
+        if self.local_root is not None:
+            import shutil
+
+            atomic_write(self.local_path(rel), lambda f: shutil.copyfileobj(open(local, "rb"), f))
+            return
+        self.write_bytes(rel, Path(local).read_bytes())
+
+    def download(self, rel: str, local: str | os.PathLike) -> Path:
+        """Copy ``rel`` to the local file ``local`` (all-or-nothing); returns ``Path(local)``."""
+        atomic_write_bytes(local, self.read_bytes(rel))
+        return Path(local)
+
+    def delete(self, rel: str) -> None:
+        """Remove the file or directory ``rel`` (nothing if absent)."""
+        import pyarrow.fs as pafs
+
+        info = self.fs.get_file_info(self.path(rel))
+        if info.type == pafs.FileType.Directory:
+            self.fs.delete_dir(self.path(rel))
+        elif info.type == pafs.FileType.File:
+            self.fs.delete_file(self.path(rel))
