@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from lsh_tune.cli.search import main
+from lsh_tune.errors import LSHUsageError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,10 +42,38 @@ def test_experiment_scripts_pass_overrides_through():
 
 
 def test_saved_config_round_trips_and_an_older_one_keeps_the_joint_order():
-    from lsh_tune.search.runner import SearchConfig
+    from lsh_tune.search.config import SearchConfig
 
     cfg = SearchConfig(ls_qr="layered", ls_top=16)
     assert SearchConfig.from_dict(cfg.to_dict()) == cfg
     old = {k: v for k, v in cfg.to_dict().items() if k != "ls_qr"}  # written before ls_qr existed
     assert SearchConfig.from_dict(old).ls_config().qr == "joint"
     assert SearchConfig().ls_config().qr == "layered"
+
+
+def test_a_non_default_space_gets_its_own_grid_size_and_is_saved():
+    from lsh_tune.search.config import SearchConfig
+    from lsh_tune.space import DEFAULT_SPACE
+
+    bigger = DEFAULT_SPACE.with_choices(growth=("random", "momentum", "gradient"))
+    assert len(bigger.grid()) == 72
+    cfg = SearchConfig(hpo="grid", space=bigger, max_epochs=20)
+    assert cfg.pool_size == 72 and cfg.pool_config().pool_size == 72
+    assert SearchConfig(hpo="grid", pool=30, space=bigger, max_epochs=20).pool_size == 30
+    with pytest.raises(LSHUsageError, match="pool=30 exceeds the grid's 24 variants"):
+        SearchConfig(hpo="grid", pool=30, max_epochs=20)
+    assert SearchConfig.from_dict(cfg.to_dict()) == cfg
+    old = {k: v for k, v in cfg.to_dict().items() if k != "space"}  # written before the space was saved
+    assert SearchConfig.from_dict(old).space == DEFAULT_SPACE
+
+
+def test_default_max_epochs_is_the_preset_raised_to_what_the_schedule_needs():
+    from lsh_tune.models import get_preset
+    from lsh_tune.search.config import SearchConfig
+
+    preset = get_preset("stacked_lstm", "tiny")[1].epochs
+    # pool 8, E = 1: rounds 8 -> 6 -> 4 -> 2, so the oldest finalist has 3 epochs and needs 4
+    assert SearchConfig(hpo="random", pool=8, rounds_every=1).resolved_max_epochs() == max(preset, 4)
+    # pool 24 grid, E = 3: 24 -> 12 -> 6 -> 3 -> 2 is four rounds, 12 epochs, so 13
+    assert SearchConfig(hpo="grid", rounds_every=3).resolved_max_epochs() == max(preset, 13)
+    assert SearchConfig(hpo="grid", rounds_every=3, max_rounds=1).resolved_max_epochs() == max(preset, 4)

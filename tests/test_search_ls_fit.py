@@ -5,7 +5,7 @@ import pytest
 from lsh_tune.errors import LSHUsageError
 from lsh_tune.lyapunov import ls_distances
 from lsh_tune.search import SearchLedger
-from lsh_tune.search._ls_fit import PoolLSFit
+from lsh_tune.search._ls_fit import LSSpace, PoolLSFit
 from lsh_tune.space import DEFAULT_SPACE
 
 N = 12
@@ -21,7 +21,8 @@ def _spectrum(cid: str, epoch: int) -> list[float]:
 
 def _ledger(directory=None, pool=8):
     cfg = SearchLedger.pool_config_for("random", pool_size=pool, rounds_every=1, max_epochs=6, seed=0, metric="ls")
-    return SearchLedger.create(cfg, "random", DEFAULT_SPACE, directory, ls_fit=PoolLSFit(REFERENCE, "pca", "l2"))
+    fit = PoolLSFit(REFERENCE, LSSpace("pca", "l2"))
+    return SearchLedger.create(cfg, "random", DEFAULT_SPACE, directory, ls_fit=fit)
 
 
 def _own_distance(cid, history):

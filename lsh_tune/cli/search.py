@@ -54,7 +54,7 @@ def register(sub) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    from lsh_tune.search.runner import SearchConfig
+    from lsh_tune.search.config import SearchConfig
 
     return SearchConfig(
         model=args.model, preset=args.preset, corpus=args.corpus, sparsity=args.sparsity, hpo=args.hpo,

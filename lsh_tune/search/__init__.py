@@ -16,7 +16,7 @@ __all__ = ["ACTIVE", "FAILED", "FINAL", "FINISHED", "HPO_METHODS", "REMOVED", "S
 
 _LAZY = {"LSHScheduler": "lsh_tune.search._ray", "LSHSearcher": "lsh_tune.search._ray",
          "candidate_trainable": "lsh_tune.search._trainable", "TrialSettings": "lsh_tune.search._trainable",
-         "SearchConfig": "lsh_tune.search.runner", "run_search": "lsh_tune.search.runner"}
+         "SearchConfig": "lsh_tune.search.config", "run_search": "lsh_tune.search.runner"}
 __all__ += sorted(_LAZY)
 
 

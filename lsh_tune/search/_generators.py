@@ -32,7 +32,7 @@ from lsh_tune.errors import LSHUsageError, check_choice
 from lsh_tune.seeds import derive_seed
 from lsh_tune.space import DEFAULT_DEATH_RATE_GRID, SearchSpace
 
-__all__ = ["HPO_METHODS", "RefillGenerator", "make_generator"]
+__all__ = ["HPO_METHODS", "RefillGenerator", "generator_class", "make_generator"]
 
 HPO_METHODS = ("grid", "random", "tpe", "atpe", "bohb", "hyperband")
 
@@ -282,7 +282,12 @@ _GENERATORS: dict[str, type[RefillGenerator]] = {
                         HyperbandGenerator)}
 
 
+def generator_class(hpo: str) -> type[RefillGenerator]:
+    """The generator class named ``hpo`` (its ``generates``/``bracketed`` shape the schedule)."""
+    check_choice("hpo", hpo, HPO_METHODS)
+    return _GENERATORS[hpo]
+
+
 def make_generator(hpo: str, space: SearchSpace, seed: int = 0, **kwargs) -> RefillGenerator:
     """The generator named ``hpo`` (one of :data:`HPO_METHODS`)."""
-    check_choice("hpo", hpo, HPO_METHODS)
-    return _GENERATORS[hpo](space, seed, **kwargs)
+    return generator_class(hpo)(space, seed, **kwargs)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lsh_tune.errors import LSHUsageError
-from lsh_tune.search._generators import RefillGenerator, make_generator
+from lsh_tune.search._generators import RefillGenerator, generator_class, make_generator
 from lsh_tune.search._ls_fit import PoolLSFit
 from lsh_tune.search._pool import DONE, CandidatePool, PoolConfig, RoundDecision
 from lsh_tune.space import SearchSpace
@@ -95,7 +95,7 @@ class SearchLedger:
     @staticmethod
     def pool_config_for(hpo: str, **kwargs: Any) -> PoolConfig:
         """A :class:`PoolConfig` whose ``generates``/``bracketed`` match the generator ``hpo``."""
-        gen = make_generator(hpo, SearchSpace())
+        gen = generator_class(hpo)
         return PoolConfig(generates=gen.generates, bracketed=gen.bracketed, **kwargs)
 
     @classmethod

@@ -1,4 +1,6 @@
-"""Round ranking by LS distance in one LS space fitted on the whole pool (paper §3, Appendix B).
+"""The LS space (:class:`LSSpace`) and round ranking in one LS space fitted on the whole pool.
+
+Paper §3, Appendix B.
 
 When a round closes, the embedding (PCA by default) is fitted on the dense reference's LS history
 together with the LS history of every candidate being ranked (one spectrum per round boundary of
@@ -16,16 +18,17 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from lsh_tune.errors import LSHUsageError, check_choice
+from lsh_tune.errors import LSHUsageError, check_choice, check_int
 from lsh_tune.lyapunov.distance import EMBEDDINGS, METRICS, ls_distances
 from lsh_tune.storage import atomic_write_text
 
-__all__ = ["PoolLSFit", "LS_FITS"]
+__all__ = ["LSSpace", "PoolLSFit", "LS_FITS"]
 
 #: ``pool``: one embedding per round over the reference and every ranked candidate (the paper);
 #: ``candidate``: rank by the distance each trial reports (reference + its own history).
@@ -34,31 +37,66 @@ _REFERENCE_FILE = "lsh/reference_ls.json"
 _SPECTRA_DIR = "lsh/spectra"
 
 
+@dataclass(frozen=True)
+class LSSpace:
+    """Where spectra are compared: the embedding, the distance in it and t-SNE's random state.
+
+    One search has one LS space: the trials' own ``ls_distance`` and the pool-wide ranking use
+    the same one, with ``seed`` = the search seed (only ``tsne`` uses it).
+
+    Args:
+        embedding: ``pca`` (paper), ``raw`` or ``tsne``.
+        distance: ``l2`` (paper) or ``cosine``.
+        seed: t-SNE random state.
+    """
+
+    embedding: str = "pca"
+    distance: str = "l2"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_choice("ls_embedding", self.embedding, EMBEDDINGS)
+        check_choice("ls_distance", self.distance, METRICS)
+        check_int("seed", self.seed, 0)
+
+    def distances(self, reference_history: Sequence | np.ndarray,
+                  histories: Mapping[str, Sequence | np.ndarray]) -> dict[str, float]:
+        """Distance of each history's last spectrum to the reference's last one, one fit over all.
+
+        Args:
+            reference_history: (E_ref, N) spectra of the dense reference.
+            histories: candidate id -> its (E_i, N) spectra.
+        """
+        dist, _ = ls_distances(reference_history, histories, embedding=self.embedding, metric=self.distance,
+                               seed=self.seed)
+        return {cid: float(d) for cid, d in dist.items()}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 class PoolLSFit:
     """Candidates' spectra and the pool-wide LS distance.
 
     Args:
         reference_history: the dense reference's spectra (E_ref, N); the last one is v̂.
-        embedding: ``pca``, ``raw`` or ``tsne``.
-        distance: ``l2`` or ``cosine``.
-        seed: t-SNE random state.
+        space: the LS space.
         directory: experiment directory for the files (``None``: in memory only).
     """
 
-    def __init__(self, reference_history: Sequence | np.ndarray, embedding: str = "pca", distance: str = "l2",
-                 seed: int = 0, directory: str | os.PathLike | None = None) -> None:
-        check_choice("ls_embedding", embedding, EMBEDDINGS)
-        check_choice("ls_distance", distance, METRICS)
+    def __init__(self, reference_history: Sequence | np.ndarray, space: LSSpace = LSSpace(),
+                 directory: str | os.PathLike | None = None) -> None:
         self.reference = np.asarray(reference_history, dtype=np.float64)
         if self.reference.ndim != 2 or self.reference.size == 0:
             raise LSHUsageError(f"reference LS history must be (epochs, N); got shape {self.reference.shape}")
-        self.embedding, self.distance, self.seed = embedding, distance, int(seed)
+        self.space = space
         self.directory = None if directory is None else Path(directory)
         self.spectra: dict[str, dict[int, list[float]]] = {}
 
     # -------------------------------------------------------------- persistence
     def meta(self) -> dict:
-        return {"embedding": self.embedding, "distance": self.distance, "seed": self.seed}
+        """The LS space as saved in the ledger's state (``embedding``, ``distance``, ``seed``)."""
+        return self.space.to_dict()
 
     def save_reference(self) -> None:
         if self.directory is not None:
@@ -72,7 +110,7 @@ class PoolLSFit:
             reference = json.loads((directory / _REFERENCE_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise LSHUsageError(f"cannot read {directory / _REFERENCE_FILE}: {e}") from None
-        fit = cls(reference, meta["embedding"], meta["distance"], meta["seed"], directory)
+        fit = cls(reference, LSSpace(meta["embedding"], meta["distance"], int(meta["seed"])), directory)
         for f in sorted((directory / _SPECTRA_DIR).glob("*.json")):
             fit.spectra[f.stem] = {int(e): s for e, s in json.loads(f.read_text(encoding="utf-8")).items()}
         return fit
@@ -114,6 +152,4 @@ class PoolLSFit:
                 raise LSHUsageError(f"no LS of candidate {cid!r} at epoch(s) {missing}: its results lack the "
                                     "spectrum ('ls')")
             histories[cid] = np.asarray([have[int(e)] for e in eps], dtype=np.float64)
-        dist, _ = ls_distances(self.reference, histories, embedding=self.embedding, metric=self.distance,
-                               seed=self.seed)
-        return {cid: float(d) for cid, d in dist.items()}
+        return self.space.distances(self.reference, histories)

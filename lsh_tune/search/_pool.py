@@ -11,7 +11,7 @@ validation perplexity wins.
 Conventions (documented choices):
 
 * Ranking: ascending metric, ties broken by candidate id. A NaN or infinite metric (a diverged
-  RNN, exploding exponents) ranks behind every finite one (rule 10).
+  RNN, exploding exponents) ranks behind every finite one.
 * Removal never leaves fewer than ``final_k`` survivors: ``removed = min(⌊n/2⌋, n − final_k)``.
   A round that reaches ``final_k`` (or spends the budget) generates nothing.
 * Bracketed generators (``hyperband``, ``bohb``): each refill batch is a bracket (the initial
@@ -29,11 +29,12 @@ from typing import Any, Iterable
 
 from lsh_tune.errors import LSHUsageError, check_choice, check_int
 
-__all__ = ["ACTIVE", "FINAL", "FINISHED", "REMOVED", "FAILED", "Candidate", "PoolConfig", "CandidatePool",
-           "RoundDecision", "plan_rounds"]
+__all__ = ["ACTIVE", "FINAL", "FINISHED", "REMOVED", "FAILED", "RANKING_METRICS", "Candidate", "PoolConfig",
+           "CandidatePool", "RoundDecision", "plan_rounds", "plan_schedule", "required_max_epochs"]
 
 ACTIVE, FINAL, FINISHED, REMOVED, FAILED = "active", "final", "finished", "removed", "failed"
-METRICS = ("ls", "loss")
+#: What a round ranks by: ``ls`` (LS distance to the dense reference) or ``loss`` (validation loss).
+RANKING_METRICS = ("ls", "loss")
 SELECTION, FINAL_PHASE, DONE = "selection", "final", "done"
 
 
@@ -70,16 +71,11 @@ class PoolConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_int("pool_size", self.pool_size, 1)
-        check_int("rounds_every", self.rounds_every, 1)
         check_int("max_epochs", self.max_epochs, 1)
-        check_int("final_k", self.final_k, 1)
-        check_int("max_rounds", self.max_rounds, 0, allow_none=True)
-        check_int("epoch_budget", self.epoch_budget, 0, allow_none=True)
         check_int("seed", self.seed, 0)
-        check_choice("metric", self.metric, METRICS)
+        check_choice("metric", self.metric, RANKING_METRICS)
         rounds = plan_rounds(self)
-        need = len(rounds) * self.rounds_every + 1
+        need = required_max_epochs(len(rounds), self.rounds_every)
         if self.max_epochs < need:
             raise LSHUsageError(
                 f"max_epochs={self.max_epochs} is too small: the schedule has {len(rounds)} round(s) of "
@@ -87,27 +83,42 @@ class PoolConfig:
                 f"selection ends; use max_epochs >= {need} (or lower --pool/--max-rounds)")
 
 
-def _round_counts(n: int, cfg: PoolConfig) -> tuple[int, int]:
+def _round_counts(n: int, final_k: int, generates: bool) -> tuple[int, int]:
     """(removed, generated) for a round with n active candidates (before budget checks)."""
-    removed = min(n // 2, max(0, n - cfg.final_k))
-    generated = n // 4 if cfg.generates and n - removed > cfg.final_k else 0
+    removed = min(n // 2, max(0, n - final_k))
+    generated = n // 4 if generates and n - removed > final_k else 0
     return removed, generated
 
 
-def plan_rounds(cfg: PoolConfig) -> list[tuple[int, int, int]]:
-    """The whole schedule as ``[(n, removed, generated), ...]``, one entry per round.
+def _budget_spent(max_rounds: int | None, epoch_budget: int | None, rounds_done: int, epochs_spent: int) -> bool:
+    return ((max_rounds is not None and rounds_done >= max_rounds)
+            or (epoch_budget is not None and epochs_spent >= epoch_budget))
 
-    Counts do not depend on the metrics, so the plan is exact (failed trials aside).
 
-    >>> plan_rounds(PoolConfig(8, rounds_every=1, max_epochs=5))
+def plan_schedule(pool_size: int, rounds_every: int = 3, final_k: int = 2, *, generates: bool = True,
+                  max_rounds: int | None = None, epoch_budget: int | None = None) -> list[tuple[int, int, int]]:
+    """The selection schedule of these settings as ``[(n, removed, generated), ...]``, one entry per round.
+
+    Counts depend neither on the metrics nor on ``max_epochs``, so the plan is exact (failed
+    trials aside) and can size ``max_epochs`` (see :func:`required_max_epochs`).
+
+    Raises:
+        LSHUsageError: a count out of range.
+
+    >>> plan_schedule(8, rounds_every=1)
     [(8, 4, 2), (6, 3, 1), (4, 2, 0)]
     """
+    check_int("pool_size", pool_size, 1)
+    check_int("rounds_every", rounds_every, 1)
+    check_int("final_k", final_k, 1)
+    check_int("max_rounds", max_rounds, 0, allow_none=True)
+    check_int("epoch_budget", epoch_budget, 0, allow_none=True)
     out: list[tuple[int, int, int]] = []
-    n, spent = cfg.pool_size, 0
-    while n > cfg.final_k:
-        removed, generated = _round_counts(n, cfg)
-        spent += n * cfg.rounds_every
-        stop = n - removed <= cfg.final_k or _budget_spent(cfg, len(out) + 1, spent)
+    n, spent = pool_size, 0
+    while n > final_k:
+        removed, generated = _round_counts(n, final_k, generates)
+        spent += n * rounds_every
+        stop = n - removed <= final_k or _budget_spent(max_rounds, epoch_budget, len(out) + 1, spent)
         out.append((n, removed, 0 if stop else generated))
         if stop:
             break
@@ -115,9 +126,23 @@ def plan_rounds(cfg: PoolConfig) -> list[tuple[int, int, int]]:
     return out
 
 
-def _budget_spent(cfg: PoolConfig, rounds_done: int, epochs_spent: int) -> bool:
-    return ((cfg.max_rounds is not None and rounds_done >= cfg.max_rounds)
-            or (cfg.epoch_budget is not None and epochs_spent >= cfg.epoch_budget))
+def plan_rounds(cfg: PoolConfig) -> list[tuple[int, int, int]]:
+    """:func:`plan_schedule` of a :class:`PoolConfig`.
+
+    >>> plan_rounds(PoolConfig(8, rounds_every=1, max_epochs=5))
+    [(8, 4, 2), (6, 3, 1), (4, 2, 0)]
+    """
+    return plan_schedule(cfg.pool_size, cfg.rounds_every, cfg.final_k, generates=cfg.generates,
+                         max_rounds=cfg.max_rounds, epoch_budget=cfg.epoch_budget)
+
+
+def required_max_epochs(n_rounds: int, rounds_every: int) -> int:
+    """The smallest ``max_epochs`` of a schedule with ``n_rounds`` rounds of E = ``rounds_every`` epochs.
+
+    The oldest finalist has trained ``n_rounds * E`` epochs when selection ends and trains at
+    least one more.
+    """
+    return n_rounds * rounds_every + 1
 
 
 @dataclass
@@ -303,7 +328,7 @@ class CandidatePool:
         act = self.active()
         values = {c.cid: c.pending[1] for c in act}
         n = len(act)
-        k, n_gen = _round_counts(n, cfg)
+        k, n_gen = _round_counts(n, cfg.final_k, cfg.generates)
         self.epochs_spent += n * cfg.rounds_every
         brackets = {c.cid: c.born_round for c in act} if cfg.bracketed else None
         removed = choose_removed(values, brackets, k)
@@ -314,7 +339,8 @@ class CandidatePool:
         for cid in removed:
             self.candidates[cid].status = REMOVED
             self.candidates[cid].removed_round = self.round
-        done = n - k <= cfg.final_k or _budget_spent(cfg, self.round + 1, self.epochs_spent)
+        done = n - k <= cfg.final_k or _budget_spent(cfg.max_rounds, cfg.epoch_budget, self.round + 1,
+                                                     self.epochs_spent)
         generated: list[str] = []
         if not done and n_gen > 0:
             for conf in generate(n_gen):

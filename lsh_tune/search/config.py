@@ -1,0 +1,208 @@
+"""The settings of one LSH search (:class:`SearchConfig`, the ``lsh-tune search`` options) and their checks.
+
+Ray-free. A search saves its config as ``<experiment>/lsh/search.json`` (:data:`CONFIG_FILE`); a
+resume reads it back (:func:`check_experiment_dir`), so a resumed search keeps the settings it
+started with.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from lsh_tune.errors import LSHUsageError, check_choice, check_range
+from lsh_tune.lyapunov.distance import EMBEDDINGS, METRICS
+from lsh_tune.lyapunov.spectrum import QR_ORDERS
+from lsh_tune.search._generators import HPO_METHODS, generator_class
+from lsh_tune.search._ledger import STATE_FILE, SearchLedger
+from lsh_tune.search._ls_fit import LS_FITS, LSSpace
+from lsh_tune.search._pool import RANKING_METRICS, PoolConfig, plan_schedule, required_max_epochs
+from lsh_tune.space import DEFAULT_DEATH_RATE_GRID, DEFAULT_SPACE, SearchSpace
+from lsh_tune.storage import atomic_write_text
+
+__all__ = ["CONFIG_FILE", "SearchConfig", "check_experiment_dir"]
+
+#: The saved config, relative to the experiment directory.
+CONFIG_FILE = "lsh/search.json"
+#: Default pool size of the generators that sample (``grid`` defaults to its whole grid).
+DEFAULT_POOL = 20
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """One LSH search (the ``lsh-tune search`` options).
+
+    Args:
+        model, preset, corpus: see :func:`lsh_tune.models.get_preset` / :func:`lsh_tune.data.load_corpus`.
+        sparsity: target sparsity s.
+        hpo: refill generator, one of :data:`~lsh_tune.search.HPO_METHODS`.
+        metric: ``ls`` (LS distance to the dense reference) or ``loss`` (validation loss).
+        pool: initial pool size |P| (``None``: the whole grid of ``space`` for ``grid``, else 20).
+        rounds_every: E.
+        final_k: finalists.
+        max_epochs: total epochs of a finalist (``None``: the preset's epochs, raised to the
+            smallest value the schedule allows).
+        max_rounds, epoch_budget: optional selection budgets.
+        gpus_per_trial, cpus_per_trial: Ray resources per trial (fractional allowed).
+        storage_path, name: experiment directory ``<storage_path>/<name>``.
+        seed: search seed (also the LS space's t-SNE random state, see :class:`LSSpace`).
+        max_tokens: keep the first ``max_tokens`` tokens of each split (quick runs).
+        data_dir: extra corpus directory.
+        reference_epochs: dense reference epochs (``None``: ``max_epochs``).
+        reference_checkpoint: use this dense checkpoint instead of training one.
+        ls_k, ls_steps, ls_warmup, ls_top, ls_state, ls_qr: :class:`lsh_tune.lyapunov.LSConfig`
+            (``ls_qr``: ``layered``, one QR per layer, or ``joint``, the authors' one QR over all).
+        ls_embedding, ls_distance: LS-space embedding and distance.
+        ls_fit: ``pool`` (the paper: each round fits the LS space on the reference and every ranked
+            candidate's history) or ``candidate`` (rank by the distance each trial reports, fitted on
+            the reference and that candidate's history only). Same result for ``raw``.
+        grid_death_rate: death rate of the ``grid`` variants.
+        lr: override the preset's learning rate.
+        address: Ray address (``auto`` for a running cluster); ``None`` starts/uses a local Ray.
+        verbose: Tune verbosity (0–3).
+        space: the hyperparameter space searched (not a command-line option; saved with the config).
+    """
+
+    model: str = "stacked_lstm"
+    preset: str = "tiny"
+    corpus: str = "ptb"
+    sparsity: float = 0.67
+    hpo: str = "tpe"
+    metric: str = "ls"
+    pool: int | None = None
+    rounds_every: int = 3
+    final_k: int = 2
+    max_epochs: int | None = None
+    max_rounds: int | None = None
+    epoch_budget: int | None = None
+    gpus_per_trial: float = 1.0
+    cpus_per_trial: float = 1.0
+    storage_path: str = "~/lsh_results"
+    name: str = "lsh"
+    seed: int = 0
+    max_tokens: int | None = None
+    data_dir: str | None = None
+    reference_epochs: int | None = None
+    reference_checkpoint: str | None = None
+    ls_k: int = 2
+    ls_steps: int = 35
+    ls_warmup: int = 10
+    ls_top: int | None = None
+    ls_state: str = "h"
+    ls_qr: str = "layered"
+    ls_embedding: str = "pca"
+    ls_distance: str = "l2"
+    ls_fit: str = "pool"
+    grid_death_rate: float = DEFAULT_DEATH_RATE_GRID
+    lr: float | None = None
+    address: str | None = None
+    verbose: int = 1
+    space: SearchSpace = DEFAULT_SPACE
+
+    def __post_init__(self) -> None:
+        check_choice("hpo", self.hpo, HPO_METHODS)
+        check_choice("metric", self.metric, RANKING_METRICS)
+        check_choice("ls_embedding", self.ls_embedding, EMBEDDINGS)
+        check_choice("ls_distance", self.ls_distance, METRICS)
+        check_choice("ls_fit", self.ls_fit, LS_FITS)
+        check_choice("ls_qr", self.ls_qr, QR_ORDERS)
+        check_range("sparsity", self.sparsity, 0.0, 1.0, low_open=True, high_open=True)
+        check_range("gpus_per_trial", self.gpus_per_trial, 0.0, None)
+        check_range("cpus_per_trial", self.cpus_per_trial, 0.0, None)
+        if self.gpus_per_trial == 0 and self.cpus_per_trial == 0:
+            raise LSHUsageError("gpus_per_trial=0 and cpus_per_trial=0: a trial needs some resource")
+        if not self.name or "/" in self.name:
+            raise LSHUsageError(f"name={self.name!r} must be a non-empty directory name without '/'")
+        n_grid = len(self.space.grid(self.grid_death_rate))
+        if self.hpo == "grid" and self.pool_size > n_grid:
+            raise LSHUsageError(f"pool={self.pool_size} exceeds the grid's {n_grid} variants; use --pool <= {n_grid}")
+        self.pool_config()  # validates the schedule
+
+    @property
+    def pool_size(self) -> int:
+        """|P|: ``pool``, else the whole grid of :attr:`space` (``grid``) or :data:`DEFAULT_POOL`."""
+        if self.pool is not None:
+            return self.pool
+        return len(self.space.grid()) if self.hpo == "grid" else DEFAULT_POOL
+
+    @property
+    def experiment_dir(self) -> Path:
+        return Path(os.path.expanduser(self.storage_path)).resolve() / self.name
+
+    def resolved_max_epochs(self) -> int:
+        """``max_epochs``, else the preset's epochs raised to the smallest value the schedule allows."""
+        if self.max_epochs is not None:
+            return self.max_epochs
+        rounds = plan_schedule(self.pool_size, self.rounds_every, self.final_k,
+                               generates=generator_class(self.hpo).generates, max_rounds=self.max_rounds,
+                               epoch_budget=self.epoch_budget)
+        return max(self.specs()[1].epochs, required_max_epochs(len(rounds), self.rounds_every))
+
+    def pool_config(self) -> PoolConfig:
+        return SearchLedger.pool_config_for(
+            self.hpo, pool_size=self.pool_size, rounds_every=self.rounds_every, max_epochs=self.resolved_max_epochs(),
+            final_k=self.final_k, max_rounds=self.max_rounds, epoch_budget=self.epoch_budget, metric=self.metric,
+            seed=self.seed)
+
+    def specs(self):
+        """``(ModelSpec, TrainSpec)`` of the preset, ``lr`` overridden when set."""
+        from lsh_tune.models import get_preset, with_overrides
+
+        model_spec, train_spec = get_preset(self.model, self.preset)
+        return model_spec, with_overrides(train_spec, lr=self.lr)
+
+    def ls_config(self):
+        """The :class:`lsh_tune.lyapunov.LSConfig` of every spectrum of the search."""
+        from lsh_tune.lyapunov import LSConfig
+
+        return LSConfig(k=self.ls_k, steps=self.ls_steps, warmup=self.ls_warmup, top=self.ls_top, state=self.ls_state,
+                        qr=self.ls_qr)
+
+    def ls_space(self) -> LSSpace:
+        """The LS space of the search: ``ls_embedding``, ``ls_distance``, t-SNE seeded by ``seed``."""
+        return LSSpace(self.ls_embedding, self.ls_distance, self.seed)
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form (``space`` as :meth:`SearchSpace.to_dict`)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["space"] = self.space.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SearchConfig":
+        """A saved config; one saved before ``ls_qr`` existed ran the ``joint`` order and keeps it,
+        one saved before ``space`` was saved searched :data:`~lsh_tune.space.DEFAULT_SPACE`."""
+        known = {f.name for f in fields(cls)}
+        kwargs = {"ls_qr": "joint", **{k: v for k, v in d.items() if k in known}}
+        if kwargs.get("space") is not None:
+            kwargs["space"] = SearchSpace.from_dict(kwargs["space"])
+        else:
+            kwargs.pop("space", None)
+        return cls(**kwargs)
+
+    def save(self) -> None:
+        """Write :data:`CONFIG_FILE` in the experiment directory (atomically)."""
+        atomic_write_text(self.experiment_dir / CONFIG_FILE, json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def load(cls, experiment_dir: str | os.PathLike) -> "SearchConfig":
+        """The config saved in ``experiment_dir`` (its ``storage_path``/``name`` as saved)."""
+        return cls.from_dict(json.loads((Path(experiment_dir) / CONFIG_FILE).read_text()))
+
+
+def check_experiment_dir(cfg: SearchConfig, resume: bool) -> SearchConfig:
+    """The config to run: ``cfg`` for a new search, the saved one (storage/address from ``cfg``) on resume.
+
+    Raises:
+        LSHUsageError: resuming where there is nothing, or starting where a search exists.
+    """
+    exp = cfg.experiment_dir
+    if resume:
+        if not (exp / CONFIG_FILE).exists() or not (exp / STATE_FILE).exists():
+            raise LSHUsageError(f"nothing to resume in {exp} (no {CONFIG_FILE}/{STATE_FILE})")
+        saved = SearchConfig.load(exp)
+        return replace(saved, storage_path=cfg.storage_path, address=cfg.address, verbose=cfg.verbose)
+    if (exp / CONFIG_FILE).exists() or (exp / STATE_FILE).exists():
+        raise LSHUsageError(f"{exp} already holds a search: pass --resume or choose another --name")
+    return cfg
