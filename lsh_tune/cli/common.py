@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import argparse
 
-from lsh_tune.models import MODELS, PRESETS
+from lsh_tune.cli._dataclass_args import add_dataclass_args, dataclass_values
+from lsh_tune.models import MODELS, PRESETS, TrainSpec
 
-__all__ = ["add_corpus_args", "add_model_args", "add_run_args", "add_training_args", "non_negative_int", "positive_int"]
+__all__ = ["TRAIN_OVERRIDES", "add_corpus_args", "add_model_args", "add_run_args", "add_training_args",
+           "non_negative_int", "positive_int", "training_specs"]
 
 
 def _int(kind: str, low: int):
@@ -43,18 +45,25 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
+#: The :class:`~lsh_tune.models.TrainSpec` fields ``train-dense``/``train-sparse`` can override, with
+#: their parsers and help (each defaults to the preset's value).
+TRAIN_OVERRIDES = {
+    "epochs": {"type": non_negative_int, "help": "epochs (default: the preset's)"},
+    "batch_size": {"type": positive_int, "help": "batch size (default: the preset's)"},
+    "lr": {"help": "SGD learning rate, > 0 (default: the preset's)"},
+}
+
+
 def add_training_args(p: argparse.ArgumentParser) -> None:
     """Flags shared by ``train-dense`` and ``train-sparse``: epochs, overrides, output, resume, run args."""
-    p.add_argument("--epochs", type=non_negative_int, default=None, help="epochs (default: the preset's)")
-    p.add_argument("--batch-size", type=positive_int, default=None)
-    p.add_argument("--lr", type=float, default=None)
+    add_dataclass_args(p, TrainSpec, only=TRAIN_OVERRIDES, overrides=TRAIN_OVERRIDES, optional=True)
     p.add_argument("--out", required=True, help="output directory (checkpoint.pt, metrics.jsonl, result.json)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     add_run_args(p)
 
 
 def training_specs(args: argparse.Namespace):
-    """``(model_spec, train_spec)`` of ``--model/--preset`` with ``--epochs/--batch-size/--lr`` applied.
+    """``(model_spec, train_spec)`` of ``--model/--preset`` with the given :data:`TRAIN_OVERRIDES` applied.
 
     Raises:
         LSHUsageError: ``--lr`` is not > 0.
@@ -65,4 +74,4 @@ def training_specs(args: argparse.Namespace):
     if args.lr is not None and not args.lr > 0:
         raise LSHUsageError(f"--lr {args.lr} is not allowed; must be > 0")
     model_spec, train_spec = get_preset(args.model, args.preset)
-    return model_spec, with_overrides(train_spec, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+    return model_spec, with_overrides(train_spec, **dataclass_values(TrainSpec, args, drop_none=True))

@@ -10,13 +10,37 @@ import math
 import os
 import time
 
+from lsh_tune.cli._dataclass_args import add_dataclass_args, dataclass_from_args
 from lsh_tune.errors import LSHUsageError
 
 __all__ = ["register", "run"]
 
 
+def _ls_options() -> dict[str, dict]:
+    """Flags, help and choices of the :class:`~lsh_tune.lyapunov.LSConfig` options.
+
+    ``--steps`` defaults to ``None``: the checkpoint's or preset's BPTT (else 35) is used.
+    """
+    from lsh_tune.lyapunov import CONVENTIONS
+    from lsh_tune.lyapunov.spectrum import DTYPES, JACOBIAN_METHODS, QR_ORDERS
+
+    return {
+        "k": {"flag": "-k", "metavar": "K", "help": "validation sequences K"},
+        "steps": {"default": None, "metavar": "T", "help": "averaged steps T (default: the preset's BPTT, else 35)"},
+        "warmup": {"help": "warm-up steps before averaging"},
+        "state": {"choices": CONVENTIONS, "help": "h (paper: c held fixed) or hc (full LSTM state)"},
+        "top": {"metavar": "N", "help": "only the N leading exponents"},
+        "dtype": {"choices": DTYPES, "help": "dtype of the Jacobians and the QR"},
+        "jacobian": {"choices": JACOBIAN_METHODS, "help": "closed-form Jacobians (built-in models) or autograd"},
+        "qr": {"choices": QR_ORDERS,
+               "help": "layered (one QR per layer) or joint (the authors' one QR over all layers)"},
+    }
+
+
 def register(sub) -> None:
     """Add the ``ls`` parser to the ``lsh-tune`` subparsers."""
+    from lsh_tune.lyapunov import LSConfig
+
     p = sub.add_parser("ls", help="Lyapunov spectrum of a model (paper Eq. 1)",
                        description=__doc__.splitlines()[0])
     src = p.add_mutually_exclusive_group(required=True)
@@ -26,15 +50,7 @@ def register(sub) -> None:
     p.add_argument("--init-seed", type=int, default=0, metavar="S", help="seed of the initialisation (default 0)")
     p.add_argument("--corpus", help="ptb, wikitext-2 or a directory (default: the checkpoint's corpus)")
     p.add_argument("--data-dir", help="extra directory searched for the corpus")
-    p.add_argument("-k", type=int, default=2, metavar="K", help="validation sequences K (default 2)")
-    p.add_argument("--steps", type=int, metavar="T", help="averaged steps T (default: the preset's BPTT, else 35)")
-    p.add_argument("--warmup", type=int, default=10, help="warm-up steps before averaging (default 10)")
-    p.add_argument("--state", default="h", help="h (paper: c held fixed) or hc (full LSTM state)")
-    p.add_argument("--top", type=int, metavar="N", help="only the N leading exponents")
-    p.add_argument("--dtype", default="float32", help="float32 or float64")
-    p.add_argument("--jacobian", default="analytic", help="analytic or autograd")
-    p.add_argument("--qr", default="layered",
-                   help="layered (one QR per layer, default) or joint (the authors' one QR over all layers)")
+    add_dataclass_args(p, LSConfig, overrides=_ls_options())
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--plot", metavar="PNG", help="save a plot of the spectrum")
     p.set_defaults(func=run)
@@ -112,8 +128,7 @@ def run(args: argparse.Namespace) -> int:
     _check_plot_path(args.plot)
     model, corpus, bptt, desc = _load_model(args)
     corpus_name = corpus.name
-    cfg = LSConfig(k=args.k, steps=args.steps if args.steps is not None else bptt, warmup=args.warmup,
-                   state=args.state, top=args.top, dtype=args.dtype, jacobian=args.jacobian, qr=args.qr)
+    cfg = dataclass_from_args(LSConfig, args, steps=args.steps if args.steps is not None else bptt)
     if len(corpus.vocab) != model.vocab_size:
         raise LSHUsageError(f"corpus {corpus_name!r} has {len(corpus.vocab)} words; the model expects "
                             f"{model.vocab_size}")

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from lsh_tune.data import KNOWN_CORPORA
 from lsh_tune.errors import LSHUsageError, check_choice, check_range
+from lsh_tune.lyapunov import CONVENTIONS
 from lsh_tune.lyapunov.distance import EMBEDDINGS, METRICS
 from lsh_tune.lyapunov.spectrum import QR_ORDERS
+from lsh_tune.models import MODELS, PRESETS
 from lsh_tune.search._generators import HPO_METHODS, generator_class
 from lsh_tune.search._ledger import STATE_FILE, SearchLedger
 from lsh_tune.search._ls_fit import LS_FITS, LSSpace
@@ -64,41 +67,51 @@ class SearchConfig:
         space: the hyperparameter space searched (not a command-line option; saved with the config).
     """
 
-    model: str = "stacked_lstm"
-    preset: str = "tiny"
-    corpus: str = "ptb"
-    sparsity: float = 0.67
-    hpo: str = "tpe"
-    metric: str = "ls"
-    pool: int | None = None
-    rounds_every: int = 3
-    final_k: int = 2
-    max_epochs: int | None = None
-    max_rounds: int | None = None
-    epoch_budget: int | None = None
-    gpus_per_trial: float = 1.0
-    cpus_per_trial: float = 1.0
-    storage_path: str = "~/lsh_results"
-    name: str = "lsh"
-    seed: int = 0
-    max_tokens: int | None = None
-    data_dir: str | None = None
-    reference_epochs: int | None = None
-    reference_checkpoint: str | None = None
-    ls_k: int = 2
-    ls_steps: int = 35
-    ls_warmup: int = 10
-    ls_top: int | None = None
-    ls_state: str = "h"
-    ls_qr: str = "layered"
-    ls_embedding: str = "pca"
-    ls_distance: str = "l2"
-    ls_fit: str = "pool"
-    grid_death_rate: float = DEFAULT_DEATH_RATE_GRID
-    lr: float | None = None
-    address: str | None = None
-    verbose: int = 1
-    space: SearchSpace = DEFAULT_SPACE
+    model: str = field(default="stacked_lstm", metadata={"choices": MODELS, "help": "architecture"})
+    preset: str = field(default="tiny", metadata={"choices": PRESETS, "help": "size preset"})
+    corpus: str = field(default="ptb", metadata={
+        "help": f"{', '.join(KNOWN_CORPORA)} or a directory with train/valid/test"})
+    sparsity: float = field(default=0.67, metadata={"help": "target sparsity s"})
+    hpo: str = field(default="tpe", metadata={"choices": HPO_METHODS, "help": "refill generator"})
+    metric: str = field(default="ls", metadata={
+        "choices": RANKING_METRICS, "help": "ls (LS distance, LSH) or loss (loss-based baseline)"})
+    pool: int | None = field(default=None, metadata={
+        "help": f"initial pool size (default: the whole grid for grid, else {DEFAULT_POOL})"})
+    rounds_every: int = field(default=3, metadata={"help": "E: epochs per round"})
+    final_k: int = field(default=2, metadata={"help": "stop halving at this pool size"})
+    max_epochs: int | None = field(default=None, metadata={
+        "help": "total epochs of a finalist (default: the preset's, raised to what the schedule needs)"})
+    max_rounds: int | None = field(default=None, metadata={"help": "cap on halving rounds"})
+    epoch_budget: int | None = field(default=None, metadata={"help": "cap on candidate-epochs in selection"})
+    gpus_per_trial: float = field(default=1.0, metadata={"help": "GPUs per trial, fractional ok"})
+    cpus_per_trial: float = field(default=1.0, metadata={"help": "CPUs per trial"})
+    storage_path: str = field(default="~/lsh_results", metadata={"help": "experiment root (shared on a cluster)"})
+    name: str = field(default="lsh", metadata={"help": "experiment name (directory under --storage-path)"})
+    seed: int = field(default=0, metadata={"help": "search seed"})
+    max_tokens: int | None = field(default=None, metadata={"help": "keep the first N tokens of each split"})
+    data_dir: str | None = field(default=None, metadata={"help": "extra directory searched for the corpus"})
+    reference_epochs: int | None = field(default=None, metadata={
+        "help": "dense reference epochs (default: --max-epochs)"})
+    reference_checkpoint: str | None = field(default=None, metadata={
+        "help": "dense checkpoint instead of training one"})
+    ls_k: int = field(default=2, metadata={"help": "validation sequences K of every spectrum"})
+    ls_steps: int = field(default=35, metadata={"help": "averaged steps T of every spectrum"})
+    ls_warmup: int = field(default=10, metadata={"help": "warm-up steps before averaging"})
+    ls_top: int | None = field(default=None, metadata={"help": "compute only the top exponents"})
+    ls_state: str = field(default="h", metadata={
+        "choices": CONVENTIONS, "help": "h (paper: c held fixed) or hc (full LSTM state)"})
+    ls_qr: str = field(default="layered", metadata={
+        "choices": QR_ORDERS, "help": "layered (one QR per layer) or joint (the authors' one QR over all layers)"})
+    ls_embedding: str = field(default="pca", metadata={"choices": EMBEDDINGS, "help": "LS-space embedding"})
+    ls_distance: str = field(default="l2", metadata={"choices": METRICS, "help": "distance in LS space"})
+    ls_fit: str = field(default="pool", metadata={
+        "choices": LS_FITS, "help": "pool (rank in one LS space fitted on the whole pool, the paper) or candidate"})
+    grid_death_rate: float = field(default=DEFAULT_DEATH_RATE_GRID, metadata={"help": "death rate of the grid"})
+    lr: float | None = field(default=None, metadata={"help": "override the preset's learning rate"})
+    address: str | None = field(default=None, metadata={
+        "help": "Ray address: auto (running cluster), local, or host:port"})
+    verbose: int = field(default=1, metadata={"help": "Tune verbosity 0-3"})
+    space: SearchSpace = field(default=DEFAULT_SPACE, metadata={"cli": False})
 
     def __post_init__(self) -> None:
         check_choice("hpo", self.hpo, HPO_METHODS)
