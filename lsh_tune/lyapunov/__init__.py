@@ -11,9 +11,10 @@ from lsh_tune.lyapunov.jacobians import (CONVENTIONS, analytic_stepper, autograd
                                          make_stepper, state_size, state_vector, supports_analytic)
 from lsh_tune.lyapunov.spectrum import (LSConfig, ls_summary, lyapunov_spectrum, reference_spectrum,
                                         validation_tokens)
+from lsh_tune.lyapunov._report import spectrum_metrics
 
 __all__ = ["CONVENTIONS", "EMBEDDINGS", "LSConfig", "METRICS", "REFERENCE", "ReferenceCache", "ReferenceLS",
            "analytic_stepper", "autograd_stepper", "embed_spectra", "is_diverged", "jacobian",
            "load_checkpoint_model", "ls_distances", "ls_summary", "lyapunov_spectrum", "make_stepper",
            "rank_candidates", "reference_key", "reference_spectrum", "state_size", "state_vector",
-           "supports_analytic", "validation_tokens"]
+           "supports_analytic", "validation_tokens", "spectrum_metrics"]
