@@ -176,3 +176,36 @@ def test_atpe_crash_falls_back_to_tpe(monkeypatch):
     ledger = SearchLedger.create(cfg, "atpe", DEFAULT_SPACE, None)
     decisions = _drive(ledger)
     assert len(decisions[0].generated) == 2
+
+
+def test_rescore_sets_the_open_rounds_values_and_decide_needs_them():
+    pool = CandidatePool(PoolConfig(4, rounds_every=1, max_epochs=3), DEFAULT_SPACE.grid()[:4])
+    for cid in ("c000", "c001", "c002"):
+        assert pool.record(cid, 1, None)  # boundary only: the value comes at the round's close
+    with pytest.raises(RuntimeError, match="'c003' is not an active candidate with a boundary"):
+        pool.rescore({"c003": 1.0})
+    pool.record("c003", 1, 9.0)
+    assert pool.ready()
+    with pytest.raises(RuntimeError, match="rescore"):
+        pool.decide(lambda n: [])
+    pool.rescore({"c000": 0.4, "c001": 0.1, "c002": 0.3, "c003": 0.2})  # replaces the reported 9.0 too
+    d = pool.decide(lambda n: [])
+    assert d.ranking == [("c001", 0.1), ("c003", 0.2), ("c002", 0.3), ("c000", 0.4)]
+    assert sorted(d.removed) == ["c000", "c002"] and pool.candidates["c003"].history == [0.2]
+    with pytest.raises(RuntimeError, match="c001"):  # decided: no open boundary any more
+        pool.rescore({"c001": 0.0})
+
+
+def test_adapter_queries_of_the_ledger():
+    cfg = SearchLedger.pool_config_for("random", pool_size=4, rounds_every=1, max_epochs=3, metric="loss")
+    ledger = SearchLedger.create(cfg, "random", DEFAULT_SPACE, None)
+    assert ledger.metric_name == "loss" and not ledger.ranks_by_pool_fit
+    with pytest.raises(LSHUsageError, match="no loss value"):
+        ledger.on_boundary("c000", 1, None)
+    for cid, v in (("c000", 4.0), ("c001", 1.0), ("c002", 3.0)):
+        ledger.on_boundary(cid, 1, v)
+    assert ledger.action("c000", 1) == "pause" and not ledger.is_released("c000")
+    ledger.on_boundary("c003", 1, 2.0)
+    assert not ledger.is_alive("c000") and ledger.action("c000") == "stop"
+    assert ledger.is_alive("c001") and ledger.is_released("c001") and ledger.action("c001", 1) == "continue"
+    assert ledger.status_counts() == {"removed": 2, "final": 2} and ledger.progress() == (1, "final")

@@ -1,9 +1,12 @@
 """The search ledger: pool + refill generator + persistence, shared by scheduler and searcher.
 
 Ray-free. One :class:`SearchLedger` is given to both :class:`~lsh_tune.search.LSHScheduler` and
-:class:`~lsh_tune.search.LSHSearcher` at construction (the explicit contract of style rule 5).
-Every change is written atomically (temp file + ``os.replace``) to ``<experiment>/lsh/state.json``
-because Ray restores searcher state but not scheduler state (ray-project/ray#30838).
+:class:`~lsh_tune.search.LSHSearcher` at construction: an explicit shared object, not state
+passed through Tune. The adapters use only the ledger's methods, each of which holds the
+ledger lock (Tune calls scheduler and searcher from one thread, but the lock keeps that an
+implementation detail of Tune). Every change is written atomically to
+``<experiment>/lsh/state.json`` because Ray restores searcher state but not scheduler state
+(ray-project/ray#30838).
 
 Pickling a ledger stores only its path; unpickling re-opens it through a per-process registry,
 so the scheduler and the searcher that ``Tuner.restore`` unpickles separately share one object
@@ -20,7 +23,7 @@ from typing import Any
 from lsh_tune.errors import LSHUsageError
 from lsh_tune.search._generators import RefillGenerator, generator_class, make_generator
 from lsh_tune.search._ls_fit import PoolLSFit
-from lsh_tune.search._pool import DONE, CandidatePool, PoolConfig, RoundDecision
+from lsh_tune.search._pool import DONE, SELECTION, CandidatePool, PoolConfig, RoundDecision
 from lsh_tune.space import SearchSpace
 from lsh_tune.storage import atomic_write_text
 
@@ -45,7 +48,8 @@ class SearchLedger:
         directory: experiment directory (state in ``lsh/state.json``) (``None``: in memory only).
         meta: extra JSON metadata saved with the state (hpo name, generator kwargs, ...).
         ls_fit: when set, a round's values are the pool-wide LS distances it computes from the
-            candidates' spectra (``on_boundary(..., spectrum=)``), not the values reported.
+            candidates' spectra (``on_boundary(..., spectrum=)``) when the round closes; values
+            reported with a boundary are then not used.
     """
 
     def __init__(self, pool: CandidatePool, generator: RefillGenerator, directory: str | os.PathLike | None,
@@ -145,16 +149,59 @@ class SearchLedger:
         if self.directory is not None:
             atomic_write_text(Path(self.directory) / STATE_FILE, json.dumps(self.state_dict(), indent=1))
 
-    # ------------------------------------------------------------ operations
-    def on_boundary(self, cid: str, epoch: int, value: float, info: dict | None = None,
-                    spectrum: list[float] | None = None) -> RoundDecision | None:
-        """Record a round metric; close the round when the pool is complete. Saves on change.
+    # --------------------------------------------------------------- queries
+    @property
+    def metric_name(self) -> str:
+        """What rounds rank by: ``ls`` or ``loss`` (:data:`~lsh_tune.search._pool.RANKING_METRICS`)."""
+        return self.pool.config.metric
 
-        With :attr:`ls_fit`, ``spectrum`` (the candidate's LS at ``epoch``) is required and the
-        round is ranked by the pool-wide distances, which replace the reported values.
+    @property
+    def ranks_by_pool_fit(self) -> bool:
+        """True when the ledger computes each round's values (pool-wide LS fit over the spectra)."""
+        return self.ls_fit is not None
+
+    def is_alive(self, cid: str) -> bool:
+        """Whether candidate ``cid`` is still active or a finalist."""
+        with _LOCK:
+            return self.pool.candidates[cid].alive
+
+    def is_released(self, cid: str) -> bool:
+        """Whether a paused trial of ``cid`` may run again (its round was decided)."""
+        with _LOCK:
+            return self.pool.released(cid)
+
+    def action(self, cid: str, epoch: int | None = None) -> str:
+        """``continue``, ``pause`` or ``stop`` for a trial of ``cid`` (see :meth:`CandidatePool.action`)."""
+        with _LOCK:
+            return self.pool.action(cid, epoch)
+
+    def status_counts(self) -> dict[str, int]:
+        """Number of candidates per status (``active``, ``final``, ``removed`` ...)."""
+        with _LOCK:
+            counts: dict[str, int] = {}
+            for c in self.pool.candidates.values():
+                counts[c.status] = counts.get(c.status, 0) + 1
+            return counts
+
+    def progress(self) -> tuple[int, str]:
+        """(decided rounds, phase)."""
+        with _LOCK:
+            return self.pool.round, self.pool.phase
+
+    # ------------------------------------------------------------ operations
+    def on_boundary(self, cid: str, epoch: int, value: float | None, info: dict | None = None,
+                    spectrum: list[float] | None = None) -> RoundDecision | None:
+        """Record a round boundary; close the round when the pool is complete. Saves on change.
+
+        Args:
+            cid, epoch: the candidate and its own epoch count at the boundary.
+            value: its metric; required unless :attr:`ranks_by_pool_fit`, where it is not used.
+            info: extras kept as the candidate's latest round info.
+            spectrum: its LS at ``epoch`` (N exponents); required when :attr:`ranks_by_pool_fit`.
 
         Raises:
-            LSHUsageError: ``spectrum`` missing although the ledger ranks with a pool-wide fit.
+            LSHUsageError: ``spectrum`` missing although the ledger ranks with a pool-wide fit, or
+                ``value`` missing although it does not.
         """
         with _LOCK:
             if self.ls_fit is not None:
@@ -162,24 +209,23 @@ class SearchLedger:
                     raise LSHUsageError(f"candidate {cid!r} reported no LS at epoch {epoch}; the pool-wide LS "
                                         "fit needs every candidate's spectrum")
                 self.ls_fit.add(cid, epoch, spectrum)
+                value = None
+            elif value is None:
+                raise LSHUsageError(f"candidate {cid!r} reported no {self.metric_name} value at epoch {epoch}")
             changed = self.pool.record(cid, epoch, value, info)
-            decision = None
-            if self.pool.ready():
-                self._refit_round()
-                decision = self.pool.decide(self._generate)
-                changed = True
-            if changed:
+            decision = self._close_round_if_ready()
+            if changed or decision is not None:
                 self.save()
             return decision
 
-    def _refit_round(self) -> None:
-        """Replace the pending values of the round by the pool-wide LS distances."""
-        if self.ls_fit is None:
-            return
-        active = self.pool.active()
-        dist = self.ls_fit.distances({c.cid: c.epochs + [c.pending[0]] for c in active})
-        for c in active:
-            c.pending[1] = dist[c.cid]
+    def _close_round_if_ready(self) -> RoundDecision | None:
+        """Decide the open round once every active candidate reported (pool-wide fit first)."""
+        if not self.pool.ready():
+            return None
+        if self.ls_fit is not None:
+            active = self.pool.active()
+            self.pool.rescore(self.ls_fit.distances({c.cid: c.epochs + [c.pending[0]] for c in active}))
+        return self.pool.decide(self._generate)
 
     def _generate(self, n: int) -> list[dict]:
         existing = [c.config for c in self.pool.candidates.values()]
@@ -194,16 +240,14 @@ class SearchLedger:
         """A trial errored: drop the candidate and close the round if that completes it."""
         with _LOCK:
             self.pool.mark_failed(cid)
-            decision = None
-            if self.pool.ready():
-                self._refit_round()
-                decision = self.pool.decide(self._generate)
+            decision = self._close_round_if_ready()
             self.save()
             return decision
 
     def bind(self, cid: str) -> None:
         """A Tune trial for ``cid`` exists in this process (new or restored)."""
-        self._issued.add(cid)
+        with _LOCK:
+            self._issued.add(cid)
 
     def next_to_issue(self) -> tuple[str, dict] | None:
         """The first live candidate without a trial in this process, marked as issued."""
@@ -216,12 +260,13 @@ class SearchLedger:
 
     def issuing_finished(self) -> bool:
         """No candidate will ever need a new trial (halving over, everyone issued)."""
-        return self.pool.phase != "selection" and all(
-            c.cid in self._issued for c in self.pool.alive())
+        with _LOCK:
+            return self.pool.phase != SELECTION and all(c.cid in self._issued for c in self.pool.alive())
 
     @property
     def done(self) -> bool:
-        return self.pool.phase == DONE
+        with _LOCK:
+            return self.pool.phase == DONE
 
 
 def _open_ledger(directory: str) -> SearchLedger:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Iterable
 
 from lsh_tune.errors import LSHUsageError, check_choice, check_int
 
@@ -156,7 +156,8 @@ class Candidate:
         status: ``active`` | ``final`` | ``finished`` | ``removed`` | ``failed``.
         history: decided metric value per own round.
         epochs: the candidate's own epoch count at each decided round.
-        pending: ``[epoch, value]`` reported for the current round, not yet decided.
+        pending: ``[epoch, value]`` reported for the current round, not yet decided (``value`` is
+            ``None`` until :meth:`CandidatePool.rescore` when the round's values are computed at its close).
         removed_round: global round that removed it.
         final: final metrics of a finalist (``val_ppl``, ``test_ppl``, ``density`` ...).
         last: extra metrics of its latest recorded round (``val_ppl``, ``density`` ...).
@@ -285,11 +286,13 @@ class CandidatePool:
         self.candidates[cid] = Candidate(cid, dict(config), self.round if born_round is None else born_round)
         return cid
 
-    def record(self, cid: str, epoch: int, value: float, info: dict | None = None) -> bool:
+    def record(self, cid: str, epoch: int, value: float | None, info: dict | None = None) -> bool:
         """Record the metric of ``cid`` at its round boundary ``epoch``.
 
         Idempotent: a replay of an already recorded or decided boundary is ignored. ``info``
         (JSON-serialisable extras such as ``val_ppl``, ``density``) is kept as ``Candidate.last``.
+        ``value=None`` records the boundary only; :meth:`rescore` must set its value before
+        :meth:`decide`.
 
         Returns:
             True when the value was new.
@@ -299,7 +302,7 @@ class CandidatePool:
             return False
         if c.pending is not None:
             return False
-        c.pending = [int(epoch), float(value)]
+        c.pending = [int(epoch), None if value is None else float(value)]
         if info:
             c.last = dict(info, epoch=int(epoch))
         return True
@@ -312,6 +315,19 @@ class CandidatePool:
             if self.phase == FINAL_PHASE and not self.alive():
                 self.phase = DONE
 
+    def rescore(self, values: dict[str, float]) -> None:
+        """Set the values of the open round: ``values`` maps active candidates that reported to their metric.
+
+        Raises:
+            RuntimeError: a candidate that is not active or has not reported this round.
+        """
+        for cid, value in values.items():
+            c = self.candidates.get(cid)
+            if c is None or c.status != ACTIVE or c.pending is None:
+                raise RuntimeError(f"rescore(): {cid!r} is not an active candidate with a boundary in the open round")
+        for cid, value in values.items():
+            self.candidates[cid].pending[1] = float(value)
+
     def decide(self, generate) -> RoundDecision:
         """Close the current round.
 
@@ -320,10 +336,13 @@ class CandidatePool:
                 when ``n > 0``; it sees the pool with this round's values already applied).
 
         Raises:
-            RuntimeError: the round is not :meth:`ready`.
+            RuntimeError: the round is not :meth:`ready`, or a value recorded as ``None`` was not
+                :meth:`rescore`-d.
         """
         if not self.ready():
             raise RuntimeError("decide() before every active candidate reported")
+        if any(c.pending[1] is None for c in self.active()):
+            raise RuntimeError("decide() before rescore() set every value of the round")
         cfg = self.config
         act = self.active()
         values = {c.cid: c.pending[1] for c in act}
