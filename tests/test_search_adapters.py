@@ -11,7 +11,8 @@ from ray.tune.schedulers import TrialScheduler  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
 
 from lsh_tune.search import SearchLedger  # noqa: E402
-from lsh_tune.search._ray import BOUNDARY_KEY, FINAL_KEY, LSHScheduler, LSHSearcher  # noqa: E402
+from lsh_tune.search._ray import LSHScheduler, LSHSearcher  # noqa: E402
+from lsh_tune.search.keys import BOUNDARY_KEY, FINAL_KEY  # noqa: E402
 from lsh_tune.space import DEFAULT_SPACE  # noqa: E402
 
 

@@ -24,8 +24,9 @@ ray = pytest.importorskip("ray")
 
 from lsh_tune.search import HPO_METHODS, STATE_FILE, SearchLedger, plan_rounds  # noqa: E402
 from lsh_tune.search._pool import choose_removed  # noqa: E402
-from lsh_tune.search._trainable import read_epoch_log  # noqa: E402
-from lsh_tune.search.runner import SearchConfig, run_search  # noqa: E402
+from lsh_tune.search.candidate import read_epoch_log  # noqa: E402
+from lsh_tune.search.config import SearchConfig  # noqa: E402
+from lsh_tune.search.tuner import run_search  # noqa: E402
 
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
@@ -128,7 +129,7 @@ def test_ls_rounds_rank_by_pool_wide_ls_distance_and_loss_rounds_by_val_loss(sea
     """Recomputed from what Tune logged: ``loss`` ranks the reported val_loss; ``ls`` ranks the
     distances in one PCA fitted on the reference and every ranked candidate's reported spectra."""
     from lsh_tune.lyapunov import ls_distances
-    from lsh_tune.search.runner import _corpus, prepare_reference
+    from lsh_tune.search.reference import prepare_reference, search_corpus
 
     cfg, _, _ = search("random", "loss")
     reported = {(r["cid"], r["epoch"]): r["val_loss"] for r in _boundary_results(cfg.experiment_dir)}
@@ -140,7 +141,7 @@ def test_ls_rounds_rank_by_pool_wide_ls_distance_and_loss_rounds_by_val_loss(sea
 
     cfg, _, _ = search("tpe", "ls")
     spectra = {(r["cid"], r["epoch"]): r["ls"] for r in _boundary_results(cfg.experiment_dir)}
-    reference = prepare_reference(cfg, _corpus(cfg))["history"]
+    reference = prepare_reference(cfg, search_corpus(cfg))["history"]
     pool = _ledger(cfg).pool
     for r in pool.rounds:
         histories = {}

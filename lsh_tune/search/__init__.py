@@ -1,22 +1,28 @@
 """LS-based hyperpruning search: the Ray-free pool/ledger core and its Ray Tune adapters.
 
-The Ray adapters (:class:`LSHScheduler`, :class:`LSHSearcher`, the candidate trainable and the
-runner) are imported lazily so that the core works without Ray.
+Ray-free: the pool, ledger, generators, LS fit, result keys (:mod:`.keys`), the config
+(:mod:`.config`), candidates (:mod:`.candidate`), the shared inputs (:mod:`.reference`) and
+the outputs (:mod:`.outputs`). The Ray adapters (:class:`LSHScheduler`, :class:`LSHSearcher`,
+the candidate trainable and :func:`run_search`, :mod:`.tuner`) are imported lazily so that the
+core works without Ray.
 """
-from lsh_tune.search._generators import HPO_METHODS, RefillGenerator, make_generator
-from lsh_tune.seeds import derive_seed
-from lsh_tune.search._ledger import STATE_FILE, SearchLedger
-from lsh_tune.storage import atomic_write_text
-from lsh_tune.search._pool import (ACTIVE, FAILED, FINAL, FINISHED, REMOVED, Candidate, CandidatePool,
-                                   PoolConfig, RoundDecision, plan_rounds)
+from __future__ import annotations
 
-__all__ = ["ACTIVE", "FAILED", "FINAL", "FINISHED", "HPO_METHODS", "REMOVED", "STATE_FILE", "Candidate",
-           "CandidatePool", "PoolConfig", "RefillGenerator", "RoundDecision", "SearchLedger",
-           "atomic_write_text", "derive_seed", "make_generator", "plan_rounds"]
+from lsh_tune.search._generators import HPO_METHODS, RefillGenerator, make_generator
+from lsh_tune.search._ledger import STATE_FILE, SearchLedger
+from lsh_tune.search._ls_fit import LSSpace, PoolLSFit
+from lsh_tune.search._pool import (ACTIVE, FAILED, FINAL, FINISHED, RANKING_METRICS, REMOVED, Candidate,
+                                   CandidatePool, PoolConfig, RoundDecision, plan_rounds, plan_schedule)
+from lsh_tune.search.candidate import TrialSettings, build_candidate
+from lsh_tune.search.config import SearchConfig
+
+__all__ = ["ACTIVE", "FAILED", "FINAL", "FINISHED", "HPO_METHODS", "RANKING_METRICS", "REMOVED", "STATE_FILE",
+           "Candidate", "CandidatePool", "LSSpace", "PoolConfig", "PoolLSFit", "RefillGenerator", "RoundDecision",
+           "SearchConfig", "SearchLedger", "TrialSettings", "build_candidate", "make_generator", "plan_rounds",
+           "plan_schedule"]
 
 _LAZY = {"LSHScheduler": "lsh_tune.search._ray", "LSHSearcher": "lsh_tune.search._ray",
-         "candidate_trainable": "lsh_tune.search._trainable", "TrialSettings": "lsh_tune.search._trainable",
-         "SearchConfig": "lsh_tune.search.config", "run_search": "lsh_tune.search.runner"}
+         "candidate_trainable": "lsh_tune.search._trainable", "run_search": "lsh_tune.search.tuner"}
 __all__ += sorted(_LAZY)
 
 

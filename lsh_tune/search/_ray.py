@@ -1,9 +1,10 @@
 """Ray Tune adapters: :class:`LSHScheduler` (synchronous rounds) and :class:`LSHSearcher` (refills).
 
 Both only translate between Tune and the Ray-free :class:`~lsh_tune.search.SearchLedger` they
-share. They act on trials through decisions (``CONTINUE``/``PAUSE``/``STOP``), by choosing which
-paused trial runs next (``choose_trial_to_run``) and through the controller's public
-``stop_trial``; nothing writes trial status or private controller attributes.
+share, through the ledger's methods only. They act on trials through decisions
+(``CONTINUE``/``PAUSE``/``STOP``), by choosing which paused trial runs next
+(``choose_trial_to_run``) and through the controller's public ``stop_trial``; nothing writes
+trial status or private controller attributes.
 
 Holding trials at a round boundary after ``Tuner.restore``: Tune re-queues restored trials as
 PENDING and starts them whatever ``choose_trial_to_run`` says. No private call is needed to hold
@@ -11,9 +12,9 @@ them: the candidate trainable re-reports its last boundary result (key :data:`RE
 after restoring, before training further, and the scheduler answers ``PAUSE`` while the round is
 open (``CONTINUE``/``STOP`` once decided). The same replay happens on every ordinary unpause.
 
-Result keys the trainable must send (module constants; a missing key raises):
+Result keys the trainable must send (:mod:`lsh_tune.search.keys`; a missing key raises):
 :data:`CID_KEY`, ``epoch``, :data:`BOUNDARY_KEY` at round boundaries with the metric
-(:data:`METRIC_KEYS`) and, when the ledger ranks with a pool-wide LS fit, the spectrum
+(:data:`METRIC_KEYS`) or, when the ledger ranks with a pool-wide LS fit, the spectrum
 (:data:`LS_KEY`), and :data:`FINAL_KEY` with ``val_ppl``/``test_ppl`` on its last report.
 """
 from __future__ import annotations
@@ -28,27 +29,17 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from lsh_tune.search._ledger import SearchLedger
+from lsh_tune.search.keys import (BOUNDARY_KEY, CID_KEY, FINAL_KEY, FINAL_METRIC_KEYS, LS_KEY, METRIC_KEYS,
+                                  ROUND_INFO_KEYS, require)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ray.tune.execution.tune_controller import TuneController
 
-__all__ = ["LSHScheduler", "LSHSearcher", "CID_KEY", "BOUNDARY_KEY", "FINAL_KEY", "REPLAY_KEY", "LS_KEY",
-           "METRIC_KEYS", "FINAL_METRIC_KEYS"]
+    from lsh_tune.search._pool import RoundDecision
+
+__all__ = ["LSHScheduler", "LSHSearcher"]
 
 logger = logging.getLogger(__name__)
-
-CID_KEY = "cid"
-BOUNDARY_KEY = "lsh_boundary"
-FINAL_KEY = "lsh_final"
-REPLAY_KEY = "lsh_replay"
-#: The candidate's Lyapunov spectrum (list of N exponents, nats per step) in boundary results.
-LS_KEY = "ls"
-#: Result key ranked for each ``--metric``.
-METRIC_KEYS = {"ls": "ls_distance", "loss": "val_loss"}
-#: Keys copied into the pool when a finalist finishes.
-FINAL_METRIC_KEYS = ("epoch", "val_loss", "val_ppl", "test_loss", "test_ppl", "density", "ls_distance")
-#: Keys kept with each round's metric (results table: ``last_*`` columns).
-ROUND_INFO_KEYS = ("val_loss", "val_ppl", "density", "ls_distance")
 _DECISIONS = {"continue": TrialScheduler.CONTINUE, "pause": TrialScheduler.PAUSE, "stop": TrialScheduler.STOP}
 
 
@@ -58,13 +49,6 @@ def _cid(trial: Trial) -> str:
     except KeyError:
         raise ValueError(f"trial {trial.trial_id} has no {CID_KEY!r} in its config: LSHScheduler only runs "
                          "trials suggested by LSHSearcher") from None
-
-
-def _require(result: dict, key: str, why: str) -> object:
-    if key not in result:
-        raise ValueError(f"result of candidate {result.get(CID_KEY)!r} lacks {key!r} ({why}); "
-                         f"keys present: {sorted(result)}")
-    return result[key]
 
 
 class LSHScheduler(FIFOScheduler):
@@ -82,7 +66,7 @@ class LSHScheduler(FIFOScheduler):
     def __init__(self, ledger: SearchLedger) -> None:
         super().__init__()
         self.ledger = ledger
-        self._metric_key = METRIC_KEYS[ledger.pool.config.metric]
+        self._metric_key = METRIC_KEYS[ledger.metric_name]
         self._trials: dict[str, Trial] = {}
 
     def __getstate__(self) -> dict:
@@ -103,15 +87,9 @@ class LSHScheduler(FIFOScheduler):
     def on_trial_result(self, tune_controller: "TuneController", trial: Trial, result: dict) -> str:
         cid = _cid(trial)
         self._trials[cid] = trial
-        epoch = int(_require(result, "epoch", "every report carries it"))
+        epoch = int(require(result, "epoch", "every report carries it"))
         if result.get(BOUNDARY_KEY):
-            value = float(_require(result, self._metric_key, f"the metric ranked with --metric "
-                                                             f"{self.ledger.pool.config.metric}"))
-            info = {k: result[k] for k in ROUND_INFO_KEYS if k in result}
-            spectrum = None
-            if self.ledger.ls_fit is not None:
-                spectrum = _require(result, LS_KEY, "the pool-wide LS fit ranks every candidate's spectrum")
-            decision = self.ledger.on_boundary(cid, epoch, value, info, spectrum)
+            decision = self._on_boundary(cid, epoch, result)
             if decision is not None:
                 logger.info("LSH round %d: ranking %s; removed %s; generated %s; done=%s", decision.round,
                             [(c, round(v, 4) if math.isfinite(v) else v) for c, v in decision.ranking],
@@ -119,12 +97,21 @@ class LSHScheduler(FIFOScheduler):
                 self._stop_removed(tune_controller, exclude=trial)
         if result.get(FINAL_KEY):
             self.ledger.on_final(cid, {k: result[k] for k in FINAL_METRIC_KEYS if k in result})
-        action = self.ledger.pool.action(cid, epoch if result.get(BOUNDARY_KEY) else None)
+        action = self.ledger.action(cid, epoch if result.get(BOUNDARY_KEY) else None)
         return _DECISIONS[action]
+
+    def _on_boundary(self, cid: str, epoch: int, result: dict) -> Optional["RoundDecision"]:
+        """Hand a boundary result to the ledger: the spectrum for a pool-wide fit, else the metric."""
+        info = {k: result[k] for k in ROUND_INFO_KEYS if k in result}
+        if self.ledger.ranks_by_pool_fit:
+            spectrum = require(result, LS_KEY, "the pool-wide LS fit ranks every candidate's spectrum")
+            return self.ledger.on_boundary(cid, epoch, None, info, spectrum)
+        value = float(require(result, self._metric_key, f"the metric ranked with --metric {self.ledger.metric_name}"))
+        return self.ledger.on_boundary(cid, epoch, value, info)
 
     def _stop_removed(self, tune_controller: "TuneController", exclude: Optional[Trial]) -> None:
         for cid, trial in sorted(self._trials.items()):
-            if trial is exclude or self.ledger.pool.candidates[cid].alive:
+            if trial is exclude or self.ledger.is_alive(cid):
                 continue
             if trial.status in (Trial.PAUSED, Trial.PENDING):
                 tune_controller.stop_trial(trial)
@@ -138,7 +125,7 @@ class LSHScheduler(FIFOScheduler):
         cid = _cid(trial)
         if result and result.get(FINAL_KEY):
             self.ledger.on_final(cid, {k: result[k] for k in FINAL_METRIC_KEYS if k in result})
-        elif self.ledger.pool.candidates[cid].alive:
+        elif self.ledger.is_alive(cid):
             logger.warning("candidate %s ended without a final result; dropping it", cid)
             self.on_trial_error(tune_controller, trial)
 
@@ -154,19 +141,16 @@ class LSHScheduler(FIFOScheduler):
         self._stop_removed(tune_controller, exclude=None)
         trials = sorted(tune_controller.get_trials(), key=lambda t: str(t.config.get(CID_KEY)))
         for trial in trials:
-            if trial.status == Trial.PENDING and self.ledger.pool.candidates[_cid(trial)].alive:
+            if trial.status == Trial.PENDING and self.ledger.is_alive(_cid(trial)):
                 return trial
         for trial in trials:
-            if trial.status == Trial.PAUSED and self.ledger.pool.released(_cid(trial)):
+            if trial.status == Trial.PAUSED and self.ledger.is_released(_cid(trial)):
                 return trial
         return None
 
     def debug_string(self) -> str:
-        pool = self.ledger.pool
-        counts: dict[str, int] = {}
-        for c in pool.candidates.values():
-            counts[c.status] = counts.get(c.status, 0) + 1
-        return f"LSH {pool.config.metric}: round {pool.round}, phase {pool.phase}, {counts}"
+        rounds, phase = self.ledger.progress()
+        return f"LSH {self.ledger.metric_name}: round {rounds}, phase {phase}, {self.ledger.status_counts()}"
 
 
 class LSHSearcher(Searcher):
@@ -182,7 +166,7 @@ class LSHSearcher(Searcher):
     """
 
     def __init__(self, ledger: SearchLedger) -> None:
-        super().__init__(metric=METRIC_KEYS[ledger.pool.config.metric], mode="min")
+        super().__init__(metric=METRIC_KEYS[ledger.metric_name], mode="min")
         self.ledger = ledger
 
     def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: dict, **spec) -> bool:

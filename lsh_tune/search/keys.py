@@ -1,0 +1,42 @@
+"""The result keys a candidate trial reports and the scheduler reads (Ray-free).
+
+Every report carries :data:`CID_KEY` and ``epoch``. A round boundary sets :data:`BOUNDARY_KEY`
+and carries the ranked metric (:data:`METRIC_KEYS`) and, with metric ``ls``, the spectrum
+(:data:`LS_KEY`); a finalist's last report sets :data:`FINAL_KEY` and carries ``val_ppl`` and
+``test_ppl``; a boundary re-reported after a restore sets :data:`REPLAY_KEY`.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+__all__ = ["CID_KEY", "BOUNDARY_KEY", "FINAL_KEY", "REPLAY_KEY", "LS_KEY", "METRIC_KEYS", "FINAL_METRIC_KEYS",
+           "ROUND_INFO_KEYS", "require"]
+
+#: The candidate id (also in every trial's config).
+CID_KEY = "cid"
+#: True on a round boundary (every E epochs of the candidate's own training, and at max_epochs).
+BOUNDARY_KEY = "lsh_boundary"
+#: True on a finalist's last report.
+FINAL_KEY = "lsh_final"
+#: True when a trial re-reports its last boundary after loading its state.
+REPLAY_KEY = "lsh_replay"
+#: The candidate's Lyapunov spectrum (list of N exponents, nats per step) in boundary results.
+LS_KEY = "ls"
+#: Result key ranked for each ``--metric`` (unless a pool-wide LS fit ranks the round).
+METRIC_KEYS = {"ls": "ls_distance", "loss": "val_loss"}
+#: Keys copied into the pool when a finalist finishes.
+FINAL_METRIC_KEYS = ("epoch", "val_loss", "val_ppl", "test_loss", "test_ppl", "density", "ls_distance")
+#: Keys kept with each round's metric (results table: ``last_*`` columns).
+ROUND_INFO_KEYS = ("val_loss", "val_ppl", "density", "ls_distance")
+
+
+def require(result: Mapping[str, Any], key: str, why: str) -> Any:
+    """``result[key]``.
+
+    Raises:
+        ValueError: the key is missing (the message names the candidate, ``why`` and the keys present).
+    """
+    if key not in result:
+        raise ValueError(f"result of candidate {result.get(CID_KEY)!r} lacks {key!r} ({why}); "
+                         f"keys present: {sorted(result)}")
+    return result[key]

@@ -1,0 +1,142 @@
+"""Running a search on Ray Tune: Ray and its resources, the Tuner (fresh or restored), then the outputs.
+
+``run_search(SearchConfig(...))`` is what ``lsh-tune search`` and the experiment scripts call.
+
+Experiment directory ``<storage_path>/<name>/`` (besides Tune's own files):
+
+* ``lsh/search.json`` — the :class:`~lsh_tune.search.config.SearchConfig` (a resume reuses it);
+* ``lsh/state.json`` — the pool/ledger state (rounds, rankings, histories, statuses); not at the
+  top level, where Tune's restore would overwrite it with a stale copy;
+* ``candidates/<cid>/state.pt`` — each candidate's latest full training state
+  (:mod:`lsh_tune.search.candidate`);
+* ``epochs.jsonl`` — one line per trained epoch (exactly-once audit);
+* after the search: the files of :mod:`lsh_tune.search.outputs`.
+
+The corpus and the dense reference (:mod:`lsh_tune.search.reference`) reach every trial through
+the object store.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from lsh_tune.errors import LSHUsageError
+from lsh_tune.search._ledger import SearchLedger
+from lsh_tune.search._ls_fit import PoolLSFit
+from lsh_tune.search.candidate import trial_settings
+from lsh_tune.search.config import SearchConfig, check_experiment_dir
+from lsh_tune.search.outputs import write_outputs
+from lsh_tune.search.reference import prepare_reference, search_corpus
+from lsh_tune.space import SearchSpace
+
+__all__ = ["run_search", "trainable_for", "make_trainable", "check_resources"]
+
+logger = logging.getLogger(__name__)
+
+
+def run_search(cfg: SearchConfig, *, resume: bool = False, space: SearchSpace | None = None) -> dict:
+    """Run (or resume) a search and write the outputs; returns the summary (``best.json``).
+
+    Args:
+        cfg: the search.
+        resume: continue the search saved in ``cfg.experiment_dir`` (its saved settings win).
+        space: searched space, replacing ``cfg.space`` (``None``: ``cfg.space``).
+
+    Raises:
+        LSHUsageError: bad settings, a search already in the directory (without ``resume``), or
+            nothing to resume.
+    """
+    import ray
+
+    if space is not None:
+        cfg = replace(cfg, space=space)
+    cfg = check_experiment_dir(cfg, resume)
+    exp = cfg.experiment_dir
+    if not ray.is_initialized():
+        ray.init(address=cfg.address, include_dashboard=False)
+    check_resources(cfg, ray.cluster_resources())
+    corpus = search_corpus(cfg)
+    reference = prepare_reference(cfg, corpus) if cfg.metric == "ls" else None
+    ledger = SearchLedger.open(exp) if resume else _new_ledger(cfg, reference)
+    trainable = make_trainable(cfg, ledger.generator.space, corpus, reference)
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(2, cfg.pool_size)))
+    _tuner(cfg, ledger, trainable, resume).fit()
+    return write_outputs(cfg, SearchLedger.open(exp), corpus, reference)
+
+
+def _new_ledger(cfg: SearchConfig, reference: dict | None) -> SearchLedger:
+    """Save the config and create the ledger of a new search (pool-wide LS fit for ``ls_fit=pool``)."""
+    exp = cfg.experiment_dir
+    exp.mkdir(parents=True, exist_ok=True)
+    cfg.save()
+    SearchLedger.forget(exp)
+    kwargs = {"death_rate": cfg.grid_death_rate} if cfg.hpo == "grid" else {}
+    ls_fit = None
+    if reference is not None and cfg.ls_fit == "pool":
+        ls_fit = PoolLSFit(reference["history"], cfg.ls_space())
+    return SearchLedger.create(cfg.pool_config(), cfg.hpo, cfg.space, exp, ls_fit=ls_fit, **kwargs)
+
+
+def _tuner(cfg: SearchConfig, ledger: SearchLedger, trainable, resume: bool):
+    """Tune's restored Tuner on resume (when Tune saved one), else a new one with the LSH adapters."""
+    from ray import tune
+
+    from lsh_tune.search._loggers import result_logger_callbacks
+    from lsh_tune.search._ray import LSHScheduler, LSHSearcher
+
+    exp = cfg.experiment_dir
+    if resume and tune.Tuner.can_restore(str(exp)):
+        return tune.Tuner.restore(str(exp), trainable, resume_unfinished=True, resume_errored=True)
+    # num_to_keep=1: the mirror under candidates/ is always at least as new, and a paper-size
+    # candidate's full state (weights, masks, averages, optimizer) is ~1 GB.
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(scheduler=LSHScheduler(ledger), search_alg=LSHSearcher(ledger),
+                                    num_samples=-1, reuse_actors=True),
+        run_config=tune.RunConfig(name=cfg.name, storage_path=str(exp.parent), verbose=cfg.verbose,
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                  callbacks=result_logger_callbacks()))
+
+
+def make_trainable(cfg: SearchConfig, space: SearchSpace, corpus, reference: dict | None):
+    """The candidate trainable with its shared inputs and per-trial resources attached."""
+    from ray import tune
+
+    from lsh_tune.search._trainable import candidate_trainable
+
+    ship = None if reference is None else {"history": reference["history"], "tokens": reference["tokens"]}
+    settings = trial_settings(cfg, space.names)
+    return tune.with_resources(
+        tune.with_parameters(candidate_trainable, settings=settings, corpus=corpus, reference=ship),
+        {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial})
+
+
+def trainable_for(experiment_dir: str | os.PathLike):
+    """The trainable of a saved search, for ``tune.Tuner.restore(experiment_dir, trainable_for(experiment_dir))``.
+
+    The scheduler and searcher come back from Tune's own pickle and re-open the ledger from
+    ``lsh/state.json``; after ``fit()`` call :func:`~lsh_tune.search.outputs.write_outputs` (or
+    use ``--resume``, which does all of this).
+    """
+    exp = Path(experiment_dir).resolve()
+    cfg = replace(SearchConfig.load(exp), storage_path=str(exp.parent), name=exp.name)
+    corpus = search_corpus(cfg)
+    reference = prepare_reference(cfg, corpus) if cfg.metric == "ls" else None
+    return make_trainable(cfg, SearchLedger.open(exp).generator.space, corpus, reference)
+
+
+def check_resources(cfg: SearchConfig, available: dict) -> None:
+    """A local Ray instance must be able to place one trial (a cluster may still scale up).
+
+    Raises:
+        LSHUsageError: a local instance has fewer GPUs than one trial asks for.
+    """
+    gpus = float(available.get("GPU", 0.0))
+    if cfg.gpus_per_trial > gpus:
+        msg = (f"gpus_per_trial={cfg.gpus_per_trial} but the Ray instance has {gpus:g} GPU(s); pass "
+               "--gpus-per-trial 0 to train on CPU")
+        if cfg.address in (None, "local"):
+            raise LSHUsageError(msg)
+        logger.warning("%s (waiting for the cluster to scale up)", msg)
