@@ -15,14 +15,16 @@ from lsh_tune.search._pool import (ACTIVE, FAILED, FINAL, FINISHED, RANKING_METR
                                    CandidatePool, PoolConfig, RoundDecision, plan_rounds, plan_schedule)
 from lsh_tune.search.candidate import TrialSettings, build_candidate
 from lsh_tune.search.config import SearchConfig
+from lsh_tune.search._own_trainable import candidate_metrics, is_boundary, make_ledger, replay_metrics
 
 __all__ = ["ACTIVE", "FAILED", "FINAL", "FINISHED", "HPO_METHODS", "RANKING_METRICS", "REMOVED", "STATE_FILE",
            "Candidate", "CandidatePool", "LSSpace", "PoolConfig", "PoolLSFit", "RefillGenerator", "RoundDecision",
            "SearchConfig", "SearchLedger", "TrialSettings", "build_candidate", "make_generator", "plan_rounds",
-           "plan_schedule"]
+           "plan_schedule", "candidate_metrics", "is_boundary", "make_ledger", "replay_metrics"]
 
 _LAZY = {"LSHScheduler": "lsh_tune.search._ray", "LSHSearcher": "lsh_tune.search._ray",
-         "candidate_trainable": "lsh_tune.search._trainable", "run_search": "lsh_tune.search.tuner"}
+         "candidate_trainable": "lsh_tune.search._trainable", "run_search": "lsh_tune.search.tuner",
+         "result_logger_callbacks": "lsh_tune.search._loggers"}
 __all__ += sorted(_LAZY)
 
 
