@@ -1,14 +1,16 @@
-"""Stacked LSTM language models: plain (Zaremba-style) and AWD-LSTM with mixture of softmaxes."""
+"""Stacked LSTM language model (Zaremba-style) and the LSTM-stack base it shares with AWD-LSTM-MoS."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 import torch.nn.functional as F
-from torch.func import functional_call
 
-from lsh_tune.models.base import RNNLanguageModel, State, embedding_dropout, locked_dropout
+from lsh_tune.models.base import RNNLanguageModel, State, embedding_dropout
+from lsh_tune.models.lstm_jacobian import lstm_stack_stepper
+from lsh_tune.models.registry import ModelEntry, mask_groups_by_name, register_model
+from lsh_tune.models.specs import ModelSpec, TrainSpec
 
-__all__ = ["StackedLSTM", "AWDLSTMMoS", "lstm_cell_step"]
+__all__ = ["LSTMStack", "LSTM_LEAF_GROUPS", "StackedLSTM", "lstm_cell_step"]
 
 
 def lstm_cell_step(lstm: nn.LSTM, h: torch.Tensor, c: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -20,8 +22,11 @@ def lstm_cell_step(lstm: nn.LSTM, h: torch.Tensor, c: torch.Tensor, x: torch.Ten
     return h, c
 
 
-class _LSTMStack(RNNLanguageModel):
-    """Embedding + a list of single-layer ``nn.LSTM`` modules (``self.rnns``)."""
+class LSTMStack(RNNLanguageModel):
+    """Embedding + a list of single-layer ``nn.LSTM`` modules (``self.rnns``).
+
+    Its ``step`` has the closed-form Jacobian of :func:`lsh_tune.models.lstm_jacobian.lstm_stack_stepper`.
+    """
 
     def _build_stack(self, emb: int, hidden: tuple[int, ...]) -> None:
         sizes = (emb,) + tuple(hidden)
@@ -46,7 +51,7 @@ class _LSTMStack(RNNLanguageModel):
         return y, (h.squeeze(0), c.squeeze(0))
 
 
-class StackedLSTM(_LSTMStack):
+class StackedLSTM(LSTMStack):
     """Stacked LSTM LM (paper Table A1: emb 1500, 2×1500, untied → 66.0M on PTB).
 
     Dropouts ``(dropoute, dropouti, dropouth, dropouto)``: word-level row dropout, dropout on the
@@ -86,58 +91,26 @@ class StackedLSTM(_LSTMStack):
         return F.log_softmax(self.decoder(x), dim=-1), tuple(new)
 
 
-class AWDLSTMMoS(_LSTMStack):
-    """AWD-LSTM with a mixture of softmaxes (Yang et al. 2018).
+#: Mask groups of an LSTM layer's matrices, by parameter-name start (``rnns.0.weight_hh_l0``).
+LSTM_LEAF_GROUPS = {"weight_ih": "input", "weight_hh": "recurrent"}
 
-    Weight-drop (DropConnect, ``wdrop``) on every hidden-to-hidden matrix in training, locked
-    dropout between layers, embedding row dropout, tied encoder/decoder (the decoder's width is
-    the embedding size; the last LSTM layer feeds ``n_experts`` latent projections of that width).
-    Dropouts ``(dropoute, dropouti, dropouth, dropout)`` plus ``dropoutl`` on the latent.
-    """
+_D0 = (0.0, 0.0, 0.0, 0.0)
+#: Table A1 (``paper``: emb 1500, 2×1500, untied → 66.0M on PTB) and two small presets.
+_PRESETS = {
+    "paper": (ModelSpec("stacked_lstm", 1500, (1500, 1500), False, (0.0, 0.0, 0.65, 0.0)),
+              TrainSpec(lr=40.0, batch_size=20, bptt=35, epochs=100)),
+    "small": (ModelSpec("stacked_lstm", 200, (200, 200), False, (0.0, 0.0, 0.2, 0.0)),
+              TrainSpec(lr=20.0, batch_size=20, bptt=35, epochs=10)),
+    "tiny": (ModelSpec("stacked_lstm", 64, (64, 64), False, _D0),
+             TrainSpec(lr=40.0, batch_size=10, bptt=35, epochs=4)),
+}
 
-    def __init__(self, vocab_size: int, emb: int, hidden: tuple[int, ...], *, n_experts: int = 15,
-                 dropouts: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
-                 dropoutl: float = 0.0, wdrop: float = 0.0) -> None:
-        super().__init__()
-        self.vocab_size = vocab_size
-        self.dropoute, self.dropouti, self.dropouth, self.dropouto = dropouts
-        self.dropoutl, self.wdrop, self.n_experts, self.emb = dropoutl, wdrop, n_experts, emb
-        self.encoder = nn.Embedding(vocab_size, emb)
-        self._build_stack(emb, hidden)
-        self.prior = nn.Linear(hidden[-1], n_experts, bias=False)
-        self.latent = nn.Linear(hidden[-1], n_experts * emb)
-        self.decoder = nn.Linear(emb, vocab_size)
-        nn.init.uniform_(self.encoder.weight, -0.1, 0.1)
-        nn.init.zeros_(self.decoder.bias)
-        self.decoder.weight = self.encoder.weight
 
-    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = embedding_dropout(self.encoder, tokens, self.dropoute, self.training)
-        return locked_dropout(x, self.dropouti, self.training)
+def _build(spec: ModelSpec, vocab_size: int) -> StackedLSTM:
+    return StackedLSTM(vocab_size, spec.emb, spec.hidden, tied=spec.tied, dropouts=spec.dropouts)
 
-    def _run_layer(self, i: int, x: torch.Tensor, hc):
-        if not (self.training and self.wdrop > 0):
-            return super()._run_layer(i, x, hc)
-        lstm = self.rnns[i]
-        dropped = {"weight_hh_l0": F.dropout(lstm.weight_hh_l0, self.wdrop, True)}
-        h0 = (hc[0].unsqueeze(0).contiguous(), hc[1].unsqueeze(0).contiguous())
-        y, (h, c) = functional_call(lstm, dropped, (x, h0))
-        return y, (h.squeeze(0), c.squeeze(0))
 
-    def forward(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """Log-probabilities (T, B, V) of the mixture and the new state."""
-        x = self.embed(tokens)
-        new = []
-        n = len(self.rnns)
-        for i in range(n):
-            x, hc = self._run_layer(i, x, state[i])
-            x = locked_dropout(x, self.dropouth if i < n - 1 else self.dropouto, self.training)
-            new.append(hc)
-        T, B, _ = x.shape
-        latent = torch.tanh(self.latent(x)).view(T, B * self.n_experts, self.emb)
-        latent = locked_dropout(latent, self.dropoutl, self.training)
-        logits = self.decoder(latent.view(-1, self.emb))  # (T*B*K, V)
-        log_prior = F.log_softmax(self.prior(x), dim=-1).view(-1, self.n_experts, 1)  # (T*B, K, 1)
-        log_p = F.log_softmax(logits, dim=-1).view(-1, self.n_experts, self.vocab_size)
-        log_prob = torch.logsumexp(log_p + log_prior, dim=1)
-        return log_prob.view(T, B, self.vocab_size), tuple(new)
+register_model(ModelEntry(
+    "stacked_lstm", StackedLSTM, _build, _PRESETS,
+    mask_groups_by_name({"encoder": "embedding", "decoder": "output"}, LSTM_LEAF_GROUPS),
+    stepper=lstm_stack_stepper))

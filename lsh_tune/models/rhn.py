@@ -6,6 +6,9 @@ from torch import nn
 import torch.nn.functional as F
 
 from lsh_tune.models.base import RNNLanguageModel, State, embedding_dropout, locked_dropout
+from lsh_tune.models.registry import ModelEntry, mask_groups_by_name, register_model
+from lsh_tune.models.rhn_jacobian import rhn_stepper
+from lsh_tune.models.specs import ModelSpec, TrainSpec
 
 __all__ = ["RHN"]
 
@@ -20,6 +23,7 @@ class RHN(RNNLanguageModel):
     bias (2H × H). Transform-gate biases start at ``gate_bias`` (−2) so early layers carry.
     Dropouts ``(dropoute, dropouti, dropouth, dropouto)``: word rows, locked on the embedding,
     a variational mask on the recurrent state entering each step, locked on the output.
+    Its ``step`` has the closed-form Jacobian of :func:`lsh_tune.models.rhn_jacobian.rhn_stepper`.
     """
 
     def __init__(self, vocab_size: int, emb: int, hidden: int, *, depth: int = 10, tied: bool = True,
@@ -80,3 +84,26 @@ class RHN(RNNLanguageModel):
             outs.append(s)
         y = locked_dropout(torch.stack(outs), self.dropouto, self.training)
         return F.log_softmax(self.decoder(y), dim=-1), ((s,),)
+
+
+_D0 = (0.0, 0.0, 0.0, 0.0)
+#: Table A1 (``paper``: emb = hidden 830, depth 10, tied → 23.5M on PTB) and two small presets.
+_PRESETS = {
+    "paper": (ModelSpec("rhn", 830, (830,), True, (0.2, 0.65, 0.25, 0.62), depth=10),
+              TrainSpec(lr=15.0, batch_size=20, bptt=35, epochs=500, weight_decay=1e-7)),
+    "small": (ModelSpec("rhn", 200, (200,), True, (0.0, 0.2, 0.1, 0.2), depth=4),
+              TrainSpec(lr=15.0, batch_size=20, bptt=35, epochs=10, weight_decay=1e-7)),
+    "tiny": (ModelSpec("rhn", 64, (64,), True, _D0, depth=3),
+             TrainSpec(lr=15.0, batch_size=20, bptt=35, epochs=3, weight_decay=1e-7)),
+}
+
+
+def _build(spec: ModelSpec, vocab_size: int) -> RHN:
+    return RHN(vocab_size, spec.emb, spec.hidden[0], depth=spec.depth, tied=spec.tied, dropouts=spec.dropouts)
+
+
+register_model(ModelEntry(
+    "rhn", RHN, _build, _PRESETS,
+    mask_groups_by_name({"encoder": "embedding", "input_proj": "input", "highway": "recurrent",
+                         "decoder": "output"}),
+    stepper=rhn_stepper))

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from lsh_tune.errors import LSHUsageError, check_choice, check_int, check_range
+from lsh_tune.models import MASK_GROUPS
 
 __all__ = ["DEATH_MODES", "GROWTH_MODES", "MASK_GROUPS", "REDISTRIBUTION_MODES", "SPARSE_INITS",
            "SparseConfig", "DEATH_RATE_FLOOR"]
@@ -13,11 +14,8 @@ SPARSE_INITS = ("uniform", "ER")
 DEATH_MODES = ("magnitude", "SET", "threshold", "global_magnitude", "SET_paper")
 GROWTH_MODES = ("random", "momentum", "gradient")
 REDISTRIBUTION_MODES = ("magnitude", "nonzeros", "momentum", "none")
-#: Groups of weight matrices that can be masked (see :func:`lsh_tune.sparse.tensor_groups`):
-#: ``embedding`` (encoder), ``input`` (input-to-hidden: LSTM ``weight_ih``, RHN ``input_proj``),
-#: ``recurrent`` (LSTM ``weight_hh``, RHN highway matrices), ``output`` (decoder, MoS ``latent``
-#: and ``prior``), ``other`` (any further matrix of a custom model).
-MASK_GROUPS = ("embedding", "input", "recurrent", "output", "other")
+# MASK_GROUPS (re-exported from lsh_tune.models.registry): the groups ``masked`` chooses from; each
+# model's registry entry puts its weight matrices in them (see lsh_tune.sparse.tensor_groups).
 #: The cosine decay of the death rate ends at this value (Selfish-RNN).
 DEATH_RATE_FLOOR = 0.005
 

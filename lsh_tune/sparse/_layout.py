@@ -7,35 +7,35 @@ import torch
 from torch import nn
 
 from lsh_tune.errors import LSHUsageError
+from lsh_tune.models import MASK_GROUPS, entry_for_model
 
 __all__ = ["er_densities", "exact_counts", "tensor_groups", "masked_tensors", "target_count"]
 
 
-def _group_of(name: str) -> str:
-    """Group (see ``MASK_GROUPS``) of one parameter name of the package's models."""
-    leaf = name.rsplit(".", 1)[-1]
-    if name.startswith("encoder."):
-        return "embedding"
-    if leaf.startswith("weight_ih") or name.startswith("input_proj."):
-        return "input"
-    if leaf.startswith("weight_hh") or name.startswith("highway."):
-        return "recurrent"
-    if name.split(".", 1)[0] in ("decoder", "latent", "prior"):
-        return "output"
-    return "other"
+def _group_of(mask_group, name: str) -> str:
+    """Group (see ``MASK_GROUPS``) of one parameter name, by the model's declared ``mask_group`` (None: ``other``)."""
+    group = None if mask_group is None else mask_group(name)
+    if group is None:
+        return "other"
+    if group not in MASK_GROUPS:
+        raise LSHUsageError(f"mask_group({name!r}) gave {group!r}; allowed: {', '.join(MASK_GROUPS)} or None")
+    return group
 
 
 def tensor_groups(model: nn.Module) -> dict[str, set[str]]:
     """Groups of every weight matrix (``dim >= 2``), keyed by its deduplicated parameter name.
 
-    A tied tensor (``decoder.weight is encoder.weight``) appears once, under the name that
-    ``named_parameters()`` reports (``encoder.weight``), and belongs to the groups of all its
-    aliases (``embedding`` and ``output``).
+    The groups come from the model's registry entry (``ModelEntry.mask_group``); every matrix of a
+    module without one is ``other``. A tied tensor (``decoder.weight is encoder.weight``) appears
+    once, under the name that ``named_parameters()`` reports (``encoder.weight``), and belongs to
+    the groups of all its aliases (``embedding`` and ``output``).
     """
+    entry = entry_for_model(model)
+    mask_group = None if entry is None else entry.mask_group
     alias_groups: dict[int, set[str]] = {}
     for name, p in model.named_parameters(remove_duplicate=False):
         if p.dim() >= 2:
-            alias_groups.setdefault(id(p), set()).add(_group_of(name))
+            alias_groups.setdefault(id(p), set()).add(_group_of(mask_group, name))
     return {name: alias_groups[id(p)] for name, p in model.named_parameters() if p.dim() >= 2}
 
 
