@@ -12,7 +12,7 @@ from lsh_tune.errors import LSHUsageError
 from lsh_tune.models import RHN, StackedLSTM
 from lsh_tune.sparse import (DEATH_MODES, GROWTH_MODES, REDISTRIBUTION_MODES, SPARSE_INITS, SparseConfig,
                              build_sparse_hook, er_densities)
-from lsh_tune.train import WeightAverager
+from lsh_tune.train import TrainingProgress, WeightAverager
 
 
 def _lstm(seed=0):
@@ -20,10 +20,19 @@ def _lstm(seed=0):
     return StackedLSTM(300, 16, (16, 12))
 
 
+class _FakeTrainer(SimpleNamespace):
+    """What a hook sees of a Trainer: ``model``, ``optimizer`` and ``progress`` (``epoch``: completed epochs)."""
+
+    @property
+    def progress(self) -> TrainingProgress:
+        return TrainingProgress(epoch=self.epoch + 1, max_epochs=self.max_epochs, step=self.step,
+                                total_steps=self.total_steps, averager=self.averager)
+
+
 def _fake_trainer(model, *, momentum=0.0, epoch=0, max_epochs=5, step=10, total_steps=100):
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=momentum)
-    return SimpleNamespace(model=model, optimizer=opt, averager=None, epoch=epoch, max_epochs=max_epochs,
-                           step=step, total_steps=total_steps)
+    return _FakeTrainer(model=model, optimizer=opt, averager=None, epoch=epoch, max_epochs=max_epochs,
+                        step=step, total_steps=total_steps)
 
 
 def test_mode_tuples_are_the_issue_names():
@@ -205,7 +214,7 @@ def test_state_dict_round_trip_gives_same_next_decision():
     b.load_state_dict(state)
     b_model.load_state_dict(a_model.state_dict())
     ca = a.prune(tr, 0.4)
-    cb = b.prune(SimpleNamespace(**{**vars(tr), "model": b_model}), 0.4)
+    cb = b.prune(_FakeTrainer(**{**vars(tr), "model": b_model}), 0.4)
     for k in ca:
         assert torch.equal(ca[k]["removed"], cb[k]["removed"]) and torch.equal(ca[k]["grown"], cb[k]["grown"])
     assert a.masking.tau == b.masking.tau

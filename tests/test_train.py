@@ -11,7 +11,8 @@ from conftest import unigram_perplexity
 from lsh_tune.data import load_corpus
 from lsh_tune.errors import LSHUsageError
 from lsh_tune.models import build_model, get_preset
-from lsh_tune.train import Trainer, WeightAverager, nt_asgd_should_switch, seed_everything
+from lsh_tune.train import (Trainer, TrainingHook, TrainingProgress, WeightAverager, nt_asgd_should_switch,
+                            seed_everything)
 
 
 def _trainer(corpus, model="stacked_lstm", seed=0, **kw):
@@ -62,6 +63,44 @@ def test_resume_is_bit_identical(tmp_path):
     for n in straight.averager.avg:
         assert torch.equal(straight.averager.avg[n], resumed.averager.avg[n]), n
     assert straight.state.val_history == resumed.state.val_history
+
+
+class _ProgressRecorder(TrainingHook):
+    """Records the trainer's public view at every hook call."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_train_begin(self, trainer):
+        self.seen.append(("begin", trainer.progress))
+
+    def after_optimizer_step(self, trainer):
+        self.seen.append(("step", trainer.progress))
+
+    def on_epoch_end(self, trainer):
+        self.seen.append(("end", trainer.progress))
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_hooks_see_the_progress_view():
+    c = load_corpus("ptb", max_tokens=1000)
+    spec, train = get_preset("stacked_lstm", "tiny")
+    rec = _ProgressRecorder()
+    t = Trainer(build_model(spec, len(c.vocab)), c, replace(train, batch_size=20, bptt=10, epochs=3), seed=0,
+                device="cpu", hooks=[rec])
+    assert t.batches_per_epoch == 5 and t.total_steps == 15
+    t.fit(1)
+    t.averager = WeightAverager(t.model)  # as after an NT-ASGD switch
+    t.fit(2)
+    kinds = [k for k, _ in rec.seen]
+    assert kinds == ["begin"] + (["step"] * 5 + ["end"]) * 2
+    views = [p for _, p in rec.seen]
+    assert views[0] == TrainingProgress(epoch=1, max_epochs=3, step=0, total_steps=15, averager=None)
+    assert [p.step for p in views[1:6]] == [1, 2, 3, 4, 5] and views[6].step == 5
+    assert {p.epoch for p in views[1:7]} == {1} and {p.epoch for p in views[7:]} == {2}  # the epoch being trained
+    assert all(p.averager is None for p in views[:7]) and all(p.averager is t.averager for p in views[7:])
+    with pytest.raises(AttributeError):
+        views[0].step = 3  # a snapshot hooks cannot write through
 
 
 def test_nt_asgd_rule():

@@ -27,13 +27,14 @@ class SparseTrainingHook(TrainingHook):
       default, and an SGD momentum buffer zeroed under the mask would carry no signal for
       inactive weights, so the moving average of the dense gradient is always used);
     * at the end of every ``prune_interval_epochs``-th epoch except the last planned one:
-      prune and regrow with death rate p(t) (cosine decay over ``trainer.total_steps`` to
-      0.005). When NT-ASGD averaging is active, the running averages of removed and regrown
-      weights restart (SNT-ASGD): a removed weight's average stays 0, a regrown one starts a
-      fresh average from its first update.
+      prune and regrow with death rate p(t) (cosine decay over the planned steps,
+      ``trainer.progress.total_steps``, to 0.005). When NT-ASGD averaging is active, the running
+      averages of removed and regrown weights restart (SNT-ASGD): a removed weight's average
+      stays 0, a regrown one starts a fresh average from its first update.
 
-    Build it with :func:`build_sparse_hook`, before the :class:`Trainer` (the sparse
-    initialization edits the model's weights).
+    It reads the trainer through ``model``, ``optimizer`` and ``progress``
+    (:class:`~lsh_tune.train.TrainingProgress`) only. Build it with :func:`build_sparse_hook`,
+    before the :class:`Trainer` (the sparse initialization edits the model's weights).
     """
 
     def __init__(self, model: nn.Module, config: SparseConfig, *, seed: int = 0) -> None:
@@ -91,12 +92,12 @@ class SparseTrainingHook(TrainingHook):
         return epochs_done % self.config.prune_interval_epochs == 0 and epochs_done < max_epochs
 
     def on_epoch_end(self, trainer) -> None:
-        epochs_done = trainer.epoch + 1  # the trainer counts the epoch after this hook
-        if not self.should_prune(epochs_done, trainer.max_epochs):
+        progress = trainer.progress  # its epoch is the one that just ended
+        if not self.should_prune(progress.epoch, progress.max_epochs):
             return
-        rate = _modes.cosine_death_rate(trainer.step, trainer.total_steps, self.config.death_rate,
+        rate = _modes.cosine_death_rate(progress.step, progress.total_steps, self.config.death_rate,
                                         DEATH_RATE_FLOOR)
-        self.prune(trainer, rate, epoch=epochs_done)
+        self.prune(trainer, rate, epoch=progress.epoch)
 
     @torch.no_grad()
     def prune(self, trainer, rate: float, *, epoch: int | None = None) -> dict[str, dict]:
@@ -111,11 +112,12 @@ class SparseTrainingHook(TrainingHook):
             self.momenta = {k: m.to(params[k].device) for k, m in self.momenta.items()}
         changes = self.masking.prune_and_regrow(model, rate, momenta=self.momenta, grads=grads)
         self.masking.mask_buffers(model, trainer.optimizer)
-        averager = getattr(trainer, "averager", None)
+        progress = trainer.progress
+        averager = progress.averager
         if averager is not None:
             for k, c in changes.items():
                 averager.restart(k, c["removed"] | c["grown"])
-        self.history.append({"epoch": epoch, "step": int(trainer.step), "death_rate": rate,
+        self.history.append({"epoch": epoch, "step": int(progress.step), "death_rate": rate,
                              "removed": {k: int(c["removed"].sum()) for k, c in changes.items()},
                              "grown": {k: int(c["grown"].sum()) for k, c in changes.items()},
                              "active": self.masking.active(), "tau": self.masking.tau,

@@ -19,13 +19,36 @@ from lsh_tune.models import RNNLanguageModel, TrainSpec
 from lsh_tune.train.averaging import WeightAverager
 from lsh_tune.train.checkpoint import atomic_torch_save, resolve_device
 
-__all__ = ["Trainer", "TrainingHook", "perplexity", "seed_everything", "nt_asgd_should_switch"]
+__all__ = ["Trainer", "TrainingHook", "TrainingProgress", "perplexity", "seed_everything",
+           "nt_asgd_should_switch"]
+
+
+@dataclass(frozen=True)
+class TrainingProgress:
+    """Where training stands, as hooks see it: a snapshot (read ``trainer.progress`` again later).
+
+    Args:
+        epoch: 1-based number of the current epoch: the one being trained, or in
+            :meth:`TrainingHook.on_epoch_end` the one whose training batches just ended.
+        max_epochs: planned number of epochs.
+        step: optimizer steps taken so far.
+        total_steps: planned optimizer steps (batches per epoch × max(``max_epochs``, 1)).
+        averager: the NT-ASGD :class:`WeightAverager` once averaging has started, else ``None``.
+    """
+
+    epoch: int
+    max_epochs: int
+    step: int
+    total_steps: int
+    averager: WeightAverager | None = None
 
 
 class TrainingHook:
     """Extension points of :class:`Trainer` (dynamic sparse training plugs in here).
 
-    Hooks run in list order; their ``state_dict`` is saved in the trainer's checkpoint.
+    A hook reads the trainer through ``trainer.model``, ``trainer.optimizer`` and
+    ``trainer.progress`` (:class:`TrainingProgress`) only. Hooks run in list order; their
+    ``state_dict`` is saved in the trainer's checkpoint.
     """
 
     def on_train_begin(self, trainer: "Trainer") -> None:
@@ -121,6 +144,12 @@ class Trainer:
     @property
     def total_steps(self) -> int:
         return self.batches_per_epoch * max(self.max_epochs, 1)
+
+    @property
+    def progress(self) -> TrainingProgress:
+        """The hooks' view: current epoch (1-based), planned epochs, steps, planned steps, averager."""
+        return TrainingProgress(epoch=self.state.epoch + 1, max_epochs=self.max_epochs, step=self.state.step,
+                                total_steps=self.total_steps, averager=self.averager)
 
     # ------------------------------------------------------------------ training
     def _loss(self, log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
