@@ -8,10 +8,9 @@ from pathlib import Path
 
 from lsh_tune.cli.common import add_corpus_args, add_model_args, add_training_args, training_specs
 from lsh_tune.errors import LSHUsageError
+from lsh_tune.train.run import CHECKPOINT_NAME
 
 __all__ = ["register", "prepare_out_dir", "CHECKPOINT_NAME"]
-
-CHECKPOINT_NAME = "checkpoint.pt"
 
 
 def register(sub) -> None:

@@ -56,7 +56,7 @@ def sparse_config_from_args(args: argparse.Namespace):
 
 def train_sparse(args: argparse.Namespace) -> int:
     from lsh_tune.cli.train import prepare_out_dir
-    from lsh_tune.sparse._run import run_sparse_training
+    from lsh_tune.train_sparse import run_sparse_training
 
     sparse = sparse_config_from_args(args)
     model_spec, train_spec = training_specs(args)

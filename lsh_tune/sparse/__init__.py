@@ -2,14 +2,14 @@
 
 Pure rules live in ``_modes`` (death, growth, redistribution, schedule) and ``_layout``
 (tensor selection, uniform/ER densities); :class:`Masking` holds the masks of one model and
-:class:`SparseTrainingHook` plugs them into :class:`lsh_tune.train.Trainer`.
+:class:`SparseTrainingHook` plugs them into :class:`lsh_tune.train.Trainer`. A whole run from
+specs to files (``lsh-tune train-sparse``) is :func:`lsh_tune.train_sparse.run_sparse_training`.
 """
 from lsh_tune.sparse._config import (DEATH_MODES, DEATH_RATE_FLOOR, GROWTH_MODES, MASK_GROUPS,
                                      REDISTRIBUTION_MODES, SPARSE_INITS, SparseConfig)
 from lsh_tune.sparse._hook import SparseTrainingHook, build_sparse_hook
 from lsh_tune.sparse._layout import er_densities, exact_counts, masked_tensors, target_count, tensor_groups
 from lsh_tune.sparse._masking import Masking, sparse_seed
-from lsh_tune.sparse._run import run_sparse_training
 from lsh_tune.sparse._modes import (allocate, cosine_death_rate, death_global_magnitude, death_magnitude,
                                     death_set, death_threshold, grow, n_to_remove, redistribution_shares)
 
@@ -17,4 +17,4 @@ __all__ = ["DEATH_MODES", "DEATH_RATE_FLOOR", "GROWTH_MODES", "MASK_GROUPS", "Ma
            "SPARSE_INITS", "SparseConfig", "SparseTrainingHook", "allocate", "build_sparse_hook",
            "cosine_death_rate", "death_global_magnitude", "death_magnitude", "death_set", "death_threshold",
            "er_densities", "exact_counts", "grow", "masked_tensors", "n_to_remove",
-           "redistribution_shares", "run_sparse_training", "sparse_seed", "target_count", "tensor_groups"]
+           "redistribution_shares", "sparse_seed", "target_count", "tensor_groups"]

@@ -13,7 +13,10 @@ from lsh_tune.models import ModelSpec, TrainSpec, build_model
 from lsh_tune.train.checkpoint import atomic_write_json
 from lsh_tune.train.trainer import Trainer, TrainingHook, perplexity, seed_everything
 
-__all__ = ["run_training", "checkpoint_extras", "RunExtension"]
+__all__ = ["CHECKPOINT_NAME", "run_training", "checkpoint_extras", "RunExtension"]
+
+#: The checkpoint file of a run directory (beside ``metrics.jsonl`` and ``result.json``).
+CHECKPOINT_NAME = "checkpoint.pt"
 
 
 def checkpoint_extras(model_spec: ModelSpec, corpus, max_tokens: int | None) -> dict:
@@ -25,9 +28,9 @@ def checkpoint_extras(model_spec: ModelSpec, corpus, max_tokens: int | None) -> 
 class RunExtension:
     """What a run adds to plain training; the base class adds nothing (``train-dense``).
 
-    The sparse engine's ``run_sparse_training`` is one: it attaches its hook to the freshly built
-    model, stores the masks with every checkpoint, logs the density per epoch and reports the
-    per-tensor densities.
+    The sparse run (:func:`lsh_tune.train_sparse.run_sparse_training`) is one: it attaches its
+    hook to the freshly built model, stores the masks with every checkpoint, logs the density per
+    epoch and reports the per-tensor densities.
     """
 
     def attach(self, model: nn.Module) -> Sequence[TrainingHook]:
@@ -52,7 +55,7 @@ def run_training(model_spec: ModelSpec, train_spec: TrainSpec, *, corpus: str, o
                  device: str | None = "auto", resume: bool = False, hooks: Sequence[TrainingHook] = (),
                  log: TextIO | None = None, extension: RunExtension | None = None,
                  model_seed: int | None = None) -> dict:
-    """Train to ``train_spec.epochs`` epochs, writing ``checkpoint.pt`` after every epoch.
+    """Train to ``train_spec.epochs`` epochs, writing :data:`CHECKPOINT_NAME` after every epoch.
 
     ``metrics.jsonl`` gets one line per epoch; ``result.json`` the final validation and test
     perplexities (of the averaged weights once NT-ASGD switched). With ``resume`` the run
@@ -67,7 +70,7 @@ def run_training(model_spec: ModelSpec, train_spec: TrainSpec, *, corpus: str, o
     model = build_model(model_spec, len(data.vocab))
     ext = extension or RunExtension()
     trainer = Trainer(model, data, train_spec, seed=seed, device=device, hooks=[*ext.attach(model), *hooks])
-    ckpt = out / "checkpoint.pt"
+    ckpt = out / CHECKPOINT_NAME
     if resume:
         trainer.load(ckpt)
     extras = checkpoint_extras(model_spec, data, max_tokens)

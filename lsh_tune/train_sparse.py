@@ -1,4 +1,8 @@
-"""One sparse training run from specs to files (``lsh-tune train-sparse``)."""
+"""One sparse training run from specs to files (``lsh-tune train-sparse``).
+
+The driver that joins the run of :mod:`lsh_tune.train.run` and the sparse engine of
+:mod:`lsh_tune.sparse`; it sits above both, so neither imports the other's run logic.
+"""
 from __future__ import annotations
 
 import os
@@ -7,14 +11,10 @@ from typing import TextIO
 from torch import nn
 
 from lsh_tune.models import ModelSpec, TrainSpec
-from lsh_tune.sparse._config import SparseConfig
-from lsh_tune.sparse._hook import SparseTrainingHook, build_sparse_hook
-from lsh_tune.sparse._masking import sparse_seed
+from lsh_tune.sparse import SparseConfig, SparseTrainingHook, build_sparse_hook, sparse_seed
 from lsh_tune.train.run import RunExtension, run_training
 
-__all__ = ["run_sparse_training", "CHECKPOINT_NAME"]
-
-CHECKPOINT_NAME = "checkpoint.pt"
+__all__ = ["run_sparse_training"]
 
 
 class _SparseRun(RunExtension):
@@ -46,9 +46,9 @@ def run_sparse_training(model_spec: ModelSpec, train_spec: TrainSpec, sparse: Sp
                         log: TextIO | None = None) -> dict:
     """Train one sparse candidate for ``train_spec.epochs`` epochs, checkpointing every epoch.
 
-    Files in ``out``: ``checkpoint.pt`` (trainer state incl. masks, plus ``model_spec``,
-    ``corpus``, ``vocab_size``, ``sparse_config`` and ``masks`` so ``lsh-tune ls --checkpoint``
-    can rebuild the model), ``metrics.jsonl`` (one line per epoch, with the density) and
+    Files in ``out``: ``checkpoint.pt`` (trainer state incl. masks, plus ``model_spec``, ``corpus``,
+    ``vocab_size``, ``sparse_config`` and ``masks`` so ``lsh-tune ls --checkpoint`` can rebuild
+    the model), ``metrics.jsonl`` (one line per epoch, with the density) and
     ``result.json``. The model's initial weights come from a seed derived from ``seed``; the
     masks from another.
 
