@@ -1,0 +1,138 @@
+"""The built-in LSH search from Python, in Ray Tune's idiom: ``LSHTuner(...).fit()`` returns a :class:`SearchResult`.
+
+    >>> import lsh_tune
+    >>> tuner = lsh_tune.LSHTuner(model="stacked_lstm", preset="tiny", max_tokens=20000, hpo="tpe",
+    ...                           pool=8, rounds_every=1, final_k=2, max_epochs=4, gpus_per_trial=0,
+    ...                           storage_path="runs", name="demo")          # doctest: +SKIP
+    >>> result = tuner.fit()                                                # doctest: +SKIP
+    >>> result.best["cid"], result.best_config, result.best_model          # doctest: +SKIP
+
+``LSHTuner.restore("runs/demo").fit()`` continues an interrupted search. Ray is started on the
+first ``fit()`` unless it already runs (``ray.init(...)`` first for other resources or an address).
+For your own trainable and model use the scheduler and searcher directly (``lsh_tune.search``:
+``make_ledger``, ``candidate_metrics``; ``docs/examples/own_trainable.py``).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from lsh_tune.errors import LSHUsageError
+from lsh_tune.search import STATE_FILE
+from lsh_tune.search.config import CONFIG_FILE, SearchConfig, check_experiment_dir
+from lsh_tune.search.outputs import BEST_MODEL
+
+__all__ = ["LSHTuner", "SearchResult"]
+
+#: The summary file of a finished search (what :meth:`SearchResult.load` reads).
+SUMMARY_FILE = "best.json"
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What a finished search chose, how it got there, and where its files are.
+
+    Args:
+        experiment_dir: ``<storage_path>/<name>``.
+        best: the chosen finalist, ``{"cid", "config", "epoch", "val_loss", "val_ppl", "test_loss",
+            "test_ppl", "density", ...}`` (perplexities per token), or ``None`` when no finalist finished.
+        rounds: every halving round, ``{"round", "ranking": [(cid, value), ...] ascending,
+            "removed", "generated", "done"}``.
+        reference: the dense reference's ``val_ppl``/``test_ppl`` (metric ``ls``), else ``None``.
+        summary: ``best.json`` as written (not compared: the fields above are its content).
+    """
+
+    experiment_dir: Path
+    best: dict[str, Any] | None
+    rounds: tuple[dict[str, Any], ...]
+    reference: dict[str, Any] | None = None
+    summary: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_summary(cls, summary: dict[str, Any]) -> "SearchResult":
+        """The result of :func:`~lsh_tune.search.run_search`'s summary (the content of ``best.json``)."""
+        rounds = tuple(dict(r, ranking=[tuple(x) for x in r["ranking"]]) for r in summary["rounds"])
+        return cls(Path(summary["experiment_dir"]), summary.get("best"), rounds, summary.get("reference"),
+                   dict(summary))
+
+    @classmethod
+    def load(cls, experiment_dir: str | os.PathLike) -> "SearchResult":
+        """The result of the finished search in ``experiment_dir``.
+
+        Raises:
+            LSHUsageError: the directory holds no ``best.json`` (no finished search).
+        """
+        path = Path(experiment_dir).expanduser() / SUMMARY_FILE
+        if not path.is_file():
+            raise LSHUsageError(f"{path} does not exist: no finished search in {experiment_dir}")
+        return cls.from_summary(json.loads(path.read_text(encoding="utf-8")))
+
+    @property
+    def best_config(self) -> dict[str, Any] | None:
+        """The chosen hyperparameters (``sparse_init``, ``death``, ...), or ``None``."""
+        return None if self.best is None else dict(self.best["config"])
+
+    @property
+    def best_model(self) -> Path | None:
+        """``best_model.pt``: the chosen candidate's weights and masks (``lsh-tune ls --checkpoint``)."""
+        return self.experiment_dir / BEST_MODEL if self.best is not None else None
+
+    @property
+    def results_csv(self) -> Path:
+        """One row per candidate: config, metric per round, status, final perplexities."""
+        return self.experiment_dir / "results.csv"
+
+
+class LSHTuner:
+    """A ``tune.Tuner``-like front of the LSH search: settings in, :meth:`fit` → :class:`SearchResult`.
+
+    Args:
+        config: the search; ``None`` starts from the defaults of :class:`~lsh_tune.search.SearchConfig`.
+        **settings: :class:`~lsh_tune.search.SearchConfig` fields that replace ``config``'s.
+
+    Raises:
+        LSHUsageError: bad settings (checked here, before Ray starts), or a search already saved
+            in ``<storage_path>/<name>`` (:meth:`restore` continues it).
+    """
+
+    def __init__(self, config: SearchConfig | None = None, /, **settings: Any) -> None:
+        if config is None:
+            config = SearchConfig(**settings)
+        elif settings:
+            config = replace(config, **settings)
+        self.config = config
+        self._resume = False
+        check_experiment_dir(config, False)
+
+    @staticmethod
+    def can_restore(path: str | os.PathLike) -> bool:
+        """Whether ``path`` holds a saved search (its config and its ledger state)."""
+        exp = Path(path).expanduser()
+        return (exp / CONFIG_FILE).is_file() and (exp / STATE_FILE).is_file()
+
+    @classmethod
+    def restore(cls, path: str | os.PathLike, *, address: str | None = None, verbose: int = 1) -> "LSHTuner":
+        """The search saved in ``path`` = ``<storage_path>/<name>``, to continue with :meth:`fit`.
+
+        Its saved settings are kept; ``address`` and ``verbose`` are this run's.
+
+        Raises:
+            LSHUsageError: nothing to resume in ``path``.
+        """
+        exp = Path(path).expanduser().resolve()
+        if not cls.can_restore(exp):
+            raise LSHUsageError(f"nothing to resume in {exp} (no {CONFIG_FILE}/{STATE_FILE})")
+        saved = SearchConfig.load(exp)
+        tuner = cls.__new__(cls)
+        tuner.config = replace(saved, storage_path=str(exp.parent), name=exp.name, address=address, verbose=verbose)
+        tuner._resume = True
+        return tuner
+
+    def fit(self) -> SearchResult:
+        """Run the search (or continue it, after :meth:`restore`) to its end and write its outputs."""
+        from lsh_tune.search.tuner import run_search
+
+        return SearchResult.from_summary(run_search(self.config, resume=self._resume))
