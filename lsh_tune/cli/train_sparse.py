@@ -5,41 +5,46 @@ import argparse
 import json
 import sys
 
+from lsh_tune.cli._dataclass_args import add_dataclass_args, dataclass_from_args
 from lsh_tune.cli.common import (add_corpus_args, add_model_args, add_training_args, positive_int,
                                  training_specs)
 
 __all__ = ["register"]
 
 
-def _bool(text: str) -> bool:
-    low = text.strip().lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"{text!r} is not allowed; use true or false")
+def _sparse_options() -> dict[str, dict]:
+    """Help and choices of the :class:`~lsh_tune.sparse.SparseConfig` options, and where the command
+    differs from the dataclass (default ``ER``, the name ``--prune-interval``).
+
+    Choices are the registries of :mod:`lsh_tune.sparse`; a field without an entry still gets its
+    option (with no help text) — field metadata in ``SparseConfig`` would replace this table.
+    """
+    from lsh_tune.sparse import DEATH_MODES, GROWTH_MODES, MASK_GROUPS, REDISTRIBUTION_MODES, SPARSE_INITS
+
+    return {
+        "sparsity": {"help": "fraction of masked weights that are zero, in (0,1)"},
+        "sparse_init": {"choices": SPARSE_INITS, "default": "ER", "help": "initial layer densities"},
+        "death": {"choices": DEATH_MODES, "help": "prune criterion"},
+        "growth": {"choices": GROWTH_MODES, "help": "regrowth criterion"},
+        "redistribution": {"choices": REDISTRIBUTION_MODES, "help": "how regrowth is split over tensors"},
+        "death_rate": {"help": "initial death rate in (0,1), cosine-decayed"},
+        "prune_interval_epochs": {"flag": "--prune-interval", "type": positive_int,
+                                  "help": "epochs between prune-and-regrow steps"},
+        "init_scale": {"help": "rescale surviving initial weights by 1/sqrt(layer density)"},
+        "mask_gradients": {"help": "zero inactive weights' gradients before clipping (Selfish-RNN: false)"},
+        "masked": {"metavar": "GROUPS", "help": f"comma-separated groups to mask, of {', '.join(MASK_GROUPS)}"},
+        "momentum_beta": {"help": "decay of the gradient moving average of the momentum modes"},
+        "threshold_init": {"help": "starting threshold of the threshold death mode"},
+    }
 
 
 def register(sub) -> None:
-    from lsh_tune.sparse import DEATH_MODES, GROWTH_MODES, MASK_GROUPS, REDISTRIBUTION_MODES, SPARSE_INITS
+    from lsh_tune.sparse import SparseConfig
 
     p = sub.add_parser("train-sparse", help="train one sparse candidate (Selfish-RNN DST); report ppl and density")
     add_model_args(p)
     add_corpus_args(p)
-    p.add_argument("--sparsity", type=float, required=True, help="fraction of masked weights that are zero, in (0,1)")
-    p.add_argument("--sparse-init", default="ER", help=f"one of {', '.join(SPARSE_INITS)} (default: ER)")
-    p.add_argument("--death", default="magnitude", help=f"one of {', '.join(DEATH_MODES)} (default: magnitude)")
-    p.add_argument("--growth", default="random", help=f"one of {', '.join(GROWTH_MODES)} (default: random)")
-    p.add_argument("--redistribution", default="none",
-                   help=f"one of {', '.join(REDISTRIBUTION_MODES)} (default: none)")
-    p.add_argument("--death-rate", type=float, default=0.5, help="initial death rate in (0,1) (default: 0.5)")
-    p.add_argument("--prune-interval", type=positive_int, default=1, help="epochs between prune-and-regrow steps")
-    p.add_argument("--init-scale", type=_bool, default=True,
-                   help="rescale surviving initial weights by 1/sqrt(layer density) (default: true)")
-    p.add_argument("--mask-gradients", type=_bool, default=False,
-                   help="zero inactive weights' gradients before clipping (default: false, as Selfish-RNN)")
-    p.add_argument("--masked", default=",".join(MASK_GROUPS),
-                   help=f"comma-separated groups to mask, of {', '.join(MASK_GROUPS)} (default: all)")
+    add_dataclass_args(p, SparseConfig, overrides=_sparse_options())
     add_training_args(p)
     p.set_defaults(func=train_sparse)
 
@@ -48,10 +53,7 @@ def sparse_config_from_args(args: argparse.Namespace):
     """The validated :class:`~lsh_tune.sparse.SparseConfig` of the parsed flags."""
     from lsh_tune.sparse import SparseConfig
 
-    masked = tuple(g.strip() for g in args.masked.split(",") if g.strip())
-    return SparseConfig(args.sparsity, args.sparse_init, args.death, args.growth, args.redistribution,
-                        args.death_rate, prune_interval_epochs=args.prune_interval, init_scale=args.init_scale,
-                        mask_gradients=args.mask_gradients, masked=masked)
+    return dataclass_from_args(SparseConfig, args)
 
 
 def train_sparse(args: argparse.Namespace) -> int:
