@@ -112,11 +112,17 @@ class SearchLedger:
             raise LSHUsageError(f"cannot read search state {str(path)!r}: {e}") from None
         if d.get("version") != STATE_VERSION:
             raise LSHUsageError(f"{path}: state version {d.get('version')!r}, expected {STATE_VERSION}")
-        meta = d["meta"]
+        ls_fit = PoolLSFit.load(directory, d["meta"]["ls_fit"]) if d["meta"].get("ls_fit") else None
+        return cls.from_state_dict(d, directory, ls_fit)
+
+    @classmethod
+    def from_state_dict(cls, state: dict, directory: str | os.PathLike | None,
+                        ls_fit: PoolLSFit | None = None) -> "SearchLedger":
+        """The ledger of a :meth:`state_dict` (pool, and a generator rebuilt from the saved meta)."""
+        meta = state["meta"]
         space = SearchSpace.from_dict(meta["space"])
-        pool = CandidatePool.from_state_dict(d["pool"])
+        pool = CandidatePool.from_state_dict(state["pool"])
         generator = make_generator(meta["hpo"], space, pool.config.seed, **meta.get("generator_kwargs", {}))
-        ls_fit = PoolLSFit.load(directory, meta["ls_fit"]) if meta.get("ls_fit") else None
         return cls(pool, generator, directory, meta, ls_fit)
 
     @classmethod
@@ -274,8 +280,4 @@ def _open_ledger(directory: str) -> SearchLedger:
 
 
 def _rebuild_in_memory(state: dict, ls_fit: PoolLSFit | None = None) -> SearchLedger:
-    meta = state["meta"]
-    space = SearchSpace.from_dict(meta["space"])
-    pool = CandidatePool.from_state_dict(state["pool"])
-    generator = make_generator(meta["hpo"], space, pool.config.seed, **meta.get("generator_kwargs", {}))
-    return SearchLedger(pool, generator, None, meta, ls_fit)
+    return SearchLedger.from_state_dict(state, None, ls_fit)
