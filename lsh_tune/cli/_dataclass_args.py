@@ -40,7 +40,8 @@ import types
 import typing
 from typing import Any, Callable, Iterable, Mapping
 
-__all__ = ["FIELD_KEYS", "add_dataclass_args", "dataclass_from_args", "dataclass_values", "parse_bool"]
+__all__ = ["FIELD_KEYS", "add_dataclass_args", "choices_metavar", "dataclass_from_args", "dataclass_values",
+           "parse_bool"]
 
 #: The keys an option reads from a field's metadata (or from ``overrides``; there also ``default``).
 FIELD_KEYS = ("help", "choices", "flag", "metavar", "type")
@@ -55,6 +56,11 @@ def parse_bool(text: str) -> bool:
     if low in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"{text!r} is not allowed; use true or false")
+
+
+def choices_metavar(choices: Iterable[Any]) -> str:
+    """``{a,b,c}``: how ``--help`` shows an option's allowed values (as argparse shows ``choices``)."""
+    return "{" + ",".join(map(str, choices)) + "}"
 
 
 def _scalar_parser(kind: type) -> Callable[[str], Any]:
@@ -140,9 +146,9 @@ def _option(f: dataclasses.Field, annotation: Any, spec: Mapping[str, Any], opti
             help_text = f"{help_text} (default: {_shown(default)})".strip()
     choices = spec.get("choices")
     if choices is not None:
-        kwargs["metavar"] = "{" + ",".join(map(str, choices)) + "}"
+        kwargs["metavar"] = choices_metavar(choices)
     elif _without_none(annotation) is bool:
-        kwargs["metavar"] = "{true,false}"
+        kwargs["metavar"] = choices_metavar(("true", "false"))
     if "metavar" in spec:
         kwargs["metavar"] = spec["metavar"]
     kwargs["help"] = help_text.replace("%", "%%") or None  # argparse formats help with %

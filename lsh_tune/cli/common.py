@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from lsh_tune.cli._dataclass_args import add_dataclass_args, dataclass_values
+from lsh_tune.data import KNOWN_CORPORA
 from lsh_tune.models import MODELS, PRESETS, TrainSpec
 
 __all__ = ["TRAIN_OVERRIDES", "add_corpus_args", "add_model_args", "add_run_args", "add_training_args",
@@ -32,8 +33,9 @@ def add_model_args(p: argparse.ArgumentParser, *, required: bool = True) -> None
 
 
 def add_corpus_args(p: argparse.ArgumentParser, *, default: str | None = "ptb") -> None:
+    shown = f" (default: {default})" if default else ""
     p.add_argument("--corpus", default=default,
-                   help="ptb, wikitext-2, or a directory with train/valid/test .txt(.xz) (default: ptb)")
+                   help=f"{', '.join(KNOWN_CORPORA)}, or a directory with train/valid/test .txt(.xz){shown}")
     p.add_argument("--data-dir", default=None, help="directory searched first for named corpora")
     p.add_argument("--max-tokens", type=positive_int, default=None,
                    help="use only the first N tokens of each split (quick runs)")

@@ -10,7 +10,8 @@ import math
 import os
 import time
 
-from lsh_tune.cli._dataclass_args import add_dataclass_args, dataclass_from_args
+from lsh_tune.cli._dataclass_args import add_dataclass_args, choices_metavar, dataclass_from_args
+from lsh_tune.data import KNOWN_CORPORA
 from lsh_tune.errors import LSHUsageError
 
 __all__ = ["register", "run"]
@@ -40,15 +41,16 @@ def _ls_options() -> dict[str, dict]:
 def register(sub) -> None:
     """Add the ``ls`` parser to the ``lsh-tune`` subparsers."""
     from lsh_tune.lyapunov import LSConfig
+    from lsh_tune.models import MODELS, PRESETS
 
     p = sub.add_parser("ls", help="Lyapunov spectrum of a model (paper Eq. 1)",
                        description=__doc__.splitlines()[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", metavar="CKPT", help="dense or sparse training checkpoint (.pt)")
-    src.add_argument("--model", help="architecture: stacked_lstm, rhn, awd_lstm_mos (with --preset)")
-    p.add_argument("--preset", help="preset of --model: paper, small, tiny")
+    src.add_argument("--model", metavar=choices_metavar(MODELS), help="architecture (with --preset and --corpus)")
+    p.add_argument("--preset", metavar=choices_metavar(PRESETS), help="preset of --model")
     p.add_argument("--init-seed", type=int, default=0, metavar="S", help="seed of the initialisation (default 0)")
-    p.add_argument("--corpus", help="ptb, wikitext-2 or a directory (default: the checkpoint's corpus)")
+    p.add_argument("--corpus", help=f"{', '.join(KNOWN_CORPORA)} or a directory (default: the checkpoint's corpus)")
     p.add_argument("--data-dir", help="extra directory searched for the corpus")
     add_dataclass_args(p, LSConfig, overrides=_ls_options())
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -58,7 +60,7 @@ def register(sub) -> None:
 
 def _load_model(args: argparse.Namespace):
     """(model, corpus, default steps, description) from --checkpoint or --model/--preset."""
-    from lsh_tune.data import KNOWN_CORPORA, load_corpus
+    from lsh_tune.data import load_corpus
 
     if args.checkpoint:
         from lsh_tune.lyapunov import load_checkpoint_model
@@ -74,12 +76,12 @@ def _load_model(args: argparse.Namespace):
         return model, corpus, int(bptt), {"checkpoint": str(args.checkpoint)}
     import torch
 
-    from lsh_tune.models import build_model, get_preset
+    from lsh_tune.models import PRESETS, build_model, get_preset
 
     if not args.preset:
-        raise LSHUsageError("--model needs --preset (paper, small, tiny)")
+        raise LSHUsageError(f"--model needs --preset ({', '.join(PRESETS)})")
     if not args.corpus:
-        raise LSHUsageError("--model needs --corpus (ptb, wikitext-2 or a directory)")
+        raise LSHUsageError(f"--model needs --corpus ({', '.join(KNOWN_CORPORA)} or a directory)")
     spec, train = get_preset(args.model, args.preset)
     corpus = load_corpus(args.corpus, args.data_dir)
     torch.manual_seed(args.init_seed)
