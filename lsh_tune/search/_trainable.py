@@ -96,9 +96,11 @@ def _log_epoch(settings: TrialSettings, cid: str, epoch: int, start: float, gpu_
         return
     from ray import tune
 
+    import ray
+
     line = json.dumps({"cid": cid, "epoch": epoch, "pid": os.getpid(),
                        "trial_id": tune.get_context().get_trial_id(), "start": start, "time": time.time(),
-                       "gpu_ids": gpu_ids})
+                       "gpu_ids": gpu_ids, "node_id": ray.get_runtime_context().get_node_id()})
     with open(Path(settings.state_dir) / EPOCH_LOG, "a", encoding="utf-8") as f:
         f.write(line + "\n")
 

@@ -64,6 +64,8 @@ class SearchConfig:
         lr: override the preset's learning rate.
         address: Ray address (``auto`` for a running cluster); ``None`` starts/uses a local Ray.
         verbose: Tune verbosity (0–3).
+        max_failures: Tune's ``FailureConfig(max_failures)``: a trial whose worker process or node
+            dies restarts (from its newest state) this many times before the candidate is dropped.
         space: the hyperparameter space searched (not a command-line option; saved with the config).
     """
 
@@ -111,6 +113,8 @@ class SearchConfig:
     address: str | None = field(default=None, metadata={
         "help": "Ray address: auto (running cluster), local, or host:port"})
     verbose: int = field(default=1, metadata={"help": "Tune verbosity 0-3"})
+    max_failures: int = field(default=3, metadata={
+        "help": "restarts of a trial whose worker died (node lost, OOM) before it counts as failed"})
     space: SearchSpace = field(default=DEFAULT_SPACE, metadata={"cli": False})
 
     def __post_init__(self) -> None:

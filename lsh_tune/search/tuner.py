@@ -97,6 +97,7 @@ def _tuner(cfg: SearchConfig, ledger: SearchLedger, trainable, resume: bool):
                                     num_samples=-1, reuse_actors=True),
         run_config=tune.RunConfig(name=cfg.name, storage_path=str(exp.parent), verbose=cfg.verbose,
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                  failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
                                   callbacks=result_logger_callbacks()))
 
 
