@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
 
 from lsh_tune.cli._dataclass_args import add_dataclass_args, dataclass_values
 from lsh_tune.data import KNOWN_CORPORA
 from lsh_tune.models import MODELS, PRESETS, TrainSpec
 
 __all__ = ["TRAIN_OVERRIDES", "add_corpus_args", "add_model_args", "add_run_args", "add_training_args",
-           "non_negative_int", "positive_int", "training_specs"]
+           "non_negative_int", "positive_int", "print_result", "run_kwargs", "training_specs"]
 
 
 def _int(kind: str, low: int):
@@ -77,3 +80,23 @@ def training_specs(args: argparse.Namespace):
         raise LSHUsageError(f"--lr {args.lr} is not allowed; must be > 0")
     model_spec, train_spec = get_preset(args.model, args.preset)
     return model_spec, with_overrides(train_spec, **dataclass_values(TrainSpec, args, drop_none=True))
+
+
+def run_kwargs(args: argparse.Namespace, out: Path) -> dict:
+    """The keywords a training run takes from the :func:`add_corpus_args`/:func:`add_training_args` flags.
+
+    Progress goes to stderr unless ``--json`` (then stdout holds only the result).
+    """
+    return {"corpus": args.corpus, "data_dir": args.data_dir, "max_tokens": args.max_tokens, "out": out,
+            "seed": args.seed, "device": args.device, "resume": args.resume,
+            "log": None if args.json else sys.stderr}
+
+
+def print_result(args: argparse.Namespace, result: dict, keys: tuple[str, ...]) -> None:
+    """``result`` as one JSON object with ``--json``, else the entries ``keys`` on one line."""
+    if args.json:
+        from lsh_tune.cli import print_json
+
+        print_json(result)
+    else:
+        print(json.dumps({k: result[k] for k in keys}))

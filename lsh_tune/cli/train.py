@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 
-from lsh_tune.cli.common import add_corpus_args, add_model_args, add_training_args, training_specs
+from lsh_tune.cli.common import (add_corpus_args, add_model_args, add_training_args, print_result, run_kwargs,
+                                 training_specs)
 from lsh_tune.errors import LSHUsageError
 from lsh_tune.train.run import CHECKPOINT_NAME
 
@@ -40,12 +39,6 @@ def train_dense(args: argparse.Namespace) -> int:
 
     model_spec, train_spec = training_specs(args)
     out = prepare_out_dir(args.out, args.resume)
-    result = run_training(model_spec, train_spec, corpus=args.corpus, data_dir=args.data_dir,
-                          max_tokens=args.max_tokens, out=out, seed=args.seed, device=args.device,
-                          resume=args.resume, log=None if args.json else sys.stderr)
-    if args.json:
-        from lsh_tune.cli import print_json
-        print_json(result)
-    else:
-        print(json.dumps({k: result[k] for k in ("epochs", "val_ppl", "test_ppl", "checkpoint")}))
+    result = run_training(model_spec, train_spec, **run_kwargs(args, out))
+    print_result(args, result, ("epochs", "val_ppl", "test_ppl", "checkpoint"))
     return 0

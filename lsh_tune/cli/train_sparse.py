@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
 from lsh_tune.cli._dataclass_args import add_dataclass_args, dataclass_from_args
-from lsh_tune.cli.common import (add_corpus_args, add_model_args, add_training_args, positive_int,
-                                 training_specs)
+from lsh_tune.cli.common import (add_corpus_args, add_model_args, add_training_args, positive_int, print_result,
+                                 run_kwargs, training_specs)
 
 __all__ = ["register"]
 
@@ -63,15 +61,9 @@ def train_sparse(args: argparse.Namespace) -> int:
     sparse = sparse_config_from_args(args)
     model_spec, train_spec = training_specs(args)
     out = prepare_out_dir(args.out, args.resume)
-    result = run_sparse_training(model_spec, train_spec, sparse, corpus=args.corpus, data_dir=args.data_dir,
-                                 max_tokens=args.max_tokens, out=out, seed=args.seed, device=args.device,
-                                 resume=args.resume, log=None if args.json else sys.stderr)
-    if args.json:
-        from lsh_tune.cli import print_json
-        print_json(result)
-    else:
-        keys = ("epochs", "val_ppl", "test_ppl", "density", "target_density", "checkpoint")
-        print(json.dumps({k: result[k] for k in keys}))
+    result = run_sparse_training(model_spec, train_spec, sparse, **run_kwargs(args, out))
+    print_result(args, result, ("epochs", "val_ppl", "test_ppl", "density", "target_density", "checkpoint"))
+    if not args.json:
         for name, t in result["per_tensor"].items():
             print(f"  {name:<28} {str(tuple(t['shape'])):<16} density {t['density']:.4f}")
     return 0
