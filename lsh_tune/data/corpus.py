@@ -19,7 +19,7 @@ __all__ = ["Corpus", "Vocabulary", "KNOWN_CORPORA", "load_corpus", "find_corpus_
 KNOWN_CORPORA = ("ptb", "wikitext-2")
 SPLITS = ("train", "valid", "test")
 EOS = "<eos>"
-_VENDORED = Path(__file__).resolve().parent  # lsh_tune/data: holds ptb/ (vendored)
+_VENDORED = Path(__file__).resolve().parent  # lsh_tune/data: holds ptb/ and wikitext-2/ (vendored)
 
 
 class Vocabulary:
@@ -71,7 +71,7 @@ def search_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
 
     ``data_dir`` (``--data-dir``), then ``$LSH_TUNE_DATA`` (``os.pathsep``-separated), then
     ``./data``, ``../shared/data`` and ``../../shared/data`` relative to the working directory
-    and to the repository, then the copy of PTB vendored inside the package.
+    and to the repository, then the copies of PTB and WikiText-2 vendored inside the package.
     """
     dirs: list[Path] = []
     if data_dir:
