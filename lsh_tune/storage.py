@@ -8,11 +8,15 @@ resume after a kill at any instant) sees the old or the new version, never a hal
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
+import time
+import uuid
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Iterator
 
 __all__ = ["Storage", "atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
 
@@ -54,6 +58,9 @@ def atomic_write_json(obj: Any, path: str | os.PathLike, **dumps_kwargs: Any) ->
     atomic_write_text(path, json.dumps(obj, **kwargs))
 
 
+_CHUNK = 8 * 2**20  # bytes per read/write when streaming a file
+
+
 def _is_temporary(name: str) -> bool:
     """A write in progress (``atomic_write``'s ``.<name>.*.tmp``, ``Storage``'s ``.tmp-*``)."""
     return name.startswith(".tmp-") or (name.startswith(".") and name.endswith(".tmp"))
@@ -71,7 +78,10 @@ class Storage:
     empty, ``.`` or ``..``, or an absolute path, is refused so no name escapes the root.
     Writes are all-or-nothing: on a local root a temp file beside the target is fsynced and
     ``os.replace``-d; on an object store the bytes go to a temporary key that is then moved onto
-    the target key (a reader sees the old object or the new one, never a part).
+    the target key (a reader sees the old object or the new one, never a part). Large files
+    stream (:meth:`write_with`, :meth:`upload`, :meth:`download`, :meth:`local_file`); an
+    append-only log is one small file per record (:meth:`append_record`, :meth:`read_records`),
+    the same layout on every backend.
 
     Args:
         location: a directory (``~`` expanded, made absolute) or a URI pyarrow understands:
@@ -188,20 +198,40 @@ class Storage:
         base = self.uri.partition("?")[0].rstrip("/")
         return "/".join([base, *self._parts(rel)])
 
-    # ----------------------------------------------------------------- writes
-    def write_bytes(self, rel: str, data: bytes) -> None:
-        """Write ``data`` to ``rel`` all-or-nothing (see the class docstring)."""
-        if self.local_root is not None:
-            atomic_write_bytes(self.local_path(rel), data)
-            return
-        import uuid
+    @contextlib.contextmanager
+    def local_file(self, rel: str) -> Iterator[Path]:
+        """A local path holding ``rel`` for the ``with`` block: the file itself on a POSIX root, a
+        temporary download (removed afterwards) on an object store.
 
+        Raises:
+            FileNotFoundError: ``rel`` does not exist (naming its full location).
+        """
+        if self.local_root is not None:
+            path = self.local_path(rel)
+            if not path.is_file():
+                raise FileNotFoundError(f"{self.uri_of(rel)} does not exist")
+            yield path
+            return
+        with tempfile.TemporaryDirectory(prefix="lsh-storage-") as d:
+            yield self.download(rel, Path(d) / rel.rsplit("/", 1)[-1])
+
+    def read_records(self, rel: str) -> list[dict]:
+        """Every record :meth:`append_record` added to the log ``rel``, oldest first (``[]`` if none)."""
+        return [self.read_json(f"{rel}/{name}") for name in self.listdir(rel) if name.endswith(".json")]
+
+    # ----------------------------------------------------------------- writes
+    def write_with(self, rel: str, write: Callable[[IO[bytes]], Any]) -> None:
+        """Call ``write(f)`` on a binary stream that becomes ``rel`` all-or-nothing (see the class
+        docstring); streams, so a large state never has to fit in memory twice."""
+        if self.local_root is not None:
+            atomic_write(self.local_path(rel), write)
+            return
         target = self.path(rel)
         parent, _, name = target.rpartition("/")
         tmp = f"{parent}/.tmp-{name}-{uuid.uuid4().hex}"
         try:
             with self.fs.open_output_stream(tmp) as f:
-                f.write(data)
+                write(f)
             self.fs.move(tmp, target)
         except BaseException:
             try:
@@ -210,6 +240,10 @@ class Storage:
                 pass
             raise
 
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Write ``data`` to ``rel`` all-or-nothing (see the class docstring)."""
+        self.write_with(rel, lambda f: f.write(data))
+
     def write_text(self, rel: str, text: str) -> None:
         self.write_bytes(rel, text.encode("utf-8"))
 
@@ -217,18 +251,30 @@ class Storage:
         """``obj`` as JSON (default ``indent=1``; non-finite floats as ``Infinity``/``NaN``)."""
         self.write_text(rel, json.dumps(obj, **{"indent": 1, **dumps_kwargs}))
 
-    def upload(self, local: str | os.PathLike, rel: str) -> None:
-        """Copy the local file ``local`` to ``rel`` (all-or-nothing)."""
-        if self.local_root is not None:
-            import shutil
+    def append_record(self, rel: str, record: dict) -> None:
+        """Add ``record`` (JSON) to the log ``rel``: one file per record, ``rel/<time_ns>-<random>.json``.
 
-            atomic_write(self.local_path(rel), lambda f: shutil.copyfileobj(open(local, "rb"), f))
-            return
-        self.write_bytes(rel, Path(local).read_bytes())
+        Many writers on many nodes may append at once on every backend (an object store has no
+        append, and NFS clients do not serialise ``O_APPEND`` with each other); names sort by
+        wall-clock time, which is the order :meth:`read_records` returns.
+        """
+        self.write_json(f"{rel}/{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.json", record, indent=None)
+
+    def upload(self, local: str | os.PathLike, rel: str) -> None:
+        """Copy the local file ``local`` to ``rel`` (all-or-nothing, streamed)."""
+        with open(local, "rb") as src:
+            self.write_with(rel, lambda f: shutil.copyfileobj(src, f, _CHUNK))
 
     def download(self, rel: str, local: str | os.PathLike) -> Path:
-        """Copy ``rel`` to the local file ``local`` (all-or-nothing); returns ``Path(local)``."""
-        atomic_write_bytes(local, self.read_bytes(rel))
+        """Copy ``rel`` to the local file ``local`` (all-or-nothing, streamed); returns ``Path(local)``.
+
+        Raises:
+            FileNotFoundError: ``rel`` does not exist (naming its full location).
+        """
+        if not self.is_file(rel):
+            raise FileNotFoundError(f"{self.uri_of(rel)} does not exist")
+        with self.fs.open_input_stream(self.path(rel)) as src:
+            atomic_write(local, lambda f: shutil.copyfileobj(src, f, _CHUNK))
         return Path(local)
 
     def delete(self, rel: str) -> None:

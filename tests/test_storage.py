@@ -110,3 +110,42 @@ def test_storage_pickles_to_the_same_root(storage):
     storage.write_text("p.txt", "x")
     back = pickle.loads(pickle.dumps(storage))
     assert back.read_text("p.txt") == "x" and back.uri == storage.uri
+
+
+def test_streamed_writes_and_local_file(storage, tmp_path):
+    """``write_with`` streams (torch.save writes straight into it); ``local_file`` hands a local path."""
+    import torch
+
+    state = {"w": torch.arange(10_000, dtype=torch.float32)}
+    storage.write_with("cand/state.pt", lambda f: torch.save(state, f))
+    with storage.local_file("cand/state.pt") as p:
+        assert p.is_file()
+        assert torch.equal(torch.load(p)["w"], state["w"])
+        local_copy = p
+    assert local_copy.exists() == storage.is_local  # a download is removed after the block
+    with pytest.raises(FileNotFoundError, match="cand/absent.pt"):
+        with storage.local_file("cand/absent.pt"):
+            pass
+    with pytest.raises(FileNotFoundError, match="cand/absent.pt"):
+        storage.download("cand/absent.pt", tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_records_from_many_writers_all_come_back_in_order(storage):
+    """The epoch log: concurrent appends lose nothing, and records come back oldest first."""
+    import threading
+
+    def writer(w):
+        for i in range(10):
+            storage.append_record("epochs", {"w": w, "i": i})
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    records = storage.read_records("epochs")
+    assert sorted((r["w"], r["i"]) for r in records) == [(w, i) for w in range(4) for i in range(10)]
+    for w in range(4):  # each writer's records in the order it wrote them
+        assert [r["i"] for r in records if r["w"] == w] == list(range(10))
+    assert storage.read_records("no-such-log") == []
