@@ -70,7 +70,12 @@ def test_round_barrier_pause_then_stop_and_release(setup):
     assert sched.choose_trial_to_run(tc) is trials["c001"]
     # replay of the decided boundary after an unpause: continue, metric unchanged
     assert sched.on_trial_result(tc, trials["c001"], _boundary("c001", 1, 1.0)) == TrialScheduler.CONTINUE
-    assert ledger.pool.phase == "final" and searcher.suggest("y") == Searcher.FINISHED
+    # the final phase keeps the searcher open (a finalist whose trial Tune gives up on is re-issued);
+    # it finishes once the search is done
+    assert ledger.pool.phase == "final" and searcher.suggest("y") is None
+    for cid in ("c001", "c003"):
+        ledger.on_final(cid, {"val_ppl": 100.0, "test_ppl": 100.0})
+    assert ledger.pool.phase == "done" and searcher.suggest("z") == Searcher.FINISHED
 
 
 def test_missing_metric_and_missing_cid_raise(setup):

@@ -209,3 +209,20 @@ def test_adapter_queries_of_the_ledger():
     assert not ledger.is_alive("c000") and ledger.action("c000") == "stop"
     assert ledger.is_alive("c001") and ledger.is_released("c001") and ledger.action("c001", 1) == "continue"
     assert ledger.status_counts() == {"removed": 2, "final": 2} and ledger.progress() == (1, "final")
+
+
+def test_a_failed_trial_is_reissued_while_retries_last_then_dropped(tmp_path):
+    """A trial Tune gives up on (its worker died while PENDING, e.g. on a lost node) comes back as a
+    new trial of the same candidate, at most ``retries`` times over the search (saved state)."""
+    cfg = SearchLedger.pool_config_for("random", pool_size=4, rounds_every=1, max_epochs=5)
+    ledger = SearchLedger.create(cfg, "random", DEFAULT_SPACE, tmp_path)
+    issued = [ledger.next_to_issue()[0] for _ in range(4)]
+    assert ledger.next_to_issue() is None
+    assert ledger.on_failed(issued[1], retries=1) is None
+    assert ledger.is_alive(issued[1]) and ledger.next_to_issue()[0] == issued[1]
+    assert SearchLedger.load(tmp_path).meta["reissued"] == {issued[1]: 1}
+    ledger.on_failed(issued[1], retries=1)                  # retries spent: dropped
+    assert not ledger.is_alive(issued[1]) and ledger.next_to_issue() is None
+    assert not ledger.issuing_finished()                    # the search is not done
+    ledger.on_failed(issued[2])                             # retries=0: dropped at once
+    assert not ledger.is_alive(issued[2])

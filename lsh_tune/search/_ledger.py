@@ -23,7 +23,7 @@ from typing import Any
 from lsh_tune.errors import LSHUsageError
 from lsh_tune.search._generators import RefillGenerator, generator_class, make_generator
 from lsh_tune.search._ls_fit import PoolLSFit
-from lsh_tune.search._pool import DONE, SELECTION, CandidatePool, PoolConfig, RoundDecision
+from lsh_tune.search._pool import DONE, CandidatePool, PoolConfig, RoundDecision
 from lsh_tune.space import SearchSpace
 from lsh_tune.storage import atomic_write_text
 
@@ -242,9 +242,22 @@ class SearchLedger:
             self.pool.record_final(cid, metrics)
             self.save()
 
-    def on_failed(self, cid: str) -> RoundDecision | None:
-        """A trial errored: drop the candidate and close the round if that completes it."""
+    def on_failed(self, cid: str, *, retries: int = 0) -> RoundDecision | None:
+        """A trial of ``cid`` errored for good (Tune will not restart it).
+
+        While the candidate has re-issues left (at most ``retries`` over the whole search, counted
+        in the saved state), it is handed out again (:meth:`next_to_issue`) as a new trial that
+        resumes from its newest state and ``None`` is returned: Tune restarts a trial only when it
+        fails while RUNNING, not when its worker dies while it is PENDING or being unpaused (a lost
+        node). Otherwise the candidate is dropped and the round closes if that completes it.
+        """
         with _LOCK:
+            reissued = self.meta.setdefault("reissued", {})
+            if self.pool.candidates[cid].alive and reissued.get(cid, 0) < retries:
+                reissued[cid] = reissued.get(cid, 0) + 1
+                self._issued.discard(cid)
+                self.save()
+                return None
             self.pool.mark_failed(cid)
             decision = self._close_round_if_ready()
             self.save()
@@ -265,9 +278,10 @@ class SearchLedger:
             return None
 
     def issuing_finished(self) -> bool:
-        """No candidate will ever need a new trial (halving over, everyone issued)."""
+        """No candidate will ever need a new trial: the search is done (a finalist whose trial
+        fails may still be re-issued until then, see :meth:`on_failed`)."""
         with _LOCK:
-            return self.pool.phase != SELECTION and all(c.cid in self._issued for c in self.pool.alive())
+            return self.pool.phase == DONE
 
     @property
     def done(self) -> bool:

@@ -61,11 +61,14 @@ class LSHScheduler(FIFOScheduler):
 
     Args:
         ledger: the ledger shared with the searcher.
+        max_failures: re-issues of a candidate whose trial Tune gives up on (see
+            :meth:`SearchLedger.on_failed`); use the run's ``FailureConfig(max_failures)``.
     """
 
-    def __init__(self, ledger: SearchLedger) -> None:
+    def __init__(self, ledger: SearchLedger, *, max_failures: int = 0) -> None:
         super().__init__()
         self.ledger = ledger
+        self.max_failures = max_failures
         self._metric_key = METRIC_KEYS[ledger.metric_name]
         self._trials: dict[str, Trial] = {}
 
@@ -117,7 +120,7 @@ class LSHScheduler(FIFOScheduler):
                 tune_controller.stop_trial(trial)
 
     def on_trial_error(self, tune_controller: "TuneController", trial: Trial) -> None:
-        decision = self.ledger.on_failed(_cid(trial))
+        decision = self.ledger.on_failed(_cid(trial), retries=self.max_failures)
         if decision is not None:
             self._stop_removed(tune_controller, exclude=trial)
 

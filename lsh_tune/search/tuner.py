@@ -88,13 +88,16 @@ def _tuner(cfg: SearchConfig, ledger: SearchLedger, trainable, resume: bool):
 
     exp = cfg.experiment_dir
     if resume and tune.Tuner.can_restore(str(exp)):
-        return tune.Tuner.restore(str(exp), trainable, resume_unfinished=True, resume_errored=True)
+        # resume_errored=False: a candidate whose trial errored was either dropped by the ledger or
+        # re-issued as a new trial (SearchLedger.on_failed); resuming the errored trial too would
+        # train that candidate twice.
+        return tune.Tuner.restore(str(exp), trainable, resume_unfinished=True, resume_errored=False)
     # num_to_keep=1: the mirror under candidates/ is always at least as new, and a paper-size
     # candidate's full state (weights, masks, averages, optimizer) is ~1 GB.
     return tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(scheduler=LSHScheduler(ledger), search_alg=LSHSearcher(ledger),
-                                    num_samples=-1, reuse_actors=True),
+        tune_config=tune.TuneConfig(scheduler=LSHScheduler(ledger, max_failures=cfg.max_failures),
+                                    search_alg=LSHSearcher(ledger), num_samples=-1, reuse_actors=True),
         run_config=tune.RunConfig(name=cfg.name, storage_path=str(exp.parent), verbose=cfg.verbose,
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                   failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
