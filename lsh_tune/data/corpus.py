@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 
-from lsh_tune.errors import LSHUsageError
+from lsh_tune.errors import LSHUsageError, check_int
 
-__all__ = ["Corpus", "Vocabulary", "KNOWN_CORPORA", "load_corpus", "find_corpus_dir", "search_dirs"]
+__all__ = ["Corpus", "Vocabulary", "KNOWN_CORPORA", "check_corpus_size", "load_corpus", "find_corpus_dir",
+           "search_dirs"]
 
 KNOWN_CORPORA = ("ptb", "wikitext-2")
 SPLITS = ("train", "valid", "test")
@@ -147,13 +148,54 @@ def find_corpus_dir(corpus: str, data_dir: str | os.PathLike | None = None) -> P
 
 
 def _read_lines(path: Path) -> list[str]:
+    """The lines of a split file (UTF-8 text, optionally xz).
+
+    Raises:
+        LSHUsageError: unreadable, not UTF-8, or binary (NUL bytes) — naming the file.
+    """
     try:
         if path.suffix == ".xz":
             with lzma.open(path, "rt", encoding="utf-8") as f:
-                return f.read().splitlines()
-        return path.read_text(encoding="utf-8").splitlines()
-    except (OSError, lzma.LZMAError, UnicodeDecodeError) as e:
-        raise LSHUsageError(f"cannot read corpus file {str(path)!r}: {e}") from None
+                text = f.read()
+        else:
+            text = path.read_text(encoding="utf-8")
+    except (OSError, EOFError, lzma.LZMAError, UnicodeDecodeError) as e:
+        raise LSHUsageError(f"cannot read corpus file {str(path)!r}: {e}; a split must be UTF-8 text, "
+                            "one sentence per line (.txt or .txt.xz)") from None
+    if "\0" in text:
+        raise LSHUsageError(f"corpus file {str(path)!r} is binary (holds NUL bytes); a split must be UTF-8 text, "
+                            "one sentence per line")
+    return text.splitlines()
+
+
+def _check_split(path: Path, n_words: int) -> None:
+    """A split must hold words (an empty or blank file trains and evaluates nothing)."""
+    if n_words == 0:
+        raise LSHUsageError(f"corpus file {str(path)!r} holds no words; every split (train, valid, test) needs "
+                            "text, one sentence per line")
+
+
+def check_corpus_size(corpus: "Corpus", *, batch_size: int, eval_batch_size: int, ls_rows: int | None = None,
+                      ls_k: int | None = None) -> None:
+    """Raise unless each split is long enough for the batches (and the LS sequences) asked of it.
+
+    Training needs ≥ 2 rows of ``batch_size`` tokens, validation and test ≥ 2 rows of
+    ``eval_batch_size``; a Lyapunov spectrum needs ``ls_k`` validation sequences of ``ls_rows``
+    tokens each.
+
+    Raises:
+        LSHUsageError: naming the split, its token count and what the setting needs.
+    """
+    needs = {"train": (2 * batch_size, f"batch_size={batch_size} needs 2 rows")}
+    for split in ("valid", "test"):
+        needs[split] = (2 * eval_batch_size, f"eval_batch_size={eval_batch_size} needs 2 rows")
+    if ls_rows is not None and ls_k is not None and ls_rows * ls_k > needs["valid"][0]:
+        needs["valid"] = (ls_rows * ls_k, f"the LS needs k={ls_k} sequences of warmup + steps = {ls_rows} tokens")
+    for split, (need, why) in needs.items():
+        have = int(corpus.split(split).numel())
+        if have < need:
+            raise LSHUsageError(f"corpus {corpus.name!r}: the {split} split has {have} tokens but {why}, i.e. "
+                                f"{need} tokens; use a larger --max-tokens, a larger corpus or smaller batches")
 
 
 def load_corpus(corpus: str, data_dir: str | os.PathLike | None = None,
@@ -166,17 +208,19 @@ def load_corpus(corpus: str, data_dir: str | os.PathLike | None = None,
         max_tokens: keep only the first ``max_tokens`` ids of each split (after building the
             full vocabulary), for quick runs and tests. ``None`` keeps everything.
     """
+    check_int("max_tokens", max_tokens, 1, allow_none=True)
     directory = find_corpus_dir(corpus, data_dir)
     vocab = Vocabulary()
     vocab.add(EOS)
     ids = {}
     for split in SPLITS:
-        lines = _read_lines(_split_file(directory, split))
+        path = _split_file(directory, split)
         out: list[int] = []
-        for line in lines:
+        for line in _read_lines(path):
             for w in line.split():
                 out.append(vocab.add(w))
             out.append(vocab.word2idx[EOS])
+        _check_split(path, len(out) - out.count(vocab.word2idx[EOS]))
         t = torch.tensor(out, dtype=torch.long)
         if max_tokens is not None:
             t = t[:max_tokens]

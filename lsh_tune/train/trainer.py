@@ -13,11 +13,11 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from lsh_tune.data import Corpus, batchify, bptt_batches
-from lsh_tune.errors import LSHUsageError, check_range
+from lsh_tune.data import Corpus, batchify, bptt_batches, check_corpus_size
+from lsh_tune.errors import LSHUsageError
 from lsh_tune.models import RNNLanguageModel, TrainSpec
 from lsh_tune.train.averaging import WeightAverager
-from lsh_tune.train.checkpoint import atomic_torch_save, resolve_device
+from lsh_tune.train.checkpoint import atomic_torch_save, read_checkpoint, resolve_device
 
 __all__ = ["Trainer", "TrainingHook", "TrainingProgress", "perplexity", "seed_everything",
            "nt_asgd_should_switch"]
@@ -81,6 +81,10 @@ def nt_asgd_should_switch(history: Sequence[float], val_loss: float, non_mono: i
     return len(earlier) > 0 and val_loss > min(earlier)
 
 
+#: The keys of :meth:`Trainer.state_dict` a checkpoint must hold to be loaded.
+_STATE_KEYS = ("model", "optimizer", "averager", "trainer", "hooks", "rng")
+
+
 @dataclass
 class _State:
     epoch: int = 0            # completed epochs
@@ -106,10 +110,7 @@ class Trainer:
     def __init__(self, model: RNNLanguageModel, corpus: Corpus, spec: TrainSpec, *, seed: int = 0,
                  device: str | torch.device | None = None, hooks: Sequence[TrainingHook] = (),
                  max_epochs: int | None = None, momentum: float = 0.0) -> None:
-        check_range("lr", spec.lr, 0, None, low_open=True)
-        check_range("clip", spec.clip, 0, None)
-        if int(spec.batch_size) < 1 or int(spec.bptt) < 2:
-            raise LSHUsageError(f"batch_size={spec.batch_size} must be >= 1 and bptt={spec.bptt} >= 2")
+        check_corpus_size(corpus, batch_size=spec.batch_size, eval_batch_size=spec.eval_batch_size)
         self.max_epochs = int(spec.epochs if max_epochs is None else max_epochs)
         if self.max_epochs < 0:
             raise LSHUsageError(f"epochs={self.max_epochs} must be >= 0")
@@ -260,6 +261,9 @@ class Trainer:
         }
 
     def load_state_dict(self, d: dict) -> None:
+        if len(d["hooks"]) != len(self.hooks):
+            raise ValueError(f"it holds {len(d['hooks'])} training-hook state(s) and this run has {len(self.hooks)} "
+                             "(a dense checkpoint has none, a sparse one the sparse engine's)")
         self.model.load_state_dict(d["model"])
         self.optimizer.load_state_dict(d["optimizer"])
         if d["averager"] is not None:
@@ -269,8 +273,6 @@ class Trainer:
             self.averager = None
         t = d["trainer"]
         self.state = _State(t["epoch"], t["step"], list(t["val_history"]), t["asgd_epoch"])
-        if len(d["hooks"]) != len(self.hooks):
-            raise ValueError(f"checkpoint has {len(d['hooks'])} hook states, trainer has {len(self.hooks)} hooks")
         for h, hs in zip(self.hooks, d["hooks"]):
             h.load_state_dict(hs)
         rng = d["rng"]
@@ -289,12 +291,18 @@ class Trainer:
         atomic_torch_save(d, path)
 
     def load(self, path) -> dict:
-        """Restore from a file written by :meth:`save`; returns the whole saved dict."""
+        """Restore from a file written by :meth:`save`; returns the whole saved dict.
+
+        Raises:
+            LSHUsageError: the file is unreadable, corrupt, foreign, or holds the state of another
+                model, vocabulary or set of hooks (a dense state for a sparse trainer or the reverse).
+        """
+        d = read_checkpoint(path, required=_STATE_KEYS)
         try:
-            d = torch.load(path, map_location="cpu", weights_only=False)
-        except (OSError, RuntimeError, EOFError) as e:
-            raise LSHUsageError(f"cannot read checkpoint {str(path)!r}: {e}") from None
-        self.load_state_dict(d)
+            self.load_state_dict(d)
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+            reason = " ".join(str(e).split())[:400] or type(e).__name__
+            raise LSHUsageError(f"checkpoint {str(path)!r} does not fit this run: {reason}") from None
         return d
 
 
