@@ -1,0 +1,28 @@
+"""``benchmarks/gpu_check.py`` (run on a lent GPU machine) works: a CPU dry run at the tiny preset.
+
+The GPU itself is never a test dependency; this only keeps the prepared script from rotting, so
+that the few minutes of a lent GPU are not lost to a broken script.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_check_dry_run_on_cpu():
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--device", "cpu",
+                          "--preset", "tiny", "--batches", "3", "--top", "8"],
+                         capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1",
+                                                                             "PATH": "/usr/bin:/bin"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = [json.loads(x) for x in run.stdout.splitlines()]
+    steps = [x.get("step") for x in lines[:-1]]
+    assert steps == ["train_reference", "train_candidate", "ls_cuda_float32", "ls_cpu_vs_cuda_float64"]
+    summary = lines[-1]
+    assert summary["ok"] and summary["summary"]["ls_cpu_vs_cuda_max_abs_diff"] == 0.0   # same device here
+    n_full = summary["summary"]["full_epoch_batches"]
+    assert 2000 < n_full < 3000                                   # all of PTB's 929,589 training tokens
+    for x in lines[:2]:                                           # a few batches scaled to a full epoch
+        assert abs(x["full_epoch_s"] - x["s_per_batch"] * n_full) < 1e-6 * x["full_epoch_s"]
