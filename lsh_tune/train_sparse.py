@@ -12,7 +12,7 @@ from torch import nn
 
 from lsh_tune.models import ModelSpec, TrainSpec
 from lsh_tune.sparse import SparseConfig, SparseTrainingHook, build_sparse_hook, sparse_seed
-from lsh_tune.train.run import RunExtension, run_training
+from lsh_tune.train.run import RunExtension, differing_options, run_training
 
 __all__ = ["run_sparse_training"]
 
@@ -38,6 +38,12 @@ class _SparseRun(RunExtension):
 
     def result(self, model: nn.Module) -> dict:
         return self.hook.report(model)
+
+    def resume_problems(self, saved: dict) -> list[str]:
+        old = saved.get("sparse_config")
+        if old is None:
+            return ["it is a dense checkpoint (train-dense); this run is sparse (train-sparse)"]
+        return differing_options(old, self.sparse.to_dict())
 
 
 def run_sparse_training(model_spec: ModelSpec, train_spec: TrainSpec, sparse: SparseConfig, *, corpus: str,

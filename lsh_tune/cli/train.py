@@ -21,7 +21,8 @@ def register(sub) -> None:
 
 
 def prepare_out_dir(out: str, resume: bool) -> Path:
-    """Create ``out``; refuse to overwrite a previous run unless resuming."""
+    """Check ``out``: refuse to overwrite a previous run unless resuming. Nothing is created here: the
+    run writes its first checkpoint (creating ``out``) only once every setting has been checked."""
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise LSHUsageError(f"--out {out!r} exists and is not a directory")
@@ -30,7 +31,6 @@ def prepare_out_dir(out: str, resume: bool) -> Path:
         raise LSHUsageError(f"--resume given but {str(ckpt)!r} does not exist")
     if not resume and ckpt.exists():
         raise LSHUsageError(f"{str(ckpt)!r} already exists; pass --resume to continue it or choose another --out")
-    path.mkdir(parents=True, exist_ok=True)
     return path
 
 

@@ -290,14 +290,17 @@ class Trainer:
         d.update(extra)
         atomic_torch_save(d, path)
 
-    def load(self, path) -> dict:
+    def load(self, path, *, saved: dict | None = None) -> dict:
         """Restore from a file written by :meth:`save`; returns the whole saved dict.
+
+        ``saved``: that dict already read (:func:`~lsh_tune.train.checkpoint.read_checkpoint`); ``path``
+        then only names it in errors.
 
         Raises:
             LSHUsageError: the file is unreadable, corrupt, foreign, or holds the state of another
                 model, vocabulary or set of hooks (a dense state for a sparse trainer or the reverse).
         """
-        d = read_checkpoint(path, required=_STATE_KEYS)
+        d = read_checkpoint(path, required=_STATE_KEYS) if saved is None else saved
         try:
             self.load_state_dict(d)
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
