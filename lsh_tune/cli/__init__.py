@@ -2,7 +2,9 @@
 
 A subcommand module defines ``register(sub)`` that adds its parser and sets
 ``func=<callable(args) -> int>``. User errors (:class:`~lsh_tune.errors.LSHUsageError`) become a
-single line on stderr and exit code 2; ``--json`` output is one JSON object on stdout.
+single line on stderr and exit code 2, a state file that cannot be written
+(:class:`~lsh_tune.errors.LSHStorageError`) a single line and exit code 1; ``--json`` output is
+one JSON object on stdout.
 """
 from __future__ import annotations
 
@@ -11,9 +13,9 @@ import importlib
 import json
 import sys
 
-from lsh_tune.errors import LSHUsageError
+from lsh_tune.errors import LSHStorageError, LSHUsageError
 
-__all__ = ["main", "print_json", "OneLineParser"]
+__all__ = ["main", "print_json", "run_parsed", "OneLineParser"]
 
 # Subcommand modules under lsh_tune.cli, in the order shown by --help.
 SUBCOMMANDS = ("info", "train", "train_sparse", "search", "ls")
@@ -41,14 +43,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def run_parsed(args: argparse.Namespace) -> int:
+    """Run a parsed subcommand: bad input is one line and exit 2 (:class:`LSHUsageError`), a state file
+    that cannot be written one line and exit 1 (:class:`LSHStorageError`), Ctrl-C exit 130."""
     try:
         return int(args.func(args) or 0)
     except LSHUsageError as e:
-        sys.stderr.write(f"lsh-tune: error: {e}\n")
+        sys.stderr.write(f"lsh-tune: error: {_one_line(e)}\n")
         return 2
+    except LSHStorageError as e:
+        sys.stderr.write(f"lsh-tune: error: {_one_line(e)}\n")
+        return 1
     except KeyboardInterrupt:
         sys.stderr.write("lsh-tune: interrupted\n")
         return 130
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_parsed(build_parser().parse_args(argv))

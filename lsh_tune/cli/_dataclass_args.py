@@ -41,11 +41,28 @@ import typing
 from typing import Any, Callable, Iterable, Mapping
 
 __all__ = ["FIELD_KEYS", "add_dataclass_args", "choices_metavar", "dataclass_from_args", "dataclass_values",
-           "parse_bool"]
+           "given_fields", "parse_bool"]
 
 #: The keys an option reads from a field's metadata (or from ``overrides``; there also ``default``).
 FIELD_KEYS = ("help", "choices", "flag", "metavar", "type")
 _SCALARS = (int, float, str, bool)
+
+
+_GIVEN = "_lsh_given_fields"
+
+
+class _Store(argparse.Action):
+    """``store``, noting the field as given on the command line (:func:`given_fields`)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        setattr(namespace, _GIVEN, getattr(namespace, _GIVEN, frozenset()) | {self.dest})
+
+
+def given_fields(args: argparse.Namespace) -> frozenset[str]:
+    """The fields whose options appear on the command line, whatever their value (a field left at its
+    default is not among them): what ``--resume`` compares with the saved settings."""
+    return getattr(args, _GIVEN, frozenset())
 
 
 def parse_bool(text: str) -> bool:
@@ -136,7 +153,8 @@ def _default(f: dataclasses.Field, spec: Mapping[str, Any]) -> tuple[bool, Any]:
 def _option(f: dataclasses.Field, annotation: Any, spec: Mapping[str, Any], optional: bool) -> tuple[str, dict]:
     """The flag and the ``add_argument`` keywords of one field."""
     required, default = (False, None) if optional else _default(f, spec)
-    kwargs: dict[str, Any] = {"dest": f.name, "type": spec.get("type") or _parser_for(annotation, f.name)}
+    kwargs: dict[str, Any] = {"dest": f.name, "type": spec.get("type") or _parser_for(annotation, f.name),
+                              "action": _Store}
     help_text = spec.get("help", "")
     if required:
         kwargs["required"] = True

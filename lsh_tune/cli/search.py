@@ -75,16 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m lsh_tune.cli.search ...``: the ``search`` subcommand alone (same errors/exit codes)."""
     import sys
 
-    from lsh_tune.cli import OneLineParser
+    from lsh_tune.cli import OneLineParser, run_parsed
 
     parser = OneLineParser(prog="lsh-tune")
     register(parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser))
-    args = parser.parse_args(["search", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.func(args) or 0)
-    except LSHUsageError as e:
-        sys.stderr.write(f"lsh-tune: error: {e}\n")
-        return 2
+    return run_parsed(parser.parse_args(["search", *(sys.argv[1:] if argv is None else argv)]))
 
 
 if __name__ == "__main__":
