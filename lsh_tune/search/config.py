@@ -12,11 +12,12 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from lsh_tune.data import KNOWN_CORPORA
-from lsh_tune.errors import LSHUsageError, check_choice, check_range
+from lsh_tune.errors import LSHUsageError
 from lsh_tune.lyapunov import CONVENTIONS
 from lsh_tune.lyapunov.distance import EMBEDDINGS, METRICS
 from lsh_tune.lyapunov.spectrum import QR_ORDERS
 from lsh_tune.models import MODELS, PRESETS
+from lsh_tune.search._checks import check_search_fields
 from lsh_tune.search._generators import HPO_METHODS, generator_class
 from lsh_tune.search._ledger import STATE_FILE, SearchLedger
 from lsh_tune.search._ls_fit import LS_FITS, LSSpace
@@ -118,19 +119,7 @@ class SearchConfig:
     space: SearchSpace = field(default=DEFAULT_SPACE, metadata={"cli": False})
 
     def __post_init__(self) -> None:
-        check_choice("hpo", self.hpo, HPO_METHODS)
-        check_choice("metric", self.metric, RANKING_METRICS)
-        check_choice("ls_embedding", self.ls_embedding, EMBEDDINGS)
-        check_choice("ls_distance", self.ls_distance, METRICS)
-        check_choice("ls_fit", self.ls_fit, LS_FITS)
-        check_choice("ls_qr", self.ls_qr, QR_ORDERS)
-        check_range("sparsity", self.sparsity, 0.0, 1.0, low_open=True, high_open=True)
-        check_range("gpus_per_trial", self.gpus_per_trial, 0.0, None)
-        check_range("cpus_per_trial", self.cpus_per_trial, 0.0, None)
-        if self.gpus_per_trial == 0 and self.cpus_per_trial == 0:
-            raise LSHUsageError("gpus_per_trial=0 and cpus_per_trial=0: a trial needs some resource")
-        if not self.name or "/" in self.name:
-            raise LSHUsageError(f"name={self.name!r} must be a non-empty directory name without '/'")
+        check_search_fields(self)  # every field's value (lsh_tune/search/_checks.py)
         n_grid = len(self.space.grid(self.grid_death_rate))
         if self.hpo == "grid" and self.pool_size > n_grid:
             raise LSHUsageError(f"pool={self.pool_size} exceeds the grid's {n_grid} variants; use --pool <= {n_grid}")

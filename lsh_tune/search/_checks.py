@@ -1,0 +1,115 @@
+"""The value checks of every :class:`~lsh_tune.search.config.SearchConfig` field (Ray-free, no I/O).
+
+:meth:`SearchConfig.__post_init__` calls :func:`check_search_fields` first, so a bad value is one
+:class:`~lsh_tune.errors.LSHUsageError` naming the field, its value and what is allowed, whether it
+came from the command line, an experiment script or Python. What needs the file system (the
+corpus, a reference checkpoint, the experiment directory) is checked by
+:func:`lsh_tune.search.preflight.preflight`, still before Ray starts.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lsh_tune.errors import LSHTypeError, LSHUsageError, check_choice, check_int, check_name, check_range
+from lsh_tune.lyapunov import CONVENTIONS
+from lsh_tune.lyapunov.distance import EMBEDDINGS, METRICS
+from lsh_tune.lyapunov.spectrum import QR_ORDERS
+from lsh_tune.models import MODELS, PRESETS
+from lsh_tune.search._generators import HPO_METHODS
+from lsh_tune.search._ls_fit import LS_FITS
+from lsh_tune.search._pool import RANKING_METRICS
+from lsh_tune.space import SearchSpace
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lsh_tune.search.config import SearchConfig
+
+__all__ = ["VERBOSITY", "check_search_fields"]
+
+#: Tune's verbosity levels.
+VERBOSITY = (0, 1, 2, 3)
+#: Names the storage path already uses for its own directories.
+RESERVED_NAMES = ("reference_cache",)
+
+
+def check_search_fields(cfg: "SearchConfig") -> None:
+    """Raise on the first field of ``cfg`` whose value is not allowed.
+
+    Raises:
+        LSHUsageError: unknown choices, out-of-range or non-finite numbers, ``pool < 2``,
+            ``final_k >= pool``, names that would escape the storage path ...
+    """
+    _check_choices(cfg)
+    _check_counts(cfg)
+    _check_rates_and_resources(cfg)
+    _check_places(cfg)
+    _check_ls(cfg)
+
+
+def _check_choices(cfg: "SearchConfig") -> None:
+    check_choice("model", cfg.model, MODELS)
+    check_choice("preset", cfg.preset, PRESETS)
+    check_choice("hpo", cfg.hpo, HPO_METHODS)
+    check_choice("metric", cfg.metric, RANKING_METRICS)
+    if not isinstance(cfg.space, SearchSpace):
+        raise LSHTypeError(f"space={cfg.space!r} must be a lsh_tune.space.SearchSpace")
+
+
+def _check_counts(cfg: "SearchConfig") -> None:
+    check_int("pool", cfg.pool, 2, allow_none=True)
+    check_int("rounds_every", cfg.rounds_every, 1)
+    check_int("final_k", cfg.final_k, 1)
+    if cfg.final_k >= cfg.pool_size:
+        raise LSHUsageError(f"final_k={cfg.final_k} must be smaller than pool={cfg.pool_size}: with final_k >= pool no "
+                            "candidate is ever removed (no selection happens); use --final-k < --pool")
+    check_int("max_epochs", cfg.max_epochs, 1, allow_none=True)
+    check_int("max_rounds", cfg.max_rounds, 1, allow_none=True)
+    check_int("epoch_budget", cfg.epoch_budget, 1, allow_none=True)
+    check_int("seed", cfg.seed, 0)
+    check_int("max_tokens", cfg.max_tokens, 1, allow_none=True)
+    check_int("reference_epochs", cfg.reference_epochs, 1, allow_none=True)
+    check_int("max_failures", cfg.max_failures, 0)
+    check_int("verbose", cfg.verbose, 0)
+    if cfg.verbose not in VERBOSITY:
+        raise LSHUsageError(f"verbose={cfg.verbose!r} is out of range; allowed: {', '.join(map(str, VERBOSITY))}")
+
+
+def _check_rates_and_resources(cfg: "SearchConfig") -> None:
+    check_range("sparsity", cfg.sparsity, 0.0, 1.0, low_open=True, high_open=True)
+    check_range("grid_death_rate", cfg.grid_death_rate, 0.0, 1.0, low_open=True, high_open=True)
+    if cfg.lr is not None:
+        check_range("lr", cfg.lr, 0.0, None, low_open=True)
+    check_range("gpus_per_trial", cfg.gpus_per_trial, 0.0, None)
+    check_range("cpus_per_trial", cfg.cpus_per_trial, 0.0, None)
+    if cfg.gpus_per_trial == 0 and cfg.cpus_per_trial == 0:
+        raise LSHUsageError("gpus_per_trial=0 and cpus_per_trial=0: a trial needs some resource")
+
+
+def _text(name: str, value: object, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        raise LSHUsageError(f"{name}={value!r} must be a non-empty string")
+
+
+def _check_places(cfg: "SearchConfig") -> None:
+    _text("corpus", cfg.corpus)
+    _text("storage_path", cfg.storage_path)
+    check_name("name", cfg.name)
+    if cfg.name in RESERVED_NAMES:
+        raise LSHUsageError(f"name={cfg.name!r} is the storage path's own directory ({', '.join(RESERVED_NAMES)}); "
+                            "choose another --name")
+    _text("data_dir", cfg.data_dir, allow_none=True)
+    _text("reference_checkpoint", cfg.reference_checkpoint, allow_none=True)
+    _text("address", cfg.address, allow_none=True)
+
+
+def _check_ls(cfg: "SearchConfig") -> None:
+    check_int("ls_k", cfg.ls_k, 1)
+    check_int("ls_steps", cfg.ls_steps, 1)
+    check_int("ls_warmup", cfg.ls_warmup, 0)
+    check_int("ls_top", cfg.ls_top, 1, allow_none=True)
+    check_choice("ls_state", cfg.ls_state, CONVENTIONS)
+    check_choice("ls_qr", cfg.ls_qr, QR_ORDERS)
+    check_choice("ls_embedding", cfg.ls_embedding, EMBEDDINGS)
+    check_choice("ls_distance", cfg.ls_distance, METRICS)
+    check_choice("ls_fit", cfg.ls_fit, LS_FITS)
