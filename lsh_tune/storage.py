@@ -117,6 +117,22 @@ class Storage:
             self.root = str(self.local_root)
             self.uri = str(self.local_root)
 
+    @classmethod
+    def of(cls, location: "Storage | str | os.PathLike") -> "Storage":
+        """``location`` itself if it is a :class:`Storage`, else ``Storage(location)``."""
+        return location if isinstance(location, Storage) else cls(location)
+
+    @classmethod
+    def split(cls, location: str | os.PathLike) -> tuple["Storage", str]:
+        """A file's location (path or URI, query kept) as (the storage of its directory, its name)."""
+        location = os.fspath(location)
+        if not _is_uri(location) or location.startswith("file://"):
+            path = Path(os.path.expanduser(location[len("file://"):] if location.startswith("file://") else location))
+            return cls(str(path.resolve().parent)), path.name
+        base, sep, query = location.partition("?")
+        parent, _, name = base.rstrip("/").rpartition("/")
+        return cls(parent + sep + query), name
+
     def __repr__(self) -> str:
         return f"Storage({self.uri!r})"
 

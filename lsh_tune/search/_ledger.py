@@ -14,18 +14,17 @@ again, loaded from the latest state file.
 """
 from __future__ import annotations
 
-import json
 import os
 import threading
-from pathlib import Path
 from typing import Any
 
 from lsh_tune.errors import LSHUsageError
 from lsh_tune.search._generators import RefillGenerator, generator_class, make_generator
 from lsh_tune.search._ls_fit import PoolLSFit
 from lsh_tune.search._pool import DONE, CandidatePool, PoolConfig, RoundDecision
+from lsh_tune.search.keys import REFERENCE_CID
 from lsh_tune.space import SearchSpace
-from lsh_tune.storage import atomic_write_text
+from lsh_tune.storage import Storage
 
 __all__ = ["SearchLedger", "STATE_FILE"]
 
@@ -45,30 +44,37 @@ class SearchLedger:
     Args:
         pool: the candidate pool.
         generator: the refill generator.
-        directory: experiment directory (state in ``lsh/state.json``) (``None``: in memory only).
+        directory: experiment storage (a directory, an object-store URI or a
+            :class:`~lsh_tune.storage.Storage`; state in ``lsh/state.json``) (``None``: in memory only).
         meta: extra JSON metadata saved with the state (hpo name, generator kwargs, ...).
-        ls_fit: when set, a round's values are the pool-wide LS distances it computes from the
-            candidates' spectra (``on_boundary(..., spectrum=)``) when the round closes; values
-            reported with a boundary are then not used.
+        ls_fit: when set, a round's values are the LS distances it computes from the candidates'
+            spectra (``on_boundary(..., spectrum=)``) when the round closes; values reported with a
+            boundary are then not used. A fit without a reference history yet keeps every round
+            open until :meth:`set_reference` (the dense reference is a trial of the search, issued
+            first as :data:`~lsh_tune.search.keys.REFERENCE_CID`).
     """
 
-    def __init__(self, pool: CandidatePool, generator: RefillGenerator, directory: str | os.PathLike | None,
-                 meta: dict | None = None, ls_fit: PoolLSFit | None = None) -> None:
+    def __init__(self, pool: CandidatePool, generator: RefillGenerator,
+                 directory: Storage | str | os.PathLike | None, meta: dict | None = None,
+                 ls_fit: PoolLSFit | None = None) -> None:
         self.pool = pool
         self.generator = generator
-        self.directory = None if directory is None else str(Path(directory).resolve())
+        self.storage = None if directory is None else Storage.of(directory)
+        self.directory = None if self.storage is None else self.storage.uri  # the registry key
         self.meta = dict(meta or {})
         self.ls_fit = ls_fit
         self._issued: set[str] = set()   # candidates that got (or found) a trial in this process
 
     # ----------------------------------------------------------------- creation
     @classmethod
-    def create(cls, config: PoolConfig, hpo: str, space: SearchSpace, directory: str | os.PathLike | None,
-               ls_fit: PoolLSFit | None = None, **generator_kwargs: Any) -> "SearchLedger":
+    def create(cls, config: PoolConfig, hpo: str, space: SearchSpace, directory: Storage | str | os.PathLike | None,
+               ls_fit: PoolLSFit | None = None, reference_source: dict | None = None,
+               **generator_kwargs: Any) -> "SearchLedger":
         """A fresh ledger with the generator's initial pool; saved at once when ``directory`` is set.
 
         ``ls_fit`` (metric ``ls`` only) ranks each round in one LS space fitted on the whole pool;
-        its reference history is saved beside the state.
+        its reference history is saved beside the state. ``reference_source`` (``{"cache":
+        location, "key": key}``) is where :meth:`load_reference` finds a reference still in training.
 
         Raises:
             LSHUsageError: the directory already holds a search state (resume it instead), or
@@ -78,18 +84,21 @@ class SearchLedger:
         if config.generates != generator.generates or config.bracketed != generator.bracketed:
             raise LSHUsageError(f"PoolConfig(generates={config.generates}, bracketed={config.bracketed}) "
                                 f"does not match hpo={hpo!r}; use SearchLedger.pool_config_for()")
-        if directory is not None and (Path(directory) / STATE_FILE).exists():
-            raise LSHUsageError(f"{Path(directory) / STATE_FILE} exists: resume that search (--resume) "
+        store = None if directory is None else Storage.of(directory)
+        if store is not None and store.is_file(STATE_FILE):
+            raise LSHUsageError(f"{store.uri_of(STATE_FILE)} exists: resume that search (--resume) "
                                 "or choose another --name")
         if ls_fit is not None and config.metric != "ls":
             raise LSHUsageError(f"a pool-wide LS fit ranks by LS distance; metric={config.metric!r}")
         pool = CandidatePool(config, generator.initial(config.pool_size))
         meta = {"hpo": hpo, "space": space.to_dict(), "generator_kwargs": generator_kwargs,
                 "ls_fit": None if ls_fit is None else ls_fit.meta()}
-        if ls_fit is not None and directory is not None:
-            ls_fit.directory = Path(directory).resolve()
+        if reference_source is not None:
+            meta["reference"] = dict(reference_source)
+        if ls_fit is not None and store is not None:
+            ls_fit.storage = store
             ls_fit.save_reference()
-        ledger = cls(pool, generator, directory, meta, ls_fit)
+        ledger = cls(pool, generator, store, meta, ls_fit)
         ledger.save()
         if ledger.directory is not None:
             with _LOCK:
@@ -103,20 +112,21 @@ class SearchLedger:
         return PoolConfig(generates=gen.generates, bracketed=gen.bracketed, **kwargs)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> "SearchLedger":
+    def load(cls, directory: Storage | str | os.PathLike) -> "SearchLedger":
         """Read ``<directory>/lsh/state.json`` (no registry)."""
-        path = Path(directory) / STATE_FILE
+        store = Storage.of(directory)
+        path = store.uri_of(STATE_FILE)
         try:
-            d = json.loads(path.read_text(encoding="utf-8"))
+            d = store.read_json(STATE_FILE)
         except (OSError, ValueError) as e:
-            raise LSHUsageError(f"cannot read search state {str(path)!r}: {e}") from None
+            raise LSHUsageError(f"cannot read search state {path!r}: {e}") from None
         if d.get("version") != STATE_VERSION:
             raise LSHUsageError(f"{path}: state version {d.get('version')!r}, expected {STATE_VERSION}")
-        ls_fit = PoolLSFit.load(directory, d["meta"]["ls_fit"]) if d["meta"].get("ls_fit") else None
-        return cls.from_state_dict(d, directory, ls_fit)
+        ls_fit = PoolLSFit.load(store, d["meta"]["ls_fit"]) if d["meta"].get("ls_fit") else None
+        return cls.from_state_dict(d, store, ls_fit)
 
     @classmethod
-    def from_state_dict(cls, state: dict, directory: str | os.PathLike | None,
+    def from_state_dict(cls, state: dict, directory: Storage | str | os.PathLike | None,
                         ls_fit: PoolLSFit | None = None) -> "SearchLedger":
         """The ledger of a :meth:`state_dict` (pool, and a generator rebuilt from the saved meta)."""
         meta = state["meta"]
@@ -126,19 +136,19 @@ class SearchLedger:
         return cls(pool, generator, directory, meta, ls_fit)
 
     @classmethod
-    def open(cls, directory: str | os.PathLike) -> "SearchLedger":
-        """The process-wide ledger of ``directory`` (loaded from disk on first use)."""
-        key = str(Path(directory).resolve())
+    def open(cls, directory: Storage | str | os.PathLike) -> "SearchLedger":
+        """The process-wide ledger of ``directory`` (loaded from its storage on first use)."""
+        store = Storage.of(directory)
         with _LOCK:
-            if key not in _REGISTRY:
-                _REGISTRY[key] = cls.load(key)
-            return _REGISTRY[key]
+            if store.uri not in _REGISTRY:
+                _REGISTRY[store.uri] = cls.load(store)
+            return _REGISTRY[store.uri]
 
     @staticmethod
     def forget(directory: str | os.PathLike) -> None:
         """Drop ``directory`` from the registry (tests; a later :meth:`open` reloads the file)."""
         with _LOCK:
-            _REGISTRY.pop(str(Path(directory).resolve()), None)
+            _REGISTRY.pop(Storage.of(directory).uri, None)
 
     def __reduce__(self):
         if self.directory is None:
@@ -151,9 +161,9 @@ class SearchLedger:
         return {"version": STATE_VERSION, "meta": self.meta, "pool": self.pool.state_dict()}
 
     def save(self) -> None:
-        """Atomically write the state file (no-op in memory)."""
-        if self.directory is not None:
-            atomic_write_text(Path(self.directory) / STATE_FILE, json.dumps(self.state_dict(), indent=1))
+        """Write the state file all-or-nothing (no-op in memory)."""
+        if self.storage is not None:
+            self.storage.write_json(STATE_FILE, self.state_dict())
 
     # --------------------------------------------------------------- queries
     @property
@@ -167,19 +177,22 @@ class SearchLedger:
         return self.ls_fit is not None
 
     def is_alive(self, cid: str) -> bool:
-        """Whether candidate ``cid`` is still active or a finalist."""
+        """Whether candidate ``cid`` is still active or a finalist (the reference: still needed)."""
         with _LOCK:
+            if cid == REFERENCE_CID:
+                return self.needs_reference
             return self.pool.candidates[cid].alive
 
     def is_released(self, cid: str) -> bool:
-        """Whether a paused trial of ``cid`` may run again (its round was decided)."""
+        """Whether a paused trial of ``cid`` may run again (its round was decided; the reference always)."""
         with _LOCK:
-            return self.pool.released(cid)
+            return cid == REFERENCE_CID or self.pool.released(cid)
 
     def action(self, cid: str, epoch: int | None = None) -> str:
-        """``continue``, ``pause`` or ``stop`` for a trial of ``cid`` (see :meth:`CandidatePool.action`)."""
+        """``continue``, ``pause`` or ``stop`` for a trial of ``cid`` (see :meth:`CandidatePool.action`);
+        the reference's trial always continues."""
         with _LOCK:
-            return self.pool.action(cid, epoch)
+            return "continue" if cid == REFERENCE_CID else self.pool.action(cid, epoch)
 
     def status_counts(self) -> dict[str, int]:
         """Number of candidates per status (``active``, ``final``, ``removed`` ...)."""
@@ -225,8 +238,9 @@ class SearchLedger:
             return decision
 
     def _close_round_if_ready(self) -> RoundDecision | None:
-        """Decide the open round once every active candidate reported (pool-wide fit first)."""
-        if not self.pool.ready():
+        """Decide the open round once every active candidate reported and the reference is known
+        (LS fit first)."""
+        if not self.pool.ready() or self.needs_reference:
             return None
         if self.ls_fit is not None:
             active = self.pool.active()
@@ -253,6 +267,8 @@ class SearchLedger:
         """
         with _LOCK:
             reissued = self.meta.setdefault("reissued", {})
+            if cid == REFERENCE_CID:
+                return self._reference_failed(reissued, retries)
             if self.pool.candidates[cid].alive and reissued.get(cid, 0) < retries:
                 reissued[cid] = reissued.get(cid, 0) + 1
                 self._issued.discard(cid)
@@ -269,8 +285,12 @@ class SearchLedger:
             self._issued.add(cid)
 
     def next_to_issue(self) -> tuple[str, dict] | None:
-        """The first live candidate without a trial in this process, marked as issued."""
+        """The first live candidate without a trial in this process, marked as issued; the dense
+        reference (:data:`REFERENCE_CID`, empty config) first while it is needed."""
         with _LOCK:
+            if self.needs_reference and REFERENCE_CID not in self._issued:
+                self._issued.add(REFERENCE_CID)
+                return REFERENCE_CID, {}
             for c in self.pool.candidates.values():
                 if c.alive and c.cid not in self._issued:
                     self._issued.add(c.cid)
@@ -287,6 +307,47 @@ class SearchLedger:
     def done(self) -> bool:
         with _LOCK:
             return self.pool.phase == DONE
+
+    # ------------------------------------------------------- dense reference
+    @property
+    def needs_reference(self) -> bool:
+        """True while the rounds wait for the dense reference's LS history (a fit without one)."""
+        return self.ls_fit is not None and not self.ls_fit.has_reference
+
+    def set_reference(self, history) -> RoundDecision | None:
+        """Keep the dense reference's LS history (E_ref, N) and close the round that waited for it."""
+        with _LOCK:
+            if not self.needs_reference:
+                return None
+            self.ls_fit.set_reference(history)
+            decision = self._close_round_if_ready()
+            self.save()
+            return decision
+
+    def load_reference(self) -> RoundDecision | None:
+        """Take the reference history from its cache (``meta["reference"]``: ``{"cache": location,
+        "key": key}``, see :class:`lsh_tune.lyapunov.ReferenceCache`) once its trial has written it;
+        ``None`` (and nothing changes) while it is not there."""
+        from lsh_tune.lyapunov import ReferenceCache
+
+        source = self.meta.get("reference")
+        if not self.needs_reference or not source:
+            return None
+        ref = ReferenceCache(source["cache"]).load(source["key"])
+        return None if ref is None else self.set_reference(ref.spectra())
+
+    def _reference_failed(self, reissued: dict, retries: int) -> None:
+        """The reference's trial errored for good: issue it again (it resumes from its newest
+        epoch) while re-issues are left; after that no round can ever be ranked."""
+        if not self.needs_reference:
+            return None
+        if reissued.get(REFERENCE_CID, 0) >= retries:
+            raise RuntimeError(f"the dense reference's trial failed {retries + 1} times (its error is in "
+                               "Tune's trial logs); the search cannot rank without it: fix the cause and resume")
+        reissued[REFERENCE_CID] = reissued.get(REFERENCE_CID, 0) + 1
+        self._issued.discard(REFERENCE_CID)
+        self.save()
+        return None
 
 
 def _open_ledger(directory: str) -> SearchLedger:

@@ -9,24 +9,28 @@ its own last point (:func:`lsh_tune.lyapunov.ls_distances`). A trial on its own 
 reference and its own history: that is the ``ls_distance`` it reports for monitoring. This class
 keeps every candidate's spectra so the ledger can refit when the pool is complete. Ray-free.
 
-Files (experiment directory, written atomically before the ledger's state, so a resumed search
-ranks with the same spectra): ``lsh/reference_ls.json`` (the reference history) and
+The reference history may arrive after the candidates' first spectra (the dense reference is a
+trial of the same search, see :mod:`lsh_tune.search.reference`): until :meth:`PoolLSFit.set_reference`
+the fit has no reference and the ledger keeps the round open. With ``fit="candidate"`` each
+candidate is ranked in a space fitted on the reference and its own history alone (what each trial
+reports as ``ls_distance``), computed here from the same spectra.
+
+Files (experiment storage, written all-or-nothing before the ledger's state, so a resumed search
+ranks with the same spectra): ``lsh/reference_ls.json`` (the reference history, once known) and
 ``lsh/spectra/<cid>.json`` (``{"<epoch>": spectrum}``). −inf exponents are stored as JSON
 ``-Infinity``.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from lsh_tune.errors import LSHUsageError, check_choice, check_int
 from lsh_tune.lyapunov.distance import EMBEDDINGS, METRICS, ls_distances
-from lsh_tune.storage import atomic_write_text
+from lsh_tune.storage import Storage
 
 __all__ = ["LSSpace", "PoolLSFit", "LS_FITS"]
 
@@ -76,43 +80,73 @@ class LSSpace:
 
 
 class PoolLSFit:
-    """Candidates' spectra and the pool-wide LS distance.
+    """Candidates' spectra and the LS distance a round is ranked by.
 
     Args:
-        reference_history: the dense reference's spectra (E_ref, N); the last one is v̂.
+        reference_history: the dense reference's spectra (E_ref, N), the last one is v̂; ``None``
+            while the reference is still being trained (:meth:`set_reference` later).
         space: the LS space.
-        directory: experiment directory for the files (``None``: in memory only).
+        directory: experiment storage for the files (a :class:`~lsh_tune.storage.Storage`, a
+            directory or a URI; ``None``: in memory only).
+        fit: ``pool`` (one embedding over the reference and every ranked candidate, the paper)
+            or ``candidate`` (one per candidate, over the reference and its own history).
     """
 
-    def __init__(self, reference_history: Sequence | np.ndarray, space: LSSpace = LSSpace(),
-                 directory: str | os.PathLike | None = None) -> None:
-        self.reference = np.asarray(reference_history, dtype=np.float64)
-        if self.reference.ndim != 2 or self.reference.size == 0:
-            raise LSHUsageError(f"reference LS history must be (epochs, N); got shape {self.reference.shape}")
+    def __init__(self, reference_history: Sequence | np.ndarray | None, space: LSSpace = LSSpace(),
+                 directory: Storage | str | os.PathLike | None = None, fit: str = "pool") -> None:
+        check_choice("ls_fit", fit, LS_FITS)
+        self.reference: np.ndarray | None = None
         self.space = space
-        self.directory = None if directory is None else Path(directory)
+        self.fit = fit
+        self.storage = None if directory is None else Storage.of(directory)
         self.spectra: dict[str, dict[int, list[float]]] = {}
+        if reference_history is not None:
+            self.set_reference(reference_history, save=False)
+
+    # -------------------------------------------------------------- reference
+    @property
+    def has_reference(self) -> bool:
+        return self.reference is not None
+
+    def set_reference(self, reference_history: Sequence | np.ndarray, *, save: bool = True) -> None:
+        """Keep the reference's spectra (E_ref, N) (saved to the storage unless ``save=False``).
+
+        Raises:
+            LSHUsageError: not a non-empty (epochs, N) array, or N differs from spectra already added.
+        """
+        reference = np.asarray(reference_history, dtype=np.float64)
+        if reference.ndim != 2 or reference.size == 0:
+            raise LSHUsageError(f"reference LS history must be (epochs, N); got shape {reference.shape}")
+        for cid, known in self.spectra.items():
+            for values in known.values():
+                _check_length(cid, values, reference.shape[1])
+        self.reference = reference
+        if save:
+            self.save_reference()
 
     # -------------------------------------------------------------- persistence
     def meta(self) -> dict:
-        """The LS space as saved in the ledger's state (``embedding``, ``distance``, ``seed``)."""
-        return self.space.to_dict()
+        """What the ledger's state saves: the LS space (``embedding``, ``distance``, ``seed``) and ``fit``."""
+        return {**self.space.to_dict(), "fit": self.fit}
 
     def save_reference(self) -> None:
-        if self.directory is not None:
-            atomic_write_text(self.directory / _REFERENCE_FILE, json.dumps(self.reference.tolist()))
+        if self.storage is not None and self.reference is not None:
+            self.storage.write_json(_REFERENCE_FILE, self.reference.tolist(), indent=None)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, meta: Mapping) -> "PoolLSFit":
-        """The fit of a saved search: reference and every candidate's spectra from ``directory``."""
-        directory = Path(directory)
+    def load(cls, directory: Storage | str | os.PathLike, meta: Mapping) -> "PoolLSFit":
+        """The fit of a saved search: the reference (if known yet) and every candidate's spectra."""
+        store = Storage.of(directory)
         try:
-            reference = json.loads((directory / _REFERENCE_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise LSHUsageError(f"cannot read {directory / _REFERENCE_FILE}: {e}") from None
-        fit = cls(reference, LSSpace(meta["embedding"], meta["distance"], int(meta["seed"])), directory)
-        for f in sorted((directory / _SPECTRA_DIR).glob("*.json")):
-            fit.spectra[f.stem] = {int(e): s for e, s in json.loads(f.read_text(encoding="utf-8")).items()}
+            reference = store.read_json(_REFERENCE_FILE) if store.is_file(_REFERENCE_FILE) else None
+        except ValueError as e:
+            raise LSHUsageError(f"cannot read {store.uri_of(_REFERENCE_FILE)}: {e}") from None
+        fit = cls(reference, LSSpace(meta["embedding"], meta["distance"], int(meta["seed"])), store,
+                  fit=meta.get("fit", "pool"))
+        for name in store.listdir(_SPECTRA_DIR):
+            if name.endswith(".json"):
+                saved = store.read_json(f"{_SPECTRA_DIR}/{name}")
+                fit.spectra[name[:-len(".json")]] = {int(e): s for e, s in saved.items()}
         return fit
 
     # ---------------------------------------------------------------- updates
@@ -126,13 +160,12 @@ class PoolLSFit:
         if int(epoch) in known:
             return False
         values = [float(v) for v in spectrum]
-        if len(values) != self.reference.shape[1]:
-            raise LSHUsageError(f"LS of candidate {cid!r} has {len(values)} exponents; the reference has "
-                                f"{self.reference.shape[1]}")
+        if self.reference is not None:
+            _check_length(cid, values, self.reference.shape[1])
         known[int(epoch)] = values
-        if self.directory is not None:
-            atomic_write_text(self.directory / _SPECTRA_DIR / f"{cid}.json",
-                              json.dumps({str(e): s for e, s in sorted(known.items())}))
+        if self.storage is not None:
+            self.storage.write_json(f"{_SPECTRA_DIR}/{cid}.json", {str(e): s for e, s in sorted(known.items())},
+                                    indent=None)
         return True
 
     def distances(self, epochs: Mapping[str, Sequence[int]]) -> dict[str, float]:
@@ -142,8 +175,11 @@ class PoolLSFit:
             epochs: candidate id -> its boundary epochs so far (the history to fit, last = now).
 
         Raises:
-            LSHUsageError: a spectrum for one of those epochs was never added.
+            LSHUsageError: a spectrum for one of those epochs was never added, or there is no
+                reference yet.
         """
+        if self.reference is None:
+            raise LSHUsageError("the dense reference's LS history is not known yet: no round can be ranked")
         histories = {}
         for cid, eps in epochs.items():
             have = self.spectra.get(cid, {})
@@ -152,4 +188,11 @@ class PoolLSFit:
                 raise LSHUsageError(f"no LS of candidate {cid!r} at epoch(s) {missing}: its results lack the "
                                     "spectrum ('ls')")
             histories[cid] = np.asarray([have[int(e)] for e in eps], dtype=np.float64)
+        if self.fit == "candidate":
+            return {cid: self.space.distances(self.reference, {cid: h})[cid] for cid, h in histories.items()}
         return self.space.distances(self.reference, histories)
+
+
+def _check_length(cid: str, values: Sequence[float], n: int) -> None:
+    if len(values) != n:
+        raise LSHUsageError(f"LS of candidate {cid!r} has {len(values)} exponents; the reference has {n}")

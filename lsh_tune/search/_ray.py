@@ -12,6 +12,14 @@ them: the candidate trainable re-reports its last boundary result (key :data:`RE
 after restoring, before training further, and the scheduler answers ``PAUSE`` while the round is
 open (``CONTINUE``/``STOP`` once decided). The same replay happens on every ordinary unpause.
 
+The dense reference: while the ledger needs it (``SearchLedger.needs_reference``), the searcher's
+first suggestion is the trial :data:`REFERENCE_CID`, which trains it with a candidate's resources
+and is always continued; round-0 candidates run beside it as resources allow. Their boundaries
+pause as usual, and the round stays open (in the ledger) until the reference trial has cached
+the reference: its last report (``reference_done``) or its completion makes the scheduler hand
+it to the ledger (``load_reference``), which closes the waiting round. A reference trial that
+fails is issued again (it resumes from its newest epoch), ``max_failures`` times.
+
 Result keys the trainable must send (:mod:`lsh_tune.search.keys`; a missing key raises):
 :data:`CID_KEY`, ``epoch``, :data:`BOUNDARY_KEY` at round boundaries with the metric
 (:data:`METRIC_KEYS`) or, when the ledger ranks with a pool-wide LS fit, the spectrum
@@ -30,7 +38,7 @@ from ray.tune.search import Searcher
 
 from lsh_tune.search._ledger import SearchLedger
 from lsh_tune.search.keys import (BOUNDARY_KEY, CID_KEY, FINAL_KEY, FINAL_METRIC_KEYS, LS_KEY, METRIC_KEYS,
-                                  ROUND_INFO_KEYS, require)
+                                  REFERENCE_CID, ROUND_INFO_KEYS, require)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ray.tune.execution.tune_controller import TuneController
@@ -71,6 +79,7 @@ class LSHScheduler(FIFOScheduler):
         self.max_failures = max_failures
         self._metric_key = METRIC_KEYS[ledger.metric_name]
         self._trials: dict[str, Trial] = {}
+        self._reference_progress: tuple = (None, None)  # (epoch, epochs) the reference trial last reported
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -85,18 +94,23 @@ class LSHScheduler(FIFOScheduler):
     def on_trial_add(self, tune_controller: "TuneController", trial: Trial) -> None:
         cid = _cid(trial)
         self._trials[cid] = trial
+        if cid == REFERENCE_CID and trial.status in (Trial.ERROR, Trial.TERMINATED):
+            return  # a restored trial that will not run again: the ledger issues a new one if still needed
         self.ledger.bind(cid)
 
     def on_trial_result(self, tune_controller: "TuneController", trial: Trial, result: dict) -> str:
         cid = _cid(trial)
         self._trials[cid] = trial
+        if cid == REFERENCE_CID:
+            self._reference_progress = (result.get("epoch"), result.get("epochs"))
+            if result.get("reference_done"):
+                self._reference_done(tune_controller)
+            return TrialScheduler.CONTINUE
         epoch = int(require(result, "epoch", "every report carries it"))
         if result.get(BOUNDARY_KEY):
             decision = self._on_boundary(cid, epoch, result)
             if decision is not None:
-                logger.info("LSH round %d: ranking %s; removed %s; generated %s; done=%s", decision.round,
-                            [(c, round(v, 4) if math.isfinite(v) else v) for c, v in decision.ranking],
-                            decision.removed, decision.generated, decision.done)
+                self._log_decision(decision)
                 self._stop_removed(tune_controller, exclude=trial)
         if result.get(FINAL_KEY):
             self.ledger.on_final(cid, {k: result[k] for k in FINAL_METRIC_KEYS if k in result})
@@ -119,6 +133,18 @@ class LSHScheduler(FIFOScheduler):
             if trial.status in (Trial.PAUSED, Trial.PENDING):
                 tune_controller.stop_trial(trial)
 
+    def _reference_done(self, tune_controller: "TuneController") -> None:
+        """The reference trial has cached the reference: the ledger takes it and closes a waiting round."""
+        decision = self.ledger.load_reference()
+        if decision is not None:
+            self._log_decision(decision)
+            self._stop_removed(tune_controller, exclude=None)
+
+    def _log_decision(self, decision: "RoundDecision") -> None:
+        logger.info("LSH round %d: ranking %s; removed %s; generated %s; done=%s", decision.round,
+                    [(c, round(v, 4) if math.isfinite(v) else v) for c, v in decision.ranking],
+                    decision.removed, decision.generated, decision.done)
+
     def on_trial_error(self, tune_controller: "TuneController", trial: Trial) -> None:
         decision = self.ledger.on_failed(_cid(trial), retries=self.max_failures)
         if decision is not None:
@@ -126,6 +152,11 @@ class LSHScheduler(FIFOScheduler):
 
     def on_trial_complete(self, tune_controller: "TuneController", trial: Trial, result: dict) -> None:
         cid = _cid(trial)
+        if cid == REFERENCE_CID:
+            self._reference_done(tune_controller)
+            if self.ledger.needs_reference:  # ended without caching it
+                self.on_trial_error(tune_controller, trial)
+            return
         if result and result.get(FINAL_KEY):
             self.ledger.on_final(cid, {k: result[k] for k in FINAL_METRIC_KEYS if k in result})
         elif self.ledger.is_alive(cid):
@@ -136,13 +167,15 @@ class LSHScheduler(FIFOScheduler):
         pass
 
     def choose_trial_to_run(self, tune_controller: "TuneController") -> Optional[Trial]:
-        """New candidates first (in id order), then paused survivors of a decided round.
+        """The dense reference's trial first, then new candidates (in id order), then paused
+        survivors of a decided round.
 
         Also stops removed candidates that were still being paused when their round was decided
         (Tune marks a trial PAUSED only after its pause completes), so none is left PAUSED forever.
         """
         self._stop_removed(tune_controller, exclude=None)
-        trials = sorted(tune_controller.get_trials(), key=lambda t: str(t.config.get(CID_KEY)))
+        trials = sorted(tune_controller.get_trials(),
+                        key=lambda t: (t.config.get(CID_KEY) != REFERENCE_CID, str(t.config.get(CID_KEY))))
         for trial in trials:
             if trial.status == Trial.PENDING and self.ledger.is_alive(_cid(trial)):
                 return trial
@@ -153,7 +186,11 @@ class LSHScheduler(FIFOScheduler):
 
     def debug_string(self) -> str:
         rounds, phase = self.ledger.progress()
-        return f"LSH {self.ledger.metric_name}: round {rounds}, phase {phase}, {self.ledger.status_counts()}"
+        text = f"LSH {self.ledger.metric_name}: round {rounds}, phase {phase}, {self.ledger.status_counts()}"
+        if self.ledger.needs_reference:
+            epoch, epochs = self._reference_progress
+            text += f"; dense reference training (epoch {epoch or 0}/{epochs or '?'}), rounds wait for it"
+        return text
 
 
 class LSHSearcher(Searcher):
@@ -169,7 +206,10 @@ class LSHSearcher(Searcher):
     """
 
     def __init__(self, ledger: SearchLedger) -> None:
-        super().__init__(metric=METRIC_KEYS[ledger.metric_name], mode="min")
+        # No metric for Tune: the searcher reads none (the ledger ranks), and Tune rejects every
+        # result lacking the searcher's metric — a non-boundary epoch (E > 1), the reference's
+        # progress, a round-0 boundary before the reference is trained carry no ls_distance.
+        super().__init__(metric=None, mode=None)
         self.ledger = ledger
 
     def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: dict, **spec) -> bool:

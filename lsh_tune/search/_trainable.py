@@ -1,4 +1,8 @@
-"""The candidate trainable: one sparse candidate trained epoch by epoch under Ray Tune.
+"""The search's trainable: one sparse candidate trained epoch by epoch under Ray Tune — or, for the
+trial with ``cid`` = :data:`~lsh_tune.search.keys.REFERENCE_CID`, the dense reference
+(:func:`lsh_tune.search.reference.train_reference`: resumable, one LS per epoch, progress reported
+every epoch, cached in the storage path), so the reference trains on a worker with a candidate's
+resources while round-0 candidates train beside it.
 
 Result keys: :mod:`lsh_tune.search.keys`; settings, construction and state files:
 :mod:`lsh_tune.search.candidate`.
@@ -15,9 +19,13 @@ results carry the spectrum (``ls``, N exponents; TensorBoard shows it as a histo
 distance to the reference in the search's LS space fitted on the reference and this candidate's
 history alone (the pool-wide ranking refits on every candidate, see ``_ls_fit.py``).
 
+Until the reference is trained, boundary results carry the spectrum but no ``ls_distance`` (the
+ranking waits for the reference in the ledger); each boundary looks for it in the cache again.
+
 Exactly-once epochs: after every epoch the state is also mirrored to
-``<experiment>/candidates/<cid>/state.pt`` (atomic replace) and the epoch is appended to
-``<experiment>/epochs.jsonl``. On start the newer of Tune's checkpoint and the mirror is loaded,
+``<experiment>/candidates/<cid>/state.pt`` (all-or-nothing, through the experiment's
+:class:`~lsh_tune.storage.Storage`, object stores included) and the epoch is a record of the log
+``<experiment>/epochs/``. On start the newer of Tune's checkpoint and the mirror is loaded,
 so a driver killed between Tune's periodic experiment snapshots retrains nothing. After loading
 a boundary state, the trainable re-reports that boundary (``lsh_replay``) before training on,
 which lets :class:`~lsh_tune.search.LSHScheduler` hold it while its round is open.
@@ -36,9 +44,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from lsh_tune.search.candidate import (EPOCH_LOG, META_NAME, STATE_NAME, TrialSettings, build_candidate,
-                                       candidate_state_path, read_state_meta, save_state)
-from lsh_tune.search.keys import BOUNDARY_KEY, CID_KEY, FINAL_KEY, LS_KEY, REPLAY_KEY
+from lsh_tune.search.candidate import (META_NAME, STATE_NAME, TrialSettings, build_candidate, candidate_dir,
+                                       log_epoch, read_state_meta, save_state)
+from lsh_tune.search.keys import BOUNDARY_KEY, CID_KEY, FINAL_KEY, LS_KEY, REFERENCE_CID, REPLAY_KEY
+from lsh_tune.search.reference import reference_history, train_reference
+from lsh_tune.storage import Storage
 
 __all__ = ["candidate_trainable"]
 
@@ -50,27 +60,28 @@ def _device() -> str:
     return "cuda" if gpu_ids and torch.cuda.is_available() else "cpu"
 
 
-def _latest_state(settings: TrialSettings, cid: str) -> tuple[Path | None, Any]:
-    """The newer of Tune's checkpoint and the mirror: (directory, tune checkpoint context)."""
+def _latest_state(store: Storage | None, cid: str) -> tuple[Storage | None, str, Any]:
+    """The newer of Tune's checkpoint and the mirror: (its storage, its directory there, Tune's
+    checkpoint context to close after loading)."""
     from ray import tune
 
-    options: list[tuple[int, int, Path, Any]] = []
+    options: list[tuple[int, int, Storage, str]] = []
     ckpt = tune.get_checkpoint()
     ctx = None
     if ckpt is not None:
         ctx = ckpt.as_directory()
-        d = Path(ctx.__enter__())
-        meta = read_state_meta(d)
+        local = Storage(ctx.__enter__())
+        meta = read_state_meta(local)
         if meta is not None:
-            options.append((int(meta["epoch"]), 0, d, None))
-    if settings.state_dir is not None:
-        d = candidate_state_path(settings.state_dir, cid).parent
-        meta = read_state_meta(d)
+            options.append((int(meta["epoch"]), 0, local, ""))
+    if store is not None:
+        meta = read_state_meta(store, candidate_dir(cid))
         if meta is not None:
-            options.append((int(meta["epoch"]), 1, d, None))
+            options.append((int(meta["epoch"]), 1, store, candidate_dir(cid)))
     if not options:
-        return None, ctx
-    return max(options, key=lambda o: (o[0], o[1]))[2], ctx
+        return None, "", ctx
+    _, _, where, directory = max(options, key=lambda o: (o[0], o[1]))
+    return where, directory, ctx
 
 
 def _spectrum(trainer, tokens: torch.Tensor, ls_config: dict) -> np.ndarray:
@@ -82,27 +93,25 @@ def _spectrum(trainer, tokens: torch.Tensor, ls_config: dict) -> np.ndarray:
 
 
 def _ls_metrics(settings: TrialSettings, cid: str, history: list, reference: dict) -> dict:
+    """The spectrum's summary, and ``ls_distance`` once the reference's history is known."""
     from lsh_tune.lyapunov import ls_summary
 
-    dist = settings.ls_space.distances(np.asarray(reference["history"]), {cid: np.asarray(history)})
-    summary = ls_summary(np.asarray(history[-1]))
-    out = {"ls_distance": float(dist[cid])}
-    out.update({f"ls_{k}": v for k, v in summary.items()})
+    out = {f"ls_{k}": v for k, v in ls_summary(np.asarray(history[-1])).items()}
+    ref = reference_history(reference)
+    if ref is not None:
+        dist = settings.ls_space.distances(np.asarray(ref), {cid: np.asarray(history)})
+        out["ls_distance"] = float(dist[cid])
     return out
 
 
-def _log_epoch(settings: TrialSettings, cid: str, epoch: int, start: float, gpu_ids: str) -> None:
-    if settings.state_dir is None:
-        return
+def _tags() -> dict:
+    """Where this epoch runs: ``pid``, ``trial_id``, ``gpu_ids``, ``node_id``."""
+    import ray
     from ray import tune
 
-    import ray
-
-    line = json.dumps({"cid": cid, "epoch": epoch, "pid": os.getpid(),
-                       "trial_id": tune.get_context().get_trial_id(), "start": start, "time": time.time(),
-                       "gpu_ids": gpu_ids, "node_id": ray.get_runtime_context().get_node_id()})
-    with open(Path(settings.state_dir) / EPOCH_LOG, "a", encoding="utf-8") as f:
-        f.write(line + "\n")
+    return {"pid": os.getpid(), "trial_id": tune.get_context().get_trial_id(),
+            "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()),
+            "node_id": ray.get_runtime_context().get_node_id()}
 
 
 def _checkpoint_dir(trainer, cid: str, meta: dict, mirror: Path | None) -> str:
@@ -152,40 +161,45 @@ def _train_epoch(trainer, hook, settings: TrialSettings, cid: str, meta: dict, r
 
 
 def candidate_trainable(config: dict, *, settings: TrialSettings, corpus, reference: dict | None) -> None:
-    """Ray Tune function trainable of one candidate (see module docstring).
+    """Ray Tune function trainable of one candidate, or of the dense reference (see module docstring).
 
     Args:
-        config: ``cid`` plus the hyperparameters named in ``settings.hp_names``.
+        config: ``cid`` plus the hyperparameters named in ``settings.hp_names`` (the reference's:
+            ``cid`` alone).
         settings: shared settings (:class:`TrialSettings`).
         corpus: the tokenised corpus (shipped once through the object store).
-        reference: ``{"history": (E_ref, N) spectra of the dense reference, "tokens": (T, K)}``;
-            ``None`` when ranking by loss without LS.
+        reference: ``{"history": (E_ref, N) spectra of the dense reference or None while it trains,
+            "tokens": (T, K), "plan": ReferencePlan}``; ``None`` when ranking by loss without LS.
     """
-    import ray
     from ray import tune
 
     cid = str(config[CID_KEY])
     torch.set_num_threads(max(1, int(settings.threads)))
     device = _device()
+    if cid == REFERENCE_CID:
+        return _reference_trial(reference, corpus, device)
+    store = None if settings.state_dir is None else Storage(settings.state_dir)
     trainer, hook = build_candidate(settings, config, corpus, device=device)
     meta: dict = {"ls_history": [], "last_report": None}
-    state_dir, ctx = _latest_state(settings, cid)
+    where, directory, ctx = _latest_state(store, cid)
     try:
-        if state_dir is not None:
-            meta = trainer.load(state_dir / STATE_NAME)["lsh"]
+        if where is not None:
+            with where.local_file(f"{directory}/{STATE_NAME}" if directory else STATE_NAME) as path:
+                meta = trainer.load(path)["lsh"]
     finally:
         if ctx is not None:
             ctx.__exit__(None, None, None)
     if meta["last_report"] is not None and trainer.epoch > 0:
         tune.report({**meta["last_report"], REPLAY_KEY: True})
-    gpu_ids = ",".join(str(g) for g in ray.get_gpu_ids())
+    tags = _tags()
     while trainer.epoch < settings.max_epochs:
         start = time.time()
-        res = _train_epoch(trainer, hook, settings, cid, meta, reference, device=device, gpu_ids=gpu_ids)
+        res = _train_epoch(trainer, hook, settings, cid, meta, reference, device=device, gpu_ids=tags["gpu_ids"])
         epoch, boundary = res["epoch"], res[BOUNDARY_KEY]
         meta["last_report"] = res if boundary else None
-        mirror = None if settings.state_dir is None else save_state(trainer, settings.state_dir, cid, meta)
-        _log_epoch(settings, cid, epoch, start, gpu_ids)
+        mirror = None if store is None else save_state(trainer, store, cid, meta)
+        if store is not None:
+            log_epoch(store, {"cid": cid, "epoch": epoch, "start": start, "time": time.time(), **tags})
         if boundary:
             ckpt_dir = _checkpoint_dir(trainer, cid, meta, mirror)
             try:
@@ -195,3 +209,18 @@ def candidate_trainable(config: dict, *, settings: TrialSettings, corpus, refere
         else:
             tune.report(res)
 
+
+def _reference_trial(reference: dict | None, corpus, device: str) -> None:
+    """Train (or resume, or find cached) the dense reference; report each epoch, then its scores."""
+    from ray import tune
+
+    if reference is None or reference.get("plan") is None:
+        raise ValueError(f"the {REFERENCE_CID!r} trial needs the reference plan (metric 'ls')")
+    plan = reference["plan"]
+
+    def report(progress: dict) -> None:
+        tune.report({CID_KEY: REFERENCE_CID, **progress, "device": device})
+
+    ref = train_reference(plan, corpus, device=device, tags=_tags(), on_epoch=report)
+    report({"epoch": plan.epochs, "epochs": plan.epochs, "reference_done": True,
+            **{k: ref.meta[k] for k in ("val_ppl", "test_ppl") if k in ref.meta}})

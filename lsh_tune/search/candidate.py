@@ -1,14 +1,14 @@
 """One candidate outside Ray: its settings, how it is built, and where its state lives (Ray-free).
 
-Files of candidate ``cid`` under the experiment directory: ``candidates/<cid>/state.pt`` (the
-latest full training state, :meth:`lsh_tune.train.Trainer.save`), ``state.json`` (``{"epoch",
-"cid"}`` of that state) and ``ls_history.json`` (its spectra, one per round boundary; −inf
-exponents as JSON ``-Infinity``); every trained epoch of the search is a line of
-``epochs.jsonl``.
+Files of candidate ``cid`` in the experiment's storage (:class:`lsh_tune.storage.Storage`: a
+directory or an object-store URI): ``candidates/<cid>/state.pt`` (the latest full training
+state, :meth:`lsh_tune.train.Trainer.state_dict`), ``state.json`` (``{"epoch", "cid"}`` of that
+state) and ``ls_history.json`` (its spectra, one per epoch from epoch 0 with metric ``ls``; −inf exponents as JSON
+``-Infinity``); every trained epoch of the search is one record of the log ``epochs/``
+(:meth:`Storage.append_record`).
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -18,18 +18,18 @@ from typing import TYPE_CHECKING
 from lsh_tune.search._ls_fit import LSSpace
 from lsh_tune.search.keys import CID_KEY
 from lsh_tune.seeds import derive_seed
-from lsh_tune.storage import atomic_write_json
+from lsh_tune.storage import Storage
 
 if TYPE_CHECKING:  # pragma: no cover
     from lsh_tune.search.config import SearchConfig
 
-__all__ = ["TrialSettings", "trial_settings", "build_candidate", "candidate_state_path", "read_epoch_log",
-           "read_state_meta", "save_state", "STATE_NAME", "META_NAME", "LS_NAME", "EPOCH_LOG"]
+__all__ = ["TrialSettings", "trial_settings", "build_candidate", "candidate_dir", "read_epoch_log", "log_epoch",
+           "read_state_meta", "save_state", "save_trainer", "STATE_NAME", "META_NAME", "LS_NAME", "EPOCH_LOG"]
 
 STATE_NAME = "state.pt"
 META_NAME = "state.json"
-LS_NAME = "ls_history.json"  # the candidate's spectra, one per round boundary
-EPOCH_LOG = "epochs.jsonl"
+LS_NAME = "ls_history.json"  # the candidate's spectra, one per epoch (epoch 0 first)
+EPOCH_LOG = "epochs"          # one record per trained epoch
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,8 @@ class TrialSettings:
         hp_names: names of the hyperparameters in a trial config (from the search space).
         ls_config: :meth:`LSConfig.to_dict` of the spectrum computation.
         ls_space: the LS space of the trial's own ``ls_distance`` (the search's).
-        state_dir: experiment directory for mirrors and the epoch log (``None``: Tune's
-            checkpoints only, e.g. when the storage is an object-store URI).
+        state_dir: the experiment's storage location (absolute directory or object-store URI) for
+            the per-epoch mirrors and the epoch log (``None``: Tune's checkpoints only).
         threads: torch CPU threads per trial (``cpus_per_trial``).
         sparse_kwargs: extra :class:`~lsh_tune.sparse.SparseConfig` fields (``init_scale`` ...).
     """
@@ -72,46 +72,65 @@ def trial_settings(cfg: "SearchConfig", hp_names: tuple[str, ...]) -> TrialSetti
     return TrialSettings(model_spec=model_spec.to_dict(), train_spec=train_spec.to_dict(), sparsity=cfg.sparsity,
                          rounds_every=cfg.rounds_every, max_epochs=cfg.resolved_max_epochs(), seed=cfg.seed,
                          hp_names=tuple(hp_names), ls_config=cfg.ls_config().to_dict(), ls_space=cfg.ls_space(),
-                         state_dir=str(cfg.experiment_dir), threads=max(1, int(math.ceil(cfg.cpus_per_trial))))
+                         state_dir=cfg.experiment().uri, threads=max(1, int(math.ceil(cfg.cpus_per_trial))))
 
 
-def candidate_state_path(state_dir: str | os.PathLike, cid: str) -> Path:
-    """Where the mirror of candidate ``cid``'s latest state lives."""
-    return Path(state_dir) / "candidates" / cid / STATE_NAME
+def candidate_dir(cid: str) -> str:
+    """Where candidate ``cid``'s mirror lives, relative to the experiment's storage."""
+    return f"candidates/{cid}"
 
 
-def read_epoch_log(state_dir: str | os.PathLike) -> list[dict]:
-    """Every trained epoch: ``cid``, ``epoch``, ``pid``, ``trial_id``, ``start``/``time`` (wall clock
-    at its start and end) and ``gpu_ids`` (tests, audits)."""
-    path = Path(state_dir) / EPOCH_LOG
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def read_epoch_log(experiment: Storage | str | os.PathLike) -> list[dict]:
+    """Every trained epoch, oldest first: ``cid``, ``epoch``, ``pid``, ``trial_id``, ``start``/``time``
+    (wall clock at its start and end), ``gpu_ids`` and ``node_id`` (tests, audits)."""
+    return Storage.of(experiment).read_records(EPOCH_LOG)
 
 
-def read_state_meta(directory: Path | None) -> dict | None:
-    """``state.json`` of a directory that also holds ``state.pt``; ``None`` if either is missing or unreadable."""
-    if directory is None or not (directory / META_NAME).exists() or not (directory / STATE_NAME).exists():
+def log_epoch(experiment: Storage | str | os.PathLike, record: dict) -> None:
+    """Add one trained epoch to the log of :func:`read_epoch_log`."""
+    Storage.of(experiment).append_record(EPOCH_LOG, record)
+
+
+def read_state_meta(store: Storage, directory: str = "") -> dict | None:
+    """``state.json`` of ``directory`` (relative to ``store``) when it also holds ``state.pt``;
+    ``None`` if either is missing or unreadable."""
+    if not store.is_file(_join(directory, META_NAME)) or not store.is_file(_join(directory, STATE_NAME)):
         return None
     try:
-        return json.loads((directory / META_NAME).read_text())
-    except ValueError:
+        return store.read_json(_join(directory, META_NAME))
+    except (ValueError, FileNotFoundError):
         return None
 
 
-def save_state(trainer, state_dir: str | os.PathLike, cid: str, meta: dict) -> Path:
-    """Mirror ``trainer``'s full state as candidate ``cid``'s (``meta`` saved under ``lsh``); returns its directory.
+def save_trainer(trainer, store: Storage, rel: str, **extra) -> None:
+    """:meth:`Trainer.state_dict` plus ``extra`` keys, streamed to ``rel`` all-or-nothing (``torch.save``)."""
+    import torch
 
-    ``state.pt`` is written first, then ``ls_history.json`` and ``state.json``, each atomically, so a
-    readable ``state.json`` never names a newer epoch than ``state.pt`` holds.
+    state = trainer.state_dict()
+    state.update(extra)
+    store.write_with(rel, lambda f: torch.save(state, f))
+
+
+def save_state(trainer, store: Storage, cid: str, meta: dict) -> Path | None:
+    """Mirror ``trainer``'s full state as candidate ``cid``'s in the experiment's ``store`` (``meta``
+    saved under ``lsh``).
+
+    ``state.pt`` is written first, then ``ls_history.json`` and ``state.json``, each all-or-nothing,
+    so a readable ``state.json`` never names a newer epoch than ``state.pt`` holds.
+
+    Returns:
+        the mirror as a local directory on a POSIX root (``None`` on an object store).
     """
-    path = candidate_state_path(state_dir, cid)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    trainer.save(path, lsh=meta)
+    directory = candidate_dir(cid)
+    save_trainer(trainer, store, _join(directory, STATE_NAME), lsh=meta)
     # the LS may hold -Infinity (singular directions): plain json, not strict JSON
-    atomic_write_json(meta["ls_history"], path.parent / LS_NAME, indent=None)
-    atomic_write_json({"epoch": trainer.epoch, "cid": cid}, path.parent / META_NAME, indent=None)
-    return path.parent
+    store.write_json(_join(directory, LS_NAME), meta["ls_history"], indent=None)
+    store.write_json(_join(directory, META_NAME), {"epoch": trainer.epoch, "cid": cid}, indent=None)
+    return store.local_path(directory)
+
+
+def _join(directory: str, name: str) -> str:
+    return f"{directory}/{name}" if directory else name
 
 
 def build_candidate(settings: TrialSettings, config: dict, corpus, *, device: str = "cpu"):

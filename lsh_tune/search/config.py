@@ -23,7 +23,7 @@ from lsh_tune.search._ledger import STATE_FILE, SearchLedger
 from lsh_tune.search._ls_fit import LS_FITS, LSSpace
 from lsh_tune.search._pool import RANKING_METRICS, PoolConfig, plan_schedule, required_max_epochs
 from lsh_tune.space import DEFAULT_DEATH_RATE_GRID, DEFAULT_SPACE, SearchSpace
-from lsh_tune.storage import atomic_write_text
+from lsh_tune.storage import Storage
 
 __all__ = ["CONFIG_FILE", "SearchConfig", "check_experiment_dir"]
 
@@ -132,9 +132,26 @@ class SearchConfig:
             return self.pool
         return len(self.space.grid()) if self.hpo == "grid" else DEFAULT_POOL
 
+    def storage(self) -> Storage:
+        """The storage root ``storage_path``: a directory (local disk, NFS) or an object-store URI."""
+        return Storage(self.storage_path)
+
+    def experiment(self) -> Storage:
+        """The experiment's storage, ``<storage_path>/<name>``: every file of the search goes through it."""
+        return self.storage().child(self.name)
+
     @property
     def experiment_dir(self) -> Path:
-        return Path(os.path.expanduser(self.storage_path)).resolve() / self.name
+        """``<storage_path>/<name>`` as a local path.
+
+        Raises:
+            LSHUsageError: the storage path is an object-store URI (use :meth:`experiment`).
+        """
+        local = self.experiment().local_root
+        if local is None:
+            raise LSHUsageError(f"storage_path={self.storage_path!r} is an object-store URI: the experiment has "
+                                "no local directory (use SearchConfig.experiment())")
+        return local
 
     def resolved_max_epochs(self) -> int:
         """``max_epochs``, else the preset's epochs raised to the smallest value the schedule allows."""
@@ -188,13 +205,14 @@ class SearchConfig:
         return cls(**kwargs)
 
     def save(self) -> None:
-        """Write :data:`CONFIG_FILE` in the experiment directory (atomically)."""
-        atomic_write_text(self.experiment_dir / CONFIG_FILE, json.dumps(self.to_dict(), indent=1))
+        """Write :data:`CONFIG_FILE` in the experiment's storage (all-or-nothing)."""
+        self.experiment().write_text(CONFIG_FILE, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
-    def load(cls, experiment_dir: str | os.PathLike) -> "SearchConfig":
-        """The config saved in ``experiment_dir`` (its ``storage_path``/``name`` as saved)."""
-        return cls.from_dict(json.loads((Path(experiment_dir) / CONFIG_FILE).read_text()))
+    def load(cls, experiment: Storage | str | os.PathLike) -> "SearchConfig":
+        """The config saved in ``experiment`` (a directory, URI or Storage; its ``storage_path``/``name`` as saved)."""
+        store = experiment if isinstance(experiment, Storage) else Storage(experiment)
+        return cls.from_dict(store.read_json(CONFIG_FILE))
 
 
 def check_experiment_dir(cfg: SearchConfig, resume: bool) -> SearchConfig:
@@ -203,12 +221,12 @@ def check_experiment_dir(cfg: SearchConfig, resume: bool) -> SearchConfig:
     Raises:
         LSHUsageError: resuming where there is nothing, or starting where a search exists.
     """
-    exp = cfg.experiment_dir
+    exp = cfg.experiment()
     if resume:
-        if not (exp / CONFIG_FILE).exists() or not (exp / STATE_FILE).exists():
-            raise LSHUsageError(f"nothing to resume in {exp} (no {CONFIG_FILE}/{STATE_FILE})")
+        if not exp.is_file(CONFIG_FILE) or not exp.is_file(STATE_FILE):
+            raise LSHUsageError(f"nothing to resume in {exp.uri_of()} (no {CONFIG_FILE}/{STATE_FILE})")
         saved = SearchConfig.load(exp)
         return replace(saved, storage_path=cfg.storage_path, address=cfg.address, verbose=cfg.verbose)
-    if (exp / CONFIG_FILE).exists() or (exp / STATE_FILE).exists():
-        raise LSHUsageError(f"{exp} already holds a search: pass --resume or choose another --name")
+    if exp.is_file(CONFIG_FILE) or exp.is_file(STATE_FILE):
+        raise LSHUsageError(f"{exp.uri_of()} already holds a search: pass --resume or choose another --name")
     return cfg

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-__all__ = ["CID_KEY", "BOUNDARY_KEY", "FINAL_KEY", "REPLAY_KEY", "LS_KEY", "METRIC_KEYS", "FINAL_METRIC_KEYS",
-           "ROUND_INFO_KEYS", "require"]
+__all__ = ["CID_KEY", "REFERENCE_CID", "BOUNDARY_KEY", "FINAL_KEY", "REPLAY_KEY", "LS_KEY", "METRIC_KEYS",
+           "FINAL_METRIC_KEYS", "ROUND_INFO_KEYS", "require"]
 
 #: The candidate id (also in every trial's config).
 CID_KEY = "cid"
+#: The ``cid`` of the trial that trains the dense reference (its config holds nothing else).
+REFERENCE_CID = "reference"
 #: True on a round boundary (every E epochs of the candidate's own training, and at max_epochs).
 BOUNDARY_KEY = "lsh_boundary"
 #: True on a finalist's last report.

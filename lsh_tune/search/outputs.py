@@ -1,4 +1,5 @@
-"""What a finished search leaves in its experiment directory (Ray-free).
+"""What a finished search leaves in its experiment's storage (Ray-free; a directory or an
+object-store URI, written through :class:`~lsh_tune.storage.Storage`).
 
 * ``results.json`` / ``results.csv`` — one row per candidate (:meth:`CandidatePool.table`; list
   columns JSON-encoded in the CSV);
@@ -12,65 +13,78 @@ from __future__ import annotations
 import csv
 import io
 import json
-from pathlib import Path
 from typing import Any
 
 from lsh_tune.search._ledger import SearchLedger
-from lsh_tune.search.candidate import build_candidate, candidate_state_path, trial_settings
+from lsh_tune.search.candidate import STATE_NAME, build_candidate, candidate_dir, trial_settings
 from lsh_tune.search.config import SearchConfig
 from lsh_tune.search.keys import CID_KEY
-from lsh_tune.storage import atomic_write_text
+from lsh_tune.storage import Storage
 
 __all__ = ["write_outputs", "export_best", "BEST_MODEL", "SPARSE_STATE_FORMAT"]
 
 BEST_MODEL = "best_model.pt"
 #: ``format`` of the exported checkpoint.
 SPARSE_STATE_FORMAT = "lsh_tune.sparse_state_dict/1"
-_REFERENCE_SUMMARY = ("val_ppl", "test_ppl", "key", "cached")
+_REFERENCE_SUMMARY = ("val_ppl", "test_ppl", "key", "cached", "epochs", "checkpoint")
 
 
 def write_outputs(cfg: SearchConfig, ledger: SearchLedger, corpus, reference: dict | None) -> dict:
     """Results table, chosen configuration and the best model's standalone checkpoint; returns the summary."""
-    exp = cfg.experiment_dir
+    exp = cfg.experiment()
     pool = ledger.pool
     _write_table(exp, pool.table())
     best = pool.best()
-    summary: dict[str, Any] = {"experiment_dir": str(exp), "hpo": cfg.hpo, "metric": cfg.metric,
+    summary: dict[str, Any] = {"experiment_dir": exp.uri_of(), "hpo": cfg.hpo, "metric": cfg.metric,
                                "phase": pool.phase, "rounds": pool.rounds, "candidates": len(pool.candidates),
                                "best": None}
     if reference is not None:
-        summary["reference"] = {k: v for k, v in reference["meta"].items() if k in _REFERENCE_SUMMARY}
+        summary["reference"] = _reference_summary(reference)
     if best is not None:
         summary["best"] = {CID_KEY: best.cid, "config": best.config, **(best.final or {})}
-        export_best(cfg, best.cid, best.config, corpus, exp / BEST_MODEL)
-        summary["best_model"] = str(exp / BEST_MODEL)
-    atomic_write_text(exp / "best.json", json.dumps(summary, indent=1, default=float))
+        export_best(cfg, best.cid, best.config, corpus)
+        summary["best_model"] = exp.uri_of(BEST_MODEL)
+    exp.write_json("best.json", summary, default=float)
     return summary
 
 
-def _write_table(exp: Path, rows: list[dict]) -> None:
+def _reference_summary(reference: dict) -> dict:
+    """The dense reference's scores as cached now (it may have been trained during the search);
+    ``cached``: whether it was already cached when the search (or this resume) started."""
+    from lsh_tune.lyapunov import ReferenceCache
+
+    plan = reference["plan"]
+    ref = ReferenceCache(plan.cache).load(plan.key)
+    meta = {**reference["meta"], **({} if ref is None else ref.meta), "cached": reference["meta"].get("cached")}
+    return {k: v for k, v in meta.items() if k in _REFERENCE_SUMMARY}
+
+
+def _write_table(exp: Storage, rows: list[dict]) -> None:
     """``results.json`` and ``results.csv`` (``cid`` first, then the columns by name)."""
-    atomic_write_text(exp / "results.json", json.dumps(rows, indent=1))
+    exp.write_json("results.json", rows)
     keys = sorted({k for r in rows for k in r}, key=lambda k: (k != CID_KEY, k))
     buf = io.StringIO(newline="")
     w = csv.DictWriter(buf, fieldnames=keys)
     w.writeheader()
     for r in rows:
         w.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in r.items()})
-    atomic_write_text(exp / "results.csv", buf.getvalue())
+    exp.write_text("results.csv", buf.getvalue())
 
 
-def export_best(cfg: SearchConfig, cid: str, config: dict, corpus, path: Path) -> None:
-    """Write the candidate's final weights (averaged if NT-ASGD switched) and masks as a plain dict."""
-    from lsh_tune.train.checkpoint import atomic_torch_save
+def export_best(cfg: SearchConfig, cid: str, config: dict, corpus, name: str = BEST_MODEL) -> None:
+    """Write the candidate's final weights (averaged if NT-ASGD switched) and masks as a plain dict
+    to ``name`` in the experiment's storage."""
+    import torch
 
+    exp = cfg.experiment()
     trainer, hook = build_candidate(trial_settings(cfg, tuple(config)), {CID_KEY: cid, **config}, corpus)
-    trainer.load(candidate_state_path(cfg.experiment_dir, cid))
+    with exp.local_file(f"{candidate_dir(cid)}/{STATE_NAME}") as path:
+        trainer.load(path)
     model_spec, train_spec = cfg.specs()
     with trainer.evaluation_weights():
         weights = {k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()}
-    atomic_torch_save({"format": SPARSE_STATE_FORMAT, "model_spec": model_spec.to_dict(),
-                       "train_spec": train_spec.to_dict(), "model": weights,
-                       "masks": {k: m.detach().cpu().clone() for k, m in hook.masking.masks.items()},
-                       "sparse_config": hook.config.to_dict(), "config": dict(config), "cid": cid,
-                       "corpus": corpus.name, "vocab_size": len(corpus.vocab), "epoch": trainer.epoch}, path)
+    state = {"format": SPARSE_STATE_FORMAT, "model_spec": model_spec.to_dict(), "train_spec": train_spec.to_dict(),
+             "model": weights, "masks": {k: m.detach().cpu().clone() for k, m in hook.masking.masks.items()},
+             "sparse_config": hook.config.to_dict(), "config": dict(config), "cid": cid,
+             "corpus": corpus.name, "vocab_size": len(corpus.vocab), "epoch": trainer.epoch}
+    exp.write_with(name, lambda f: torch.save(state, f))

@@ -2,25 +2,27 @@
 
 ``run_search(SearchConfig(...))`` is what ``lsh-tune search`` and the experiment scripts call.
 
-Experiment directory ``<storage_path>/<name>/`` (besides Tune's own files):
+Experiment directory ``<storage_path>/<name>/`` (besides Tune's own files), in any
+:class:`~lsh_tune.storage.Storage` (a directory shared by the nodes, or an object-store URI; Tune
+gets the same filesystem, :func:`tune_storage`):
 
 * ``lsh/search.json`` — the :class:`~lsh_tune.search.config.SearchConfig` (a resume reuses it);
 * ``lsh/state.json`` — the pool/ledger state (rounds, rankings, histories, statuses); not at the
   top level, where Tune's restore would overwrite it with a stale copy;
 * ``candidates/<cid>/state.pt`` — each candidate's latest full training state
   (:mod:`lsh_tune.search.candidate`);
-* ``epochs.jsonl`` — one line per trained epoch (exactly-once audit);
+* ``epochs/`` — one record per trained candidate epoch (exactly-once audit);
 * after the search: the files of :mod:`lsh_tune.search.outputs`.
 
-The corpus and the dense reference (:mod:`lsh_tune.search.reference`) reach every trial through
-the object store.
+The dense reference is a trial of the same Tuner (:data:`~lsh_tune.search.keys.REFERENCE_CID`,
+:mod:`lsh_tune.search.reference`), cached in ``<storage_path>/reference_cache/``; the driver only
+reads its cache. The corpus and the reference plan reach every trial through Ray's object store.
 """
 from __future__ import annotations
 
 import logging
 import os
 from dataclasses import replace
-from pathlib import Path
 
 from lsh_tune.errors import LSHUsageError
 from lsh_tune.search._ledger import SearchLedger
@@ -28,10 +30,12 @@ from lsh_tune.search._ls_fit import PoolLSFit
 from lsh_tune.search.candidate import trial_settings
 from lsh_tune.search.config import SearchConfig, check_experiment_dir
 from lsh_tune.search.outputs import write_outputs
+from lsh_tune.search.keys import REFERENCE_CID
 from lsh_tune.search.reference import prepare_reference, search_corpus
 from lsh_tune.space import SearchSpace
+from lsh_tune.storage import Storage
 
-__all__ = ["run_search", "trainable_for", "make_trainable", "check_resources"]
+__all__ = ["run_search", "trainable_for", "make_trainable", "check_resources", "tune_storage"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,13 +57,17 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, space: SearchSpace | 
     if space is not None:
         cfg = replace(cfg, space=space)
     cfg = check_experiment_dir(cfg, resume)
-    exp = cfg.experiment_dir
+    exp = cfg.experiment()
     if not ray.is_initialized():
         ray.init(address=cfg.address, include_dashboard=False)
     check_resources(cfg, ray.cluster_resources())
     corpus = search_corpus(cfg)
     reference = prepare_reference(cfg, corpus) if cfg.metric == "ls" else None
     ledger = SearchLedger.open(exp) if resume else _new_ledger(cfg, reference)
+    ledger.load_reference()  # finished while no driver ran (resume), or by an earlier search (cache)
+    if ledger.needs_reference:
+        logger.info("dense reference %s: trained by the trial %r (%d epochs) while round 0 starts",
+                    reference["plan"].key, REFERENCE_CID, reference["plan"].epochs)
     trainable = make_trainable(cfg, ledger.generator.space, corpus, reference)
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(2, cfg.pool_size)))
     _tuner(cfg, ledger, trainable, resume).fit()
@@ -67,16 +75,24 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, space: SearchSpace | 
 
 
 def _new_ledger(cfg: SearchConfig, reference: dict | None) -> SearchLedger:
-    """Save the config and create the ledger of a new search (pool-wide LS fit for ``ls_fit=pool``)."""
-    exp = cfg.experiment_dir
-    exp.mkdir(parents=True, exist_ok=True)
+    """Save the config and create the ledger of a new search: with metric ``ls`` the ledger ranks
+    from the candidates' spectra (``--ls-fit pool`` or ``candidate``) and waits for the reference."""
+    exp = cfg.experiment()
     cfg.save()
     SearchLedger.forget(exp)
     kwargs = {"death_rate": cfg.grid_death_rate} if cfg.hpo == "grid" else {}
-    ls_fit = None
-    if reference is not None and cfg.ls_fit == "pool":
-        ls_fit = PoolLSFit(reference["history"], cfg.ls_space())
-    return SearchLedger.create(cfg.pool_config(), cfg.hpo, cfg.space, exp, ls_fit=ls_fit, **kwargs)
+    ls_fit, source = None, None
+    if reference is not None:
+        ls_fit = PoolLSFit(reference["history"], cfg.ls_space(), fit=cfg.ls_fit)
+        source = reference["plan"].source()
+    return SearchLedger.create(cfg.pool_config(), cfg.hpo, cfg.space, exp, ls_fit=ls_fit, reference_source=source,
+                               **kwargs)
+
+
+def tune_storage(experiment: Storage) -> tuple[str, object | None]:
+    """(path, filesystem) of ``experiment`` the way Tune takes them (``storage_filesystem`` for an
+    object store, so an endpoint given in the URI reaches Tune too; ``None`` for a local directory)."""
+    return experiment.root, (None if experiment.is_local else experiment.fs)
 
 
 def _tuner(cfg: SearchConfig, ledger: SearchLedger, trainable, resume: bool):
@@ -86,31 +102,33 @@ def _tuner(cfg: SearchConfig, ledger: SearchLedger, trainable, resume: bool):
     from lsh_tune.search._loggers import result_logger_callbacks
     from lsh_tune.search._ray import LSHScheduler, LSHSearcher
 
-    exp = cfg.experiment_dir
-    if resume and tune.Tuner.can_restore(str(exp)):
+    path, fs = tune_storage(cfg.experiment())
+    if resume and tune.Tuner.can_restore(path, storage_filesystem=fs):
         # resume_errored=False: a candidate whose trial errored was either dropped by the ledger or
         # re-issued as a new trial (SearchLedger.on_failed); resuming the errored trial too would
         # train that candidate twice.
-        return tune.Tuner.restore(str(exp), trainable, resume_unfinished=True, resume_errored=False)
+        return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False,
+                                  storage_filesystem=fs)
+    parent, _ = tune_storage(cfg.storage())
     # num_to_keep=1: the mirror under candidates/ is always at least as new, and a paper-size
     # candidate's full state (weights, masks, averages, optimizer) is ~1 GB.
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(scheduler=LSHScheduler(ledger, max_failures=cfg.max_failures),
                                     search_alg=LSHSearcher(ledger), num_samples=-1, reuse_actors=True),
-        run_config=tune.RunConfig(name=cfg.name, storage_path=str(exp.parent), verbose=cfg.verbose,
+        run_config=tune.RunConfig(name=cfg.name, storage_path=parent, storage_filesystem=fs, verbose=cfg.verbose,
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                   failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
                                   callbacks=result_logger_callbacks()))
 
 
 def make_trainable(cfg: SearchConfig, space: SearchSpace, corpus, reference: dict | None):
-    """The candidate trainable with its shared inputs and per-trial resources attached."""
+    """The trainable (candidates and the reference) with its shared inputs and per-trial resources attached."""
     from ray import tune
 
     from lsh_tune.search._trainable import candidate_trainable
 
-    ship = None if reference is None else {"history": reference["history"], "tokens": reference["tokens"]}
+    ship = None if reference is None else {k: reference[k] for k in ("history", "tokens", "plan")}
     settings = trial_settings(cfg, space.names)
     return tune.with_resources(
         tune.with_parameters(candidate_trainable, settings=settings, corpus=corpus, reference=ship),
@@ -118,14 +136,16 @@ def make_trainable(cfg: SearchConfig, space: SearchSpace, corpus, reference: dic
 
 
 def trainable_for(experiment_dir: str | os.PathLike):
-    """The trainable of a saved search, for ``tune.Tuner.restore(experiment_dir, trainable_for(experiment_dir))``.
+    """The trainable of a saved search, for ``tune.Tuner.restore(experiment_dir, trainable_for(experiment_dir))``
+    (an object store also needs ``storage_filesystem``, see :func:`tune_storage`).
 
     The scheduler and searcher come back from Tune's own pickle and re-open the ledger from
     ``lsh/state.json``; after ``fit()`` call :func:`~lsh_tune.search.outputs.write_outputs` (or
     use ``--resume``, which does all of this).
     """
-    exp = Path(experiment_dir).resolve()
-    cfg = replace(SearchConfig.load(exp), storage_path=str(exp.parent), name=exp.name)
+    parent, name = Storage.split(experiment_dir)
+    exp = parent.child(name)
+    cfg = replace(SearchConfig.load(exp), storage_path=parent.uri, name=name)
     corpus = search_corpus(cfg)
     reference = prepare_reference(cfg, corpus) if cfg.metric == "ls" else None
     return make_trainable(cfg, SearchLedger.open(exp).generator.space, corpus, reference)
