@@ -5,9 +5,10 @@ import argparse
 import os
 
 from lsh_tune.cli._dataclass_args import add_dataclass_args, dataclass_from_args
+from lsh_tune.cli.common import non_negative_int, positive_int
 from lsh_tune.errors import LSHUsageError
 
-__all__ = ["register", "run", "config_from_args"]
+__all__ = ["register", "run", "checked_config", "config_from_args"]
 
 
 def register(sub) -> None:
@@ -21,8 +22,8 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the search in STORAGE_PATH/NAME")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     local = p.add_argument_group("a Ray instance started here (no --address, or --address local)")
-    local.add_argument("--num-cpus", type=int, default=None, help="its CPUs")
-    local.add_argument("--num-gpus", type=int, default=None, help="its GPUs")
+    local.add_argument("--num-cpus", type=positive_int, default=None, help="its CPUs")
+    local.add_argument("--num-gpus", type=non_negative_int, default=None, help="its GPUs")
     local.add_argument("--ray-temp-dir", default=None, help="its temp dir")
     p.set_defaults(func=run)
 
@@ -34,14 +35,35 @@ def config_from_args(args: argparse.Namespace):
     return dataclass_from_args(SearchConfig, args)
 
 
-def _init_ray(args: argparse.Namespace) -> None:
-    import ray
+def _check_ray_args(args: argparse.Namespace, cfg) -> None:
+    """The options of a local Ray instance, and whether it can place one trial (before it starts).
 
-    local = args.address in (None, "local")
+    Raises:
+        LSHUsageError: local-only options with a remote ``--address``, or a local instance with
+            fewer GPUs than ``--gpus-per-trial`` (CPU-only machines: pass ``--gpus-per-trial 0``).
+    """
+    local = cfg.address in (None, "local")
     if not local and (args.num_cpus is not None or args.num_gpus is not None or args.ray_temp_dir):
         raise LSHUsageError(f"--num-cpus/--num-gpus/--ray-temp-dir only apply to a local Ray instance, not "
-                            f"--address {args.address}")
-    kwargs = {"address": args.address, "include_dashboard": False}
+                            f"--address {cfg.address}")
+    if not local or cfg.gpus_per_trial == 0:
+        return
+    if args.num_gpus is None:
+        import torch
+
+        gpus, source = torch.cuda.device_count(), "this machine has"
+    else:
+        gpus, source = args.num_gpus, "--num-gpus gives the local Ray instance"
+    if cfg.gpus_per_trial > gpus:
+        raise LSHUsageError(f"gpus_per_trial={cfg.gpus_per_trial} but {source} {gpus} GPU(s); pass "
+                            "--gpus-per-trial 0 to train on CPU")
+
+
+def _init_ray(args: argparse.Namespace, address: str | None) -> None:
+    import ray
+
+    local = address in (None, "local")
+    kwargs = {"address": address, "include_dashboard": False}
     if local:
         kwargs.update(num_cpus=args.num_cpus, num_gpus=args.num_gpus)
         if args.ray_temp_dir:
@@ -49,14 +71,36 @@ def _init_ray(args: argparse.Namespace) -> None:
     ray.init(**kwargs)
 
 
+def checked_config(args: argparse.Namespace):
+    """The config to run, with everything checked that can be before Ray starts (nothing is written).
+
+    A new search: the options. ``--resume``: the saved settings; given options must repeat them,
+    except :data:`~lsh_tune.search.preflight.RESUME_MAY_CHANGE`, which apply (and are named on stderr).
+    """
+    import sys
+
+    from lsh_tune.cli._dataclass_args import given_fields
+    from lsh_tune.search.preflight import preflight, resume_config
+
+    if args.resume:
+        options = {k: getattr(args, k) for k in given_fields(args)}
+        cfg, applied = resume_config(args.storage_path, args.name, options)
+        if applied:
+            sys.stderr.write(f"lsh-tune: resuming with the saved settings; from this command: "
+                             f"{', '.join('--' + k.replace('_', '-') for k in applied)}\n")
+    else:
+        cfg = config_from_args(args)
+    cfg = preflight(cfg, resume=args.resume)
+    _check_ray_args(args, cfg)
+    return cfg
+
+
 def run(args: argparse.Namespace) -> int:
     from lsh_tune.cli import print_json
-    from lsh_tune.search.config import check_experiment_dir
     from lsh_tune.search.tuner import run_search
 
-    cfg = config_from_args(args)
-    check_experiment_dir(cfg, args.resume)  # fail before starting Ray
-    _init_ray(args)
+    cfg = checked_config(args)  # fail before starting Ray
+    _init_ray(args, cfg.address)
     summary = run_search(cfg, resume=args.resume)
     if args.json:
         print_json(summary)

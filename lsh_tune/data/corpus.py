@@ -112,6 +112,10 @@ def _has_splits(directory: Path) -> bool:
     return all(_split_file(directory, s) is not None for s in SPLITS)
 
 
+def _some(names: list[str], n: int = 8) -> str:
+    return ", ".join(names[:n]) + (f" ... ({len(names)} entries)" if len(names) > n else "") if names else "nothing"
+
+
 def find_corpus_dir(corpus: str, data_dir: str | os.PathLike | None = None) -> Path:
     """Return the directory holding ``train/valid/test`` of ``corpus``.
 
@@ -128,7 +132,7 @@ def find_corpus_dir(corpus: str, data_dir: str | os.PathLike | None = None) -> P
                 return path
             raise LSHUsageError(
                 f"corpus directory {str(path)!r} lacks train/valid/test (.txt or .txt.xz); "
-                f"found: {sorted(p.name for p in path.iterdir())}"
+                f"found: {_some(sorted(p.name for p in path.iterdir()))}"
             )
         raise LSHUsageError(
             f"corpus={corpus!r} is neither a known corpus ({', '.join(KNOWN_CORPORA)}) "

@@ -28,8 +28,9 @@ from lsh_tune.errors import LSHUsageError
 from lsh_tune.search._ledger import SearchLedger
 from lsh_tune.search._ls_fit import PoolLSFit
 from lsh_tune.search.candidate import trial_settings
-from lsh_tune.search.config import SearchConfig, check_experiment_dir
+from lsh_tune.search.config import SearchConfig
 from lsh_tune.search.outputs import write_outputs
+from lsh_tune.search.preflight import preflight
 from lsh_tune.search.keys import REFERENCE_CID
 from lsh_tune.search.reference import prepare_reference, search_corpus
 from lsh_tune.space import SearchSpace
@@ -56,7 +57,7 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, space: SearchSpace | 
 
     if space is not None:
         cfg = replace(cfg, space=space)
-    cfg = check_experiment_dir(cfg, resume)
+    cfg = preflight(cfg, resume=resume)  # experiment dir, storage, corpus, reference checkpoint: before Ray
     exp = cfg.experiment()
     if not ray.is_initialized():
         ray.init(address=cfg.address, include_dashboard=False)

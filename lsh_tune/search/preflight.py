@@ -1,0 +1,203 @@
+"""What a search checks before Ray starts and before it writes anything (Ray-free).
+
+:func:`preflight` is called by ``lsh-tune search`` (and the experiment scripts) before ``ray.init``
+and by :func:`~lsh_tune.search.tuner.run_search` before it starts Ray: the values of the fields are
+checked when the :class:`~lsh_tune.search.config.SearchConfig` is built (``search/_checks.py``); this
+module checks what needs the file system — the experiment directory (a new search, or one to
+resume and its saved files), the storage path, the corpus (readable, long enough for the batches
+and the LS sequences) and a ``--reference-checkpoint`` (readable, dense, same architecture and
+vocabulary as the search). Each failure is one :class:`~lsh_tune.errors.LSHUsageError` naming the
+value or file and what is allowed.
+
+``--resume`` keeps the saved settings. Options given with it must repeat them, except those in
+:data:`RESUME_MAY_CHANGE` (where Ray runs, where the storage is mounted, how much Tune prints),
+which this run applies (:func:`resume_config`).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from lsh_tune.data import check_corpus_size
+from lsh_tune.errors import LSHUsageError, check_name
+from lsh_tune.search._ledger import STATE_FILE, SearchLedger
+from lsh_tune.search.config import CONFIG_FILE, SearchConfig, check_experiment_dir
+from lsh_tune.storage import Storage
+
+__all__ = ["RESUME_MAY_CHANGE", "preflight", "read_saved_config", "resume_config"]
+
+#: Settings a resumed search takes from this run (every other given option must equal the saved one).
+RESUME_MAY_CHANGE = ("address", "storage_path", "verbose")
+#: Keys every saved search config has held; a JSON file without them is not an lsh_tune search.
+_SAVED_KEYS = ("model", "preset", "corpus", "sparsity", "hpo", "metric", "pool", "rounds_every", "final_k", "seed")
+
+
+def preflight(cfg: SearchConfig, *, resume: bool = False) -> SearchConfig:
+    """Check everything about ``cfg`` that needs the file system; return the config to run.
+
+    On ``resume`` that is the saved config (``storage_path``/``address``/``verbose`` from ``cfg``),
+    checked together with the saved state it will continue.
+
+    Raises:
+        LSHUsageError: one line naming the value or file at fault.
+    """
+    if resume:
+        _check_resumable(cfg)
+    cfg = check_experiment_dir(cfg, resume)
+    _check_storage_writable(cfg)
+    _check_corpus(cfg)
+    return cfg
+
+
+def _experiment(cfg: SearchConfig) -> Storage:
+    return Storage(cfg.storage_path).child(cfg.name)
+
+
+def _check_resumable(cfg: SearchConfig) -> None:
+    """The directory holds a search that started: a readable config and a readable state."""
+    exp = _experiment(cfg)
+    where = exp.uri_of()
+    if not exp.exists():
+        raise LSHUsageError(f"nothing to resume: {where} does not exist (check --storage-path and --name)")
+    if not exp.is_file(CONFIG_FILE):
+        raise LSHUsageError(f"nothing to resume: {where} is not an lsh_tune experiment (it has no {CONFIG_FILE})")
+    if not exp.is_file(STATE_FILE):
+        raise LSHUsageError(f"nothing to resume: the search in {where} never started (no {STATE_FILE}); run it "
+                            "again without --resume")
+    read_saved_config(exp)
+    SearchLedger.load(exp)  # names a corrupt state, spectra or reference file
+
+
+def read_saved_config(exp: Storage) -> SearchConfig:
+    """The :class:`SearchConfig` saved in ``exp`` (:data:`~lsh_tune.search.config.CONFIG_FILE`).
+
+    Raises:
+        LSHUsageError: the file is unreadable or corrupt, not a search config (foreign JSON,
+            unknown settings) or holds a value no longer allowed — naming the file.
+    """
+    where = exp.uri_of(CONFIG_FILE)
+    try:
+        raw = exp.read_json(CONFIG_FILE)
+    except (OSError, ValueError) as e:
+        raise LSHUsageError(f"cannot read the saved search {where} (corrupt or truncated: {e}); it cannot be "
+                            "resumed") from None
+    if not isinstance(raw, dict) or any(k not in raw for k in _SAVED_KEYS):
+        raise LSHUsageError(f"{where} is not an lsh_tune search config (needs {', '.join(_SAVED_KEYS)})")
+    unknown = sorted(set(raw) - {f.name for f in fields(SearchConfig)})
+    if unknown:
+        raise LSHUsageError(f"{where} holds settings this lsh_tune does not know: {unknown}")
+    try:
+        return SearchConfig.from_dict(raw)
+    except (LSHUsageError, TypeError, ValueError, KeyError) as e:
+        raise LSHUsageError(f"{where} holds a setting that is not allowed: {e}") from None
+
+
+def resume_config(storage_path: str, name: str, options: Mapping[str, Any]) -> tuple[SearchConfig, list[str]]:
+    """The saved search ``<storage_path>/<name>`` with this run's :data:`RESUME_MAY_CHANGE` options.
+
+    Args:
+        storage_path, name: where the search is.
+        options: the settings given with ``--resume`` (field name → value), e.g. from the command
+            line's :func:`~lsh_tune.cli._dataclass_args.given_fields`.
+
+    Returns:
+        (config to run, the names of the given options that were applied).
+
+    Raises:
+        LSHUsageError: nothing to resume there, or options that contradict the saved settings
+            (every one named with the saved value).
+    """
+    check_name("name", name)
+    base = SearchConfig(storage_path=storage_path, name=name)  # a stand-in that only locates the directory
+    _check_resumable(base)
+    saved = read_saved_config(_experiment(base))
+    contradict = [f"--{k.replace('_', '-')} {v!r} (saved: {getattr(saved, k)!r})" for k, v in sorted(options.items())
+                  if k not in (*RESUME_MAY_CHANGE, "name") and v != getattr(saved, k)]
+    if contradict:
+        raise LSHUsageError(f"--resume continues the search in {_experiment(base).uri_of()} with its saved settings; "
+                            f"these options contradict them: {', '.join(contradict)}. Drop them, or start a new search "
+                            f"with another --name (options that may change on resume: "
+                            f"{', '.join('--' + k.replace('_', '-') for k in RESUME_MAY_CHANGE)})")
+    applied = sorted(k for k in options if k in RESUME_MAY_CHANGE and options[k] != getattr(saved, k))
+    changes = {k: options[k] for k in applied}
+    return replace(saved, **{"storage_path": storage_path, "name": name, "address": None, **changes}), applied
+
+
+def _check_storage_writable(cfg: SearchConfig) -> None:
+    """A local storage path must be (or be creatable in) a writable directory; probed with a temp file."""
+    exp = _experiment(cfg)
+    if not exp.is_local:
+        return
+    path = Path(exp.local_root)
+    while not path.exists():
+        path = path.parent
+    if not path.is_dir():
+        raise LSHUsageError(f"storage_path={cfg.storage_path!r}: {path} is a file, not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".lsh-write-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise LSHUsageError(f"storage_path={cfg.storage_path!r} is not writable ({path}: {e.strerror or e})") from None
+
+
+def _check_corpus(cfg: SearchConfig) -> None:
+    """The corpus loads and every split is long enough; a reference checkpoint fits the search."""
+    from lsh_tune.search.reference import search_corpus
+
+    corpus = search_corpus(cfg)
+    model_spec, train_spec = cfg.specs()
+    ls = cfg.ls_config()
+    uses_ls = cfg.metric == "ls"
+    check_corpus_size(corpus, batch_size=train_spec.batch_size, eval_batch_size=train_spec.eval_batch_size,
+                      ls_rows=ls.total_steps if uses_ls else None, ls_k=ls.k if uses_ls else None)
+    if uses_ls and cfg.ls_top is not None:
+        _check_ls_top(cfg, model_spec)
+    if cfg.reference_checkpoint:
+        check_reference_checkpoint(cfg.reference_checkpoint, model_spec, len(corpus.vocab))
+
+
+def _check_ls_top(cfg: SearchConfig, model_spec) -> None:
+    from lsh_tune.lyapunov import state_size
+    from lsh_tune.models import build_model
+
+    n = state_size(build_model(model_spec, 2), cfg.ls_state)
+    if cfg.ls_top > n:
+        raise LSHUsageError(f"ls_top={cfg.ls_top} exceeds the state size N={n} of {cfg.model}/{cfg.preset} "
+                            f"(ls_state={cfg.ls_state!r}); use --ls-top <= {n}")
+
+
+def check_reference_checkpoint(path: str, model_spec, vocab_size: int) -> None:
+    """``path`` (a file or an object-store URI) must be a readable dense checkpoint of ``model_spec``
+    over ``vocab_size`` words.
+
+    Raises:
+        LSHUsageError: unreadable, corrupt or foreign; sparse (it has masks); another architecture
+            (the differing fields are named) or another vocabulary.
+    """
+    from lsh_tune.train.checkpoint import read_checkpoint
+
+    where = f"--reference-checkpoint {path!r}"
+    try:
+        store, name = Storage.split(path)
+        if not store.is_file(name):
+            raise LSHUsageError(f"{store.uri_of(name)} does not exist or is not a file")
+        with store.local_file(name) as local:
+            ckpt = read_checkpoint(local, required=("model_spec", "model", "vocab_size"))
+    except LSHUsageError as e:
+        raise LSHUsageError(f"{where}: {e}") from None
+    if ckpt.get("masks"):
+        raise LSHUsageError(f"{where} is a sparse checkpoint (it holds masks); the reference must be dense "
+                            "(lsh-tune train-dense)")
+    want, have = model_spec.to_dict(), ckpt["model_spec"]
+    if have != want:
+        diff = [f"{k} {have.get(k)!r} (search: {v!r})" for k, v in want.items() if have.get(k) != v] \
+            if isinstance(have, dict) else [f"model_spec {have!r}"]
+        raise LSHUsageError(f"{where} holds another architecture than the search's {model_spec.model}: "
+                            f"{', '.join(diff)}")
+    if ckpt["vocab_size"] != vocab_size:
+        raise LSHUsageError(f"{where} was trained on {ckpt['vocab_size']!r} words; the search's corpus has "
+                            f"{vocab_size} (another corpus or vocabulary)")
