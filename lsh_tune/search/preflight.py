@@ -16,7 +16,6 @@ which this run applies (:func:`resume_config`).
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -127,7 +126,7 @@ def resume_config(storage_path: str, name: str, options: Mapping[str, Any]) -> t
 
 
 def _check_storage_writable(cfg: SearchConfig) -> None:
-    """A local storage path must be (or be creatable in) a writable directory; probed with a temp file."""
+    """A local storage path must be (or be creatable in) a writable directory (checked without writing)."""
     exp = _experiment(cfg)
     if not exp.is_local:
         return
@@ -136,12 +135,10 @@ def _check_storage_writable(cfg: SearchConfig) -> None:
         path = path.parent
     if not path.is_dir():
         raise LSHUsageError(f"storage_path={cfg.storage_path!r}: {path} is a file, not a directory")
-    try:
-        fd, probe = tempfile.mkstemp(dir=path, prefix=".lsh-write-probe-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise LSHUsageError(f"storage_path={cfg.storage_path!r} is not writable ({path}: {e.strerror or e})") from None
+    read_only = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    if read_only or not os.access(path, os.W_OK | os.X_OK):
+        why = "a read-only file system" if read_only else "no write permission"
+        raise LSHUsageError(f"storage_path={cfg.storage_path!r} is not writable ({path}: {why})")
 
 
 def _check_corpus(cfg: SearchConfig) -> None:
