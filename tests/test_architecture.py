@@ -25,12 +25,15 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("lyapunov", ("lsh_tune.lyapunov",)),
     ("space", ("lsh_tune.space",)),
     ("search core", ("lsh_tune.search",)),
+    ("tables", ("lsh_tune.table",)),
     ("search on Ray", ("lsh_tune.search._ray", "lsh_tune.search._trainable", "lsh_tune.search._loggers",
-                       "lsh_tune.search.tuner")),
+                       "lsh_tune.search._events_callback", "lsh_tune.search._ray_output", "lsh_tune.search.tuner")),
+    ("tables on Ray", ("lsh_tune.table.tune_build", "lsh_tune.table.tune_replay")),
     ("entry points", ("lsh_tune.api", "lsh_tune.cli", "lsh_tune.__main__", "lsh_tune")),
 )
 #: Layers that must work without Ray installed.
-RAY_FREE = ("ground floor", "data", "models", "train", "sparse", "sparse training", "lyapunov", "space", "search core")
+RAY_FREE = ("ground floor", "data", "models", "train", "sparse", "sparse training", "lyapunov", "space", "search core",
+            "tables")
 RANK = {name: i for i, (name, _) in enumerate(LAYERS)}
 
 

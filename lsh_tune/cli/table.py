@@ -1,0 +1,92 @@
+"""``lsh-tune table build``: create or continue a training table through Ray Tune (resumable)."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from lsh_tune.errors import LSHUsageError
+
+__all__ = ["register"]
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds {text!r}: comma-separated integers, e.g. 0,1") from None
+
+
+def register(sub) -> None:
+    from lsh_tune.table import TABLE_PRESETS
+
+    p = sub.add_parser("table", help="training tables: every configuration trained once per seed, every epoch logged")
+    tsub = p.add_subparsers(dest="table_command", required=True, parser_class=type(p))
+    b = tsub.add_parser("build", help="train the missing runs of a table (continues an existing one)",
+                        description="Create TABLE (with --preset) or continue it: finished runs are skipped, "
+                                    "a run killed mid-way continues from TABLE/partial/.")
+    b.add_argument("table", help="table directory (manifest.json, rows/)")
+    b.add_argument("--preset", choices=tuple(TABLE_PRESETS), default=None,
+                   help="settings of a new table (an existing table keeps its own)")
+    b.add_argument("--no-grid", action="store_true", help="leave out the 24-variant grid at --grid-death-rate")
+    b.add_argument("--grid-death-rate", type=float, default=0.8, help="death rate of the grid variants")
+    b.add_argument("--sample", type=int, default=0, help="add N seeded configurations of the rest of the lattice")
+    b.add_argument("--sample-seed", type=int, default=0, help="seed of that sample")
+    b.add_argument("--first", type=int, default=None, help="keep only the first N configurations (quick tables)")
+    b.add_argument("--seeds", type=_seeds, default=None, help="training seeds of a new table, e.g. 0,1")
+    b.add_argument("--epochs", type=int, default=None, help="epochs of a new table (default: the preset's)")
+    b.add_argument("--limit", type=int, default=None, help="train at most N missing runs in this sitting")
+    b.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs (torch threads) per run")
+    b.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per run")
+    b.add_argument("--num-cpus", type=int, default=None, help="CPUs of a Ray instance started here")
+    b.add_argument("--ray-storage", default=None, help="where Tune writes its own files (default: a temp dir)")
+    b.add_argument("--data-dir", default=None, help="extra directory searched for the corpus")
+    b.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    b.set_defaults(func=build)
+
+
+def _plan(args: argparse.Namespace):
+    from lsh_tune.table import plan_configs, table_preset
+
+    if args.preset is None:
+        if args.seeds is not None or args.epochs is not None:
+            raise LSHUsageError("--seeds/--epochs set a new table's settings: pass --preset too")
+        return None, None
+    base = table_preset(args.preset)
+    over: dict = {"seeds": args.seeds}
+    if args.epochs is not None:
+        over.update(epochs=args.epochs, train_spec={**base.train_spec, "epochs": args.epochs})
+    settings = table_preset(args.preset, **over)
+    configs = plan_configs(settings, grid=not args.no_grid, sample=args.sample, sample_seed=args.sample_seed,
+                           grid_death_rate=args.grid_death_rate)
+    if args.first is not None:
+        if args.first < 1:
+            raise LSHUsageError(f"--first {args.first}: must be at least 1")
+        configs = configs[:args.first]
+    return settings, configs
+
+
+def build(args: argparse.Namespace) -> int:
+    from lsh_tune.table.tune_build import build_table, prepare_table
+
+    settings, configs = _plan(args)
+    if args.preset is None and not os.path.exists(os.path.join(args.table, "manifest.json")):
+        from lsh_tune.table import TABLE_PRESETS
+
+        raise LSHUsageError(f"{args.table} holds no table yet: pass --preset ({', '.join(TABLE_PRESETS)})")
+    prepare_table(args.table, settings, configs)  # settings errors before Ray starts
+    import ray
+
+    ray.init(num_cpus=args.num_cpus, include_dashboard=False, address="local")
+    try:
+        summary = build_table(args.table, settings, configs, cpus_per_trial=args.cpus_per_trial,
+                              gpus_per_trial=args.gpus_per_trial, data_dir=args.data_dir,
+                              ray_storage=args.ray_storage, limit=args.limit)
+    finally:
+        ray.shutdown()
+    if args.json:
+        from lsh_tune.cli import print_json
+        print_json(summary)
+    else:
+        print(f"table {args.table}: trained {summary['trained']} run(s), {summary['failed']} failed, "
+              f"{summary['missing']} of {summary['runs_total']} still missing; {summary['wall_s']:.0f} s")
+    return 0 if summary["failed"] == 0 else 1

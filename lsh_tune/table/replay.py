@@ -1,0 +1,259 @@
+"""Replaying searches against a table instead of training (Ray-free, seconds).
+
+:func:`replay_search` runs the search's own :class:`~lsh_tune.search.SearchLedger` — the same
+:class:`~lsh_tune.search._pool.CandidatePool`, refill generators (grid, random, TPE, ATPE,
+Hyperband, BOHB) and :class:`~lsh_tune.search._ls_fit.PoolLSFit` ranking — and answers every
+candidate's round boundary and final result from the table: candidate ``cid`` trains with the
+table's seed ``seeds[crc32(seed, cid) % len(seeds)]`` (a real search seeds each candidate
+``crc32(seed, cid)``); the dense reference is the table's reference at ``seeds[seed % len(seeds)]``.
+A refill proposing a configuration the table lacks is answered by the nearest tabulated one
+(:meth:`Table.nearest`); ``substituted`` counts how often.
+
+Simulated wall time (``sim_time_s``) uses the logged seconds of each epoch (training, plus the LS
+of one state convention per epoch with metric ``ls``; epoch 0's LS in the first round) under
+``gpus`` parallel workers: each round is the makespan of its candidates' epochs (list scheduling
+in id order, the scheduler's order), the reference's whole training joins round 0, then the
+finalists train to the end. Trial start/pause overheads are not counted.
+
+:func:`replay_sequential` is Fig. 3-right's baseline: configurations trained one after another
+(``gpus`` at a time) to the end, in a seeded random order; the best validation perplexity so far
+is the answer at each moment.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Iterable
+
+from lsh_tune.errors import LSHUsageError, check_choice, check_int
+from lsh_tune.lyapunov import CONVENTIONS
+from lsh_tune.lyapunov.distance import EMBEDDINGS, METRICS
+from lsh_tune.search._ledger import SearchLedger
+from lsh_tune.search._ls_fit import LS_FITS, LSSpace, PoolLSFit
+from lsh_tune.search._pool import FINAL, RANKING_METRICS, SELECTION
+from lsh_tune.seeds import derive_seed
+from lsh_tune.space import DEFAULT_DEATH_RATE_GRID
+from lsh_tune.table._distances import history
+from lsh_tune.table._format import REFERENCE_KEY
+from lsh_tune.table._table import Table
+
+__all__ = ["ReplaySettings", "LS_HISTORIES", "replay_search", "replay_sequential", "makespan", "time_to_targets"]
+
+#: ``epoch``: the LS history holds every epoch from 0 (paper §3); ``boundary``: one per round
+#: boundary, no epoch 0 (the search before per-epoch histories).
+LS_HISTORIES = ("epoch", "boundary")
+
+
+@dataclass(frozen=True)
+class ReplaySettings:
+    """One replayed search (the ``lsh-tune replay`` options).
+
+    Args:
+        hpo: refill generator (:data:`~lsh_tune.search.HPO_METHODS`).
+        metric: ``ls`` or ``loss``.
+        pool: initial pool size.
+        rounds_every: E.
+        final_k, max_rounds: as in a search.
+        seed: search seed (generator, candidate seeds, reference seed).
+        gpus: parallel workers of the simulated wall time.
+        ls_state, ls_embedding, ls_distance, ls_fit: the LS settings ranked with.
+        ls_history: ``epoch`` (every epoch from 0) or ``boundary``.
+        grid_death_rate: death rate of the ``grid`` variants.
+    """
+
+    hpo: str = "grid"
+    metric: str = "ls"
+    pool: int = 24
+    rounds_every: int = 1
+    final_k: int = 2
+    max_rounds: int | None = None
+    seed: int = 0
+    gpus: int = 1
+    ls_state: str = "h"
+    ls_embedding: str = "pca"
+    ls_distance: str = "l2"
+    ls_fit: str = "pool"
+    ls_history: str = "epoch"
+    grid_death_rate: float = DEFAULT_DEATH_RATE_GRID
+
+    def __post_init__(self) -> None:
+        check_choice("metric", self.metric, RANKING_METRICS)
+        check_choice("ls_state", self.ls_state, CONVENTIONS)
+        check_choice("ls_embedding", self.ls_embedding, EMBEDDINGS)
+        check_choice("ls_distance", self.ls_distance, METRICS)
+        check_choice("ls_fit", self.ls_fit, LS_FITS)
+        check_choice("ls_history", self.ls_history, LS_HISTORIES)
+        check_int("gpus", self.gpus, 1)
+        check_int("seed", self.seed, 0)
+
+
+def makespan(durations: Iterable[float], workers: int) -> float:
+    """Seconds until ``durations`` (in order) are done on ``workers`` slots, each task going to the
+    slot free first (list scheduling)."""
+    slots = [0.0] * int(workers)
+    for d in durations:
+        i = min(range(len(slots)), key=lambda j: (slots[j], j))
+        slots[i] += float(d)
+    return max(slots)
+
+
+class _Replay:
+    """The state of one replay: the ledger, which table run answers each candidate, the clock."""
+
+    def __init__(self, table: Table, s: ReplaySettings, space) -> None:
+        if s.ls_state not in table.settings.ls_states:
+            raise LSHUsageError(f"ls_state={s.ls_state!r}: the table logged {list(table.settings.ls_states)}")
+        self.table, self.s = table, s
+        seeds = table.settings.seeds
+        self.ref_seed = seeds[s.seed % len(seeds)]
+        kwargs = {"death_rate": s.grid_death_rate} if s.hpo == "grid" else {}
+        schedule = SearchLedger.pool_config_for(
+            s.hpo, pool_size=s.pool, rounds_every=s.rounds_every, max_epochs=table.settings.epochs,
+            final_k=s.final_k, max_rounds=s.max_rounds, metric=s.metric, seed=s.seed)
+        fit = None
+        if s.metric == "ls":
+            fit = PoolLSFit(history(table.run(REFERENCE_KEY, self.ref_seed), s.ls_state),
+                            LSSpace(s.ls_embedding, s.ls_distance, s.seed), fit=s.ls_fit)
+        self.ledger = SearchLedger.create(schedule, s.hpo, space, None, ls_fit=fit, **kwargs)
+        self.answer: dict[str, tuple[str, int]] = {}
+        self.substituted = 0
+        self.clock = 0.0
+        self.candidate_epochs = 0
+
+    def source(self, cid: str) -> tuple[str, int]:
+        """(table key, table seed) answering candidate ``cid``."""
+        if cid not in self.answer:
+            key, exact = self.table.nearest(self.ledger.pool.candidates[cid].config)
+            self.substituted += not exact
+            seeds = self.table.settings.seeds
+            self.answer[cid] = key, seeds[derive_seed(self.s.seed, cid) % len(seeds)]
+        return self.answer[cid]
+
+    def _seconds(self, cid: str, first: int, last: int) -> float:
+        """Seconds candidate ``cid`` spends on epochs ``first``…``last`` (its LS included with metric ls)."""
+        key, seed = self.source(cid)
+        with_ls = self.s.metric == "ls"
+        total = sum(self.table.epoch_time(key, seed, e, with_ls=with_ls and self._has_ls(e))
+                    for e in range(first, last + 1))
+        self.candidate_epochs += last - max(first, 1) + 1
+        return total
+
+    def _has_ls(self, epoch: int) -> bool:
+        return self.s.ls_history == "epoch" or epoch % self.s.rounds_every == 0
+
+    def _boundary(self, cid: str, previous: int, epoch: int) -> None:
+        key, seed = self.source(cid)
+        run = self.table.run(key, seed)
+        rec = run["epochs"][epoch]
+        info = {"val_loss": rec["val_loss"], "val_ppl": rec["val_ppl"]}
+        if self.s.metric == "loss":
+            self.ledger.on_boundary(cid, epoch, float(rec["val_loss"]), info)
+            return
+        first = 0 if previous == 0 else previous + 1
+        epochs = range(first, epoch + 1) if self.s.ls_history == "epoch" else [epoch]
+        spectra = {e: run["epochs"][e]["ls"][self.s.ls_state] for e in epochs}
+        self.ledger.on_boundary(cid, epoch, None, info, spectra=spectra)
+
+    def round(self, first_round: bool) -> None:
+        """Answer every active candidate's next boundary; the last one closes the round."""
+        pending = [c for c in self.ledger.pool.active() if c.pending is None]
+        tasks = []
+        if first_round and self.s.metric == "ls":
+            ref = self.table.run(REFERENCE_KEY, self.ref_seed)
+            tasks.append(sum(self.table.epoch_time(REFERENCE_KEY, self.ref_seed, e)
+                             for e in range(len(ref["epochs"]))))
+        for c in pending:
+            previous = c.epochs[-1] if c.epochs else 0
+            epoch = previous + self.s.rounds_every
+            start = 0 if previous == 0 and self.s.metric == "ls" and self._has_ls(0) else previous + 1
+            tasks.append(self._seconds(c.cid, start, epoch))
+            self._boundary(c.cid, previous, epoch)
+        self.clock += makespan(tasks, self.s.gpus)
+
+    def finals(self) -> None:
+        """Train the finalists to the end and hand their final results to the ledger."""
+        tasks = []
+        for c in [c for c in self.ledger.pool.alive() if c.status == FINAL]:
+            key, seed = self.source(c.cid)
+            last = c.epochs[-1] if c.epochs else 0
+            tasks.append(self._seconds(c.cid, last + 1, self.table.settings.epochs))
+            self.ledger.on_final(c.cid, {"epoch": self.table.settings.epochs, **self.table.run(key, seed)["final"]})
+        self.clock += makespan(tasks, self.s.gpus)
+
+
+def replay_search(table: Table, settings: ReplaySettings, space=None) -> dict:
+    """Replay one LSH (``metric=ls``) or loss-based (``metric=loss``) search against ``table``.
+
+    ``space``: the searched :class:`~lsh_tune.space.SearchSpace` (default: the table's space cut
+    to its tabulated categorical values, :meth:`Table.tabulated_space`).
+
+    Returns:
+        ``{"settings", "chosen": {cid, key, config, seed, val_ppl, test_ppl, rank, mean_test_ppl},
+        "n_configs", "sim_time_s", "candidate_epochs", "candidates", "substituted", "answers": {cid:
+        [proposed config, table key]}, "rounds"}``
+        (``rank``: 1-based among the tabulated configurations by mean test perplexity over seeds).
+    """
+    r = _Replay(table, settings, table.tabulated_space() if space is None else space)
+    first = True
+    while not r.ledger.done:
+        phase, before = r.ledger.pool.phase, r.ledger.pool.round
+        if phase == SELECTION:
+            r.round(first)
+            first = False
+        else:
+            r.finals()
+        if r.ledger.pool.phase == phase and r.ledger.pool.round == before and phase == SELECTION:
+            raise RuntimeError("replay made no progress: a round did not close")  # pragma: no cover
+    best = r.ledger.pool.best()
+    key, seed = r.source(best.cid)
+    chosen = {"cid": best.cid, "key": key, "config": table.config(key), "seed": seed,
+              "val_ppl": best.final["val_ppl"], "test_ppl": best.final["test_ppl"], "rank": table.rank(key),
+              "mean_test_ppl": table.final(key)}
+    return {"settings": asdict(settings), "chosen": chosen, "n_configs": len(table.keys),
+            "sim_time_s": r.clock, "candidate_epochs": r.candidate_epochs,
+            "candidates": len(r.ledger.pool.candidates), "substituted": r.substituted,
+            "answers": {cid: [r.ledger.pool.candidates[cid].config, key] for cid, (key, _) in r.answer.items()},
+            "rounds": [{"round": d["round"], "ranking": d["ranking"], "removed": d["removed"]}
+                       for d in r.ledger.pool.rounds]}
+
+
+def replay_sequential(table: Table, *, budget: int | None = None, seed: int = 0, gpus: int = 1) -> dict:
+    """Sequential full-training search: ``budget`` configurations (all by default) in a seeded random
+    order, each trained to the end without LS, ``gpus`` at a time; the answer is the best validation
+    perplexity finished so far.
+
+    Returns:
+        ``{"trajectory": [{"time_s", "key", "val_ppl", "test_ppl"} of the incumbent after each
+        finished configuration], "chosen": {...}, "sim_time_s"}``.
+    """
+    import random
+
+    keys = list(table.keys)
+    random.Random(derive_seed(seed, "sequential")).shuffle(keys)
+    keys = keys[:budget] if budget is not None else keys
+    seeds = table.settings.seeds
+    slots = [0.0] * int(gpus)
+    finished = []
+    for k in keys:
+        s = seeds[derive_seed(seed, k) % len(seeds)]
+        i = min(range(len(slots)), key=lambda j: (slots[j], j))
+        slots[i] += sum(table.epoch_time(k, s, e, with_ls=False) for e in range(1, table.settings.epochs + 1))
+        finished.append((slots[i], k, table.run(k, s)["final"]))
+    trajectory, best = [], None
+    for t, k, final in sorted(finished, key=lambda x: x[0]):
+        if best is None or final["val_ppl"] < best[2]["val_ppl"]:
+            best = (t, k, final)
+        trajectory.append({"time_s": t, "key": best[1], "val_ppl": best[2]["val_ppl"],
+                           "test_ppl": best[2]["test_ppl"]})
+    chosen = {"key": best[1], "val_ppl": best[2]["val_ppl"], "test_ppl": best[2]["test_ppl"],
+              "rank": table.rank(best[1])}
+    return {"trajectory": trajectory, "chosen": chosen, "sim_time_s": max(slots)}
+
+
+def time_to_targets(trajectory: list[dict], targets: Iterable[float]) -> dict[float, float]:
+    """For each target test perplexity, the first ``time_s`` whose incumbent reaches it (``inf``: never)."""
+    out = {}
+    for target in targets:
+        hit = [p["time_s"] for p in trajectory if p["test_ppl"] <= target]
+        out[float(target)] = min(hit) if hit else math.inf
+    return out

@@ -1,0 +1,107 @@
+"""Replays against the committed tiny table (``tables/tiny``, built by ``lsh-tune table build tables/tiny
+--preset tiny --first 6``): deterministic per seed, seconds, an LSH grid search checked against a
+hand computation from the table's spectra, nearest-configuration answers counted, the baselines."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from lsh_tune.lyapunov import ls_distances
+from lsh_tune.seeds import derive_seed
+from lsh_tune.table import REFERENCE_KEY, ReplaySettings, Table, replay_search, replay_sequential, time_to_targets
+from lsh_tune.table._distances import history
+
+TABLE = Path(__file__).resolve().parents[1] / "tables" / "tiny"
+pytestmark = pytest.mark.skipif(not (TABLE / "manifest.json").exists(), reason="committed tiny table missing")
+
+
+@pytest.fixture(scope="module")
+def table() -> Table:
+    return Table(TABLE)
+
+
+def test_the_committed_table_is_complete_and_small(table):
+    assert not table.missing and len(table.keys) == 6 and table.settings.seeds == (0, 1)
+    run = table.run(table.keys[0], 0)
+    assert len(run["epochs"]) == table.settings.epochs + 1 and run["epochs"][0]["epoch"] == 0
+    assert set(run["epochs"][2]["distance"]) == set(table.settings.distance_names())
+    assert sum(p.stat().st_size for p in TABLE.rglob("*.json")) < 1_000_000
+
+
+def _hand_lsh_grid(table: Table, seed: int, E: int) -> str:
+    """LSH-GS by hand: halve by the pool-wide PCA/L2 distance of histories 0..epoch, then the best final val ppl."""
+    seeds = table.settings.seeds
+    cids = {f"c{i:03d}": key for i, key in enumerate(table.keys)}  # the grid pool in grid order
+    train_seed = {cid: seeds[derive_seed(seed, cid) % len(seeds)] for cid in cids}
+    reference = history(table.run(REFERENCE_KEY, seeds[seed % len(seeds)]), "h")
+    alive, epoch = sorted(cids), 0
+    while len(alive) > 2:
+        epoch += E
+        hist = {cid: history(table.run(cids[cid], train_seed[cid]), "h", epoch) for cid in alive}
+        dist, _ = ls_distances(reference, hist, embedding="pca", metric="l2", seed=seed)
+        ranked = sorted(alive, key=lambda c: (dist[c], c))
+        alive = sorted(ranked[:len(alive) - min(len(alive) // 2, len(alive) - 2)])
+    return min(alive, key=lambda c: (table.run(cids[c], train_seed[c])["final"]["val_ppl"], c))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_replayed_lsh_grid_search_matches_a_hand_computation(table, seed):
+    out = replay_search(table, ReplaySettings(hpo="grid", metric="ls", pool=6, rounds_every=1, seed=seed))
+    cid = _hand_lsh_grid(table, seed, 1)
+    assert out["chosen"]["cid"] == cid
+    assert out["chosen"]["key"] == table.keys[int(cid[1:])]
+    assert out["substituted"] == 0 and len(out["rounds"]) == 2
+    run = table.run(out["chosen"]["key"], out["chosen"]["seed"])
+    assert out["chosen"]["test_ppl"] == run["final"]["test_ppl"]
+
+
+def test_replay_is_deterministic_per_seed_and_takes_seconds(table):
+    t0 = time.perf_counter()
+    for hpo in ("tpe", "bohb", "hyperband"):
+        for metric in ("ls", "loss"):
+            s = ReplaySettings(hpo=hpo, metric=metric, pool=6, rounds_every=1, seed=3)
+            a, b = replay_search(table, s), replay_search(table, s)
+            assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True), (hpo, metric)
+    assert time.perf_counter() - t0 < 60
+    other = replay_search(table, ReplaySettings(hpo="tpe", metric="ls", pool=6, rounds_every=1, seed=4))
+    assert other["answers"] != a["answers"] or other["chosen"] != a["chosen"]
+
+
+def test_untabulated_proposals_are_answered_by_the_nearest_configuration_and_counted(table):
+    config = {**table.config(table.keys[2]), "death_rate": 0.5}
+    assert table.nearest(config) == (table.keys[2], False)
+    assert table.nearest(table.config(table.keys[2])) == (table.keys[2], True)
+    out = replay_search(table, ReplaySettings(hpo="random", metric="loss", pool=6, rounds_every=1, seed=0))
+    keys = set(table.keys)
+    from lsh_tune.table import config_key
+
+    untabulated = [cid for cid, (conf, _) in out["answers"].items() if config_key(conf, table.names) not in keys]
+    assert out["substituted"] == len(untabulated) > 0
+    for cid, (conf, key) in out["answers"].items():
+        assert key == table.nearest(conf)[0]
+
+
+def test_simulated_time_counts_logged_epochs_under_gpus(table):
+    one = replay_search(table, ReplaySettings(hpo="grid", metric="loss", pool=6, rounds_every=1, gpus=1))
+    six = replay_search(table, ReplaySettings(hpo="grid", metric="loss", pool=6, rounds_every=1, gpus=6))
+    assert one["chosen"] == six["chosen"]
+    # one worker: every trained epoch once: rounds 6×1 + 3×1 epochs, then 2 finalists to epoch 3
+    assert one["candidate_epochs"] == 6 + 3 + 2 * 1
+    assert six["sim_time_s"] < one["sim_time_s"]
+
+
+def test_sequential_and_asha_baselines(table):
+    pytest.importorskip("ray")
+    from lsh_tune.table.tune_replay import replay_asha
+
+    seq = replay_sequential(table, seed=0)
+    assert len(seq["trajectory"]) == 6 and seq["trajectory"][-1]["val_ppl"] <= seq["trajectory"][0]["val_ppl"]
+    times = time_to_targets(seq["trajectory"], [seq["chosen"]["test_ppl"], 1.0])
+    assert times[1.0] == float("inf") and times[seq["chosen"]["test_ppl"]] <= seq["sim_time_s"]
+    a, b = replay_asha(table, budget=8, seed=0), replay_asha(table, budget=8, seed=0)
+    assert a == b
+    assert a["candidate_epochs"] < 8 * table.settings.epochs  # ASHA stopped some trials early
+    assert a["chosen"]["key"] in table.keys
