@@ -25,21 +25,39 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
     """Call ``write(f)`` on a binary temp file beside ``path``, then atomically replace ``path``.
 
     Missing parent directories are created. On any exception the temp file is removed and
-    ``path`` is left as it was.
+    ``path`` is left as it was; an ``OSError`` (full disk, unwritable directory) is raised as
+    :class:`~lsh_tune.errors.LSHStorageError` naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        raise
+        err = _storage_error(e, str(path))
+        if err is e:
+            raise
+        raise err from e
+
+
+def _storage_error(e: BaseException, where: str) -> BaseException:
+    """An ``OSError`` of a write (full disk, unwritable or vanished storage) as an
+    :class:`~lsh_tune.errors.LSHStorageError` naming the file; anything else unchanged."""
+    from lsh_tune.errors import LSHStorageError
+
+    if not isinstance(e, OSError) or isinstance(e, LSHStorageError):
+        return e
+    err = LSHStorageError(f"cannot write {where}: {e.strerror or e}; its previous version is intact (nothing was "
+                          "half-written): make the storage writable, then run the same command with --resume")
+    err.errno = e.errno
+    return err
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -249,12 +267,15 @@ class Storage:
             with self.fs.open_output_stream(tmp) as f:
                 write(f)
             self.fs.move(tmp, target)
-        except BaseException:
+        except BaseException as e:
             try:
                 self.fs.delete_file(tmp)
             except OSError:
                 pass
-            raise
+            err = _storage_error(e, self.uri_of(rel))
+            if err is e:
+                raise
+            raise err from e
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Write ``data`` to ``rel`` all-or-nothing (see the class docstring)."""
