@@ -37,6 +37,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from lsh_tune.search._ledger import SearchLedger
+from lsh_tune.storage import atomic_write_json
 from lsh_tune.search.keys import (BOUNDARY_KEY, CID_KEY, FINAL_KEY, FINAL_METRIC_KEYS, LS_KEY, METRIC_KEYS,
                                   REFERENCE_CID, ROUND_INFO_KEYS, require)
 
@@ -228,13 +229,19 @@ class LSHSearcher(Searcher):
         pass
 
     def save(self, checkpoint_path: str) -> None:
-        """The ledger persists itself; only its location is recorded here."""
+        """The ledger persists itself; only its location is recorded here (written atomically)."""
         self.ledger.save()
-        with open(checkpoint_path, "w", encoding="utf-8") as f:
-            json.dump({"ledger_directory": self.ledger.directory}, f)
+        atomic_write_json({"ledger_directory": self.ledger.directory}, checkpoint_path)
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, encoding="utf-8") as f:
-            directory = json.load(f)["ledger_directory"]
+        """Re-open the ledger named in ``checkpoint_path``; an unreadable file keeps the ledger this
+        searcher was unpickled with (the same directory: Tune pickles the searcher with it)."""
+        try:
+            with open(checkpoint_path, encoding="utf-8") as f:
+                directory = json.load(f)["ledger_directory"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            logger.warning("searcher state %s is unreadable (%s); keeping the ledger %s", checkpoint_path, e,
+                           self.ledger.directory)
+            return
         if directory is not None:
             self.ledger = SearchLedger.open(directory)
