@@ -209,14 +209,18 @@ class SearchLedger:
 
     # ------------------------------------------------------------ operations
     def on_boundary(self, cid: str, epoch: int, value: float | None, info: dict | None = None,
-                    spectrum: list[float] | None = None) -> RoundDecision | None:
+                    spectrum: list[float] | None = None,
+                    spectra: dict[int, list[float]] | None = None) -> RoundDecision | None:
         """Record a round boundary; close the round when the pool is complete. Saves on change.
 
         Args:
             cid, epoch: the candidate and its own epoch count at the boundary.
             value: its metric; required unless :attr:`ranks_by_pool_fit`, where it is not used.
             info: extras kept as the candidate's latest round info.
-            spectrum: its LS at ``epoch`` (N exponents); required when :attr:`ranks_by_pool_fit`.
+            spectrum: its LS at ``epoch`` (N exponents); required when :attr:`ranks_by_pool_fit`
+                unless ``spectra`` holds it.
+            spectra: its LS at every epoch since its previous boundary (epoch 0 included in its
+                first round), ``{epoch: spectrum}``: the per-epoch history the fit ranks on.
 
         Raises:
             LSHUsageError: ``spectrum`` missing although the ledger ranks with a pool-wide fit, or
@@ -224,10 +228,13 @@ class SearchLedger:
         """
         with _LOCK:
             if self.ls_fit is not None:
-                if spectrum is None:
+                for e, s in sorted((spectra or {}).items()):
+                    self.ls_fit.add(cid, int(e), s)
+                if spectrum is None and int(epoch) not in {int(e) for e in (spectra or {})}:
                     raise LSHUsageError(f"candidate {cid!r} reported no LS at epoch {epoch}; the pool-wide LS "
                                         "fit needs every candidate's spectrum")
-                self.ls_fit.add(cid, epoch, spectrum)
+                if spectrum is not None:
+                    self.ls_fit.add(cid, epoch, spectrum)
                 value = None
             elif value is None:
                 raise LSHUsageError(f"candidate {cid!r} reported no {self.metric_name} value at epoch {epoch}")

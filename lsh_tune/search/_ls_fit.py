@@ -172,7 +172,9 @@ class PoolLSFit:
         """Distance of each candidate's last spectrum to the reference, one fit over all of them.
 
         Args:
-            epochs: candidate id -> its boundary epochs so far (the history to fit, last = now).
+            epochs: candidate id -> its boundary epochs so far (last = now). The history fitted is
+                every spectrum added for the candidate up to its last boundary: one per epoch,
+                epoch 0 included, when the trials send them (``ls_epochs``), else the boundaries.
 
         Raises:
             LSHUsageError: a spectrum for one of those epochs was never added, or there is no
@@ -187,7 +189,8 @@ class PoolLSFit:
             if missing:
                 raise LSHUsageError(f"no LS of candidate {cid!r} at epoch(s) {missing}: its results lack the "
                                     "spectrum ('ls')")
-            histories[cid] = np.asarray([have[int(e)] for e in eps], dtype=np.float64)
+            last = max(int(e) for e in eps)
+            histories[cid] = np.asarray([have[e] for e in sorted(have) if e <= last], dtype=np.float64)
         if self.fit == "candidate":
             return {cid: self.space.distances(self.reference, {cid: h})[cid] for cid, h in histories.items()}
         return self.space.distances(self.reference, histories)

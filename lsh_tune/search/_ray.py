@@ -38,7 +38,8 @@ from ray.tune.search import Searcher
 
 from lsh_tune.search._ledger import SearchLedger
 from lsh_tune.storage import atomic_write_json
-from lsh_tune.search.keys import (BOUNDARY_KEY, CID_KEY, FINAL_KEY, FINAL_METRIC_KEYS, LS_KEY, METRIC_KEYS,
+from lsh_tune.search.keys import (BOUNDARY_KEY, CID_KEY, FINAL_KEY, FINAL_METRIC_KEYS, LS_EPOCHS_KEY,
+                                  LS_FIRST_EPOCH_KEY, LS_KEY, METRIC_KEYS,
                                   REFERENCE_CID, ROUND_INFO_KEYS, require)
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -123,7 +124,9 @@ class LSHScheduler(FIFOScheduler):
         info = {k: result[k] for k in ROUND_INFO_KEYS if k in result}
         if self.ledger.ranks_by_pool_fit:
             spectrum = require(result, LS_KEY, "the pool-wide LS fit ranks every candidate's spectrum")
-            return self.ledger.on_boundary(cid, epoch, None, info, spectrum)
+            first = int(result.get(LS_FIRST_EPOCH_KEY, epoch))
+            spectra = dict(zip(range(first, epoch + 1), result.get(LS_EPOCHS_KEY) or []))
+            return self.ledger.on_boundary(cid, epoch, None, info, spectrum, spectra)
         value = float(require(result, self._metric_key, f"the metric ranked with --metric {self.ledger.metric_name}"))
         return self.ledger.on_boundary(cid, epoch, value, info)
 

@@ -9,8 +9,10 @@ Result keys: :mod:`lsh_tune.search.keys`; settings, construction and state files
 
 Public Tune API only (``tune.report(metrics, checkpoint=...)``, ``tune.get_checkpoint()``,
 ``tune.get_context()``). Every epoch it reports ``epoch``, ``train_loss``, ``val_loss``,
-``val_ppl``, ``density`` and timings; at each round boundary (every E epochs of its own
-training, and at ``max_epochs``) also the Lyapunov spectrum summary, ``ls_distance`` to the
+``val_ppl``, ``density`` and timings (with metric ``ls`` the spectrum is computed after every
+epoch and once before training, epoch 0, as in the paper's §3; ``ls_time_s``); at each round
+boundary (every E epochs of its own training, and at ``max_epochs``) also the Lyapunov spectrum
+summary, the spectra of every epoch since the previous boundary (``ls_epochs``), ``ls_distance`` to the
 dense reference and a checkpoint with the full training state (weights, masks, optimizer and
 SNT-ASGD averages, death-rate position, RNG — :meth:`lsh_tune.train.Trainer.state_dict`). The
 full spectra are kept in the checkpoint and in ``candidates/<cid>/ls_history.json``; boundary
@@ -46,7 +48,8 @@ import torch
 
 from lsh_tune.search.candidate import (META_NAME, STATE_NAME, TrialSettings, build_candidate, candidate_dir,
                                        log_epoch, read_state_meta, save_state)
-from lsh_tune.search.keys import BOUNDARY_KEY, CID_KEY, FINAL_KEY, LS_KEY, REFERENCE_CID, REPLAY_KEY
+from lsh_tune.search.keys import (BOUNDARY_KEY, CID_KEY, FINAL_KEY, LS_EPOCHS_KEY, LS_FIRST_EPOCH_KEY, LS_KEY,
+                                  REFERENCE_CID, REPLAY_KEY)
 from lsh_tune.search.reference import reference_history, train_reference
 from lsh_tune.storage import Storage
 
@@ -133,7 +136,8 @@ def _train_epoch(trainer, hook, settings: TrialSettings, cid: str, meta: dict, r
                  **tags: Any) -> dict:
     """Train one epoch and return its result (``tags``: ``device``, ``gpu_ids``).
 
-    At a round boundary the spectrum is appended to ``meta["ls_history"]``.
+    With a reference (metric ``ls``) this epoch's spectrum is appended to ``meta["ls_history"]``
+    (its epoch to ``meta["ls_epochs"]``); a boundary result carries those since the previous one.
     """
     from lsh_tune.train import perplexity
 
@@ -145,19 +149,30 @@ def _train_epoch(trainer, hook, settings: TrialSettings, cid: str, meta: dict, r
                            "density": float(hook.masking.report()["density"]), **tags,
                            BOUNDARY_KEY: False, FINAL_KEY: False, REPLAY_KEY: False}
     E = settings.rounds_every
+    if reference is not None:
+        res["ls_time_s"] = _append_spectrum(trainer, settings, meta, reference, epoch)
     if epoch % E == 0 or epoch == settings.max_epochs:
         res[BOUNDARY_KEY] = True
         res["round"] = math.ceil(epoch / E)
         if reference is not None:
-            t0 = time.perf_counter()
-            meta["ls_history"].append(_spectrum(trainer, reference["tokens"], settings.ls_config).tolist())
             res.update(_ls_metrics(settings, cid, meta["ls_history"], reference))
             res[LS_KEY] = list(meta["ls_history"][-1])
-            res["ls_time_s"] = time.perf_counter() - t0
+            previous = ((epoch - 1) // E) * E
+            first = previous + 1 if previous > 0 else 0
+            res[LS_FIRST_EPOCH_KEY] = first
+            res[LS_EPOCHS_KEY] = [s for e, s in zip(meta["ls_epochs"], meta["ls_history"]) if first <= e <= epoch]
     if epoch == settings.max_epochs:
         test_loss = trainer.evaluate("test")
         res.update({FINAL_KEY: True, "test_loss": test_loss, "test_ppl": perplexity(test_loss)})
     return res
+
+
+def _append_spectrum(trainer, settings: TrialSettings, meta: dict, reference: dict, epoch: int) -> float:
+    """Compute the spectrum at the trainer's current ``epoch`` into ``meta``; returns its time (s)."""
+    t0 = time.perf_counter()
+    meta["ls_history"].append(_spectrum(trainer, reference["tokens"], settings.ls_config).tolist())
+    meta["ls_epochs"].append(int(epoch))
+    return time.perf_counter() - t0
 
 
 def candidate_trainable(config: dict, *, settings: TrialSettings, corpus, reference: dict | None) -> None:
@@ -189,6 +204,10 @@ def candidate_trainable(config: dict, *, settings: TrialSettings, corpus, refere
     finally:
         if ctx is not None:
             ctx.__exit__(None, None, None)
+    if "ls_epochs" not in meta:  # a state saved with one spectrum per boundary (the ledger keeps those)
+        meta["ls_history"], meta["ls_epochs"] = [], []
+    if reference is not None and trainer.epoch == 0 and not meta["ls_epochs"]:
+        _append_spectrum(trainer, settings, meta, reference, 0)  # epoch 0: before training
     if meta["last_report"] is not None and trainer.epoch > 0:
         tune.report({**meta["last_report"], REPLAY_KEY: True})
     tags = _tags()

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-__all__ = ["CID_KEY", "REFERENCE_CID", "BOUNDARY_KEY", "FINAL_KEY", "REPLAY_KEY", "LS_KEY", "METRIC_KEYS",
+__all__ = ["CID_KEY", "REFERENCE_CID", "BOUNDARY_KEY", "FINAL_KEY", "REPLAY_KEY", "LS_KEY", "LS_EPOCHS_KEY",
+           "LS_FIRST_EPOCH_KEY", "METRIC_KEYS",
            "FINAL_METRIC_KEYS", "ROUND_INFO_KEYS", "require"]
 
 #: The candidate id (also in every trial's config).
@@ -24,6 +25,11 @@ FINAL_KEY = "lsh_final"
 REPLAY_KEY = "lsh_replay"
 #: The candidate's Lyapunov spectrum (list of N exponents, nats per step) in boundary results.
 LS_KEY = "ls"
+#: In boundary results: the spectra of every epoch since the previous boundary, epoch 0 (before
+#: training) included in the first round, as an (epochs, N) list; the first one's epoch is
+#: :data:`LS_FIRST_EPOCH_KEY`. The pool-wide fit ranks on these per-epoch histories (paper §3).
+LS_EPOCHS_KEY = "ls_epochs"
+LS_FIRST_EPOCH_KEY = "ls_first_epoch"
 #: Result key ranked for each ``--metric`` (unless a pool-wide LS fit ranks the round).
 METRIC_KEYS = {"ls": "ls_distance", "loss": "val_loss"}
 #: Keys copied into the pool when a finalist finishes.
