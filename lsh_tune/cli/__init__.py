@@ -18,7 +18,7 @@ from lsh_tune.errors import LSHStorageError, LSHUsageError
 __all__ = ["main", "print_json", "run_parsed", "OneLineParser"]
 
 # Subcommand modules under lsh_tune.cli, in the order shown by --help.
-SUBCOMMANDS = ("info", "train", "train_sparse", "search", "ls", "table", "replay")
+SUBCOMMANDS = ("info", "train", "train_sparse", "search", "report", "ls", "table", "replay")
 
 
 class OneLineParser(argparse.ArgumentParser):

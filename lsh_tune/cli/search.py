@@ -59,11 +59,13 @@ def _check_ray_args(args: argparse.Namespace, cfg) -> None:
                             "--gpus-per-trial 0 to train on CPU")
 
 
-def _init_ray(args: argparse.Namespace, address: str | None) -> None:
+def _init_ray(args: argparse.Namespace, address: str | None, verbose: int = 1) -> None:
     import ray
 
+    from lsh_tune.search._ray_output import ray_init_kwargs
+
     local = address in (None, "local")
-    kwargs = {"address": address, "include_dashboard": False}
+    kwargs = {"address": address, "include_dashboard": False, **ray_init_kwargs(verbose)}
     if local:
         kwargs.update(num_cpus=args.num_cpus, num_gpus=args.num_gpus)
         if args.ray_temp_dir:
@@ -100,19 +102,15 @@ def run(args: argparse.Namespace) -> int:
     from lsh_tune.search.tuner import run_search
 
     cfg = checked_config(args)  # fail before starting Ray
-    _init_ray(args, cfg.address)
+    _init_ray(args, cfg.address, cfg.verbose)
     summary = run_search(cfg, resume=args.resume)
     if args.json:
         print_json(summary)
     else:
-        best = summary.get("best")
-        if best is None:
-            print(f"search in {summary['experiment_dir']} ended without a finished finalist")
-            return 1
-        print(f"best {best['cid']}: {best['config']} val_ppl {best.get('val_ppl'):.2f} "
-              f"test_ppl {best.get('test_ppl'):.2f} density {best.get('density'):.3f}")
-        print(f"outputs: {summary['experiment_dir']} (results.csv, best.json, best_model.pt)")
-    return 0
+        from lsh_tune.search.session import closing_text
+
+        print(closing_text(cfg.experiment()), end="")
+    return 0 if summary.get("best") is not None else 1
 
 
 def main(argv: list[str] | None = None) -> int:

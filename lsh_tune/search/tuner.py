@@ -29,10 +29,12 @@ from lsh_tune.search._ledger import SearchLedger
 from lsh_tune.search._ls_fit import PoolLSFit
 from lsh_tune.search.candidate import trial_settings
 from lsh_tune.search.config import SearchConfig
+from lsh_tune.search._ray_output import quiet_tune, ray_init_kwargs, tune_verbosity
 from lsh_tune.search.outputs import write_outputs
 from lsh_tune.search.preflight import preflight
 from lsh_tune.search.keys import REFERENCE_CID
 from lsh_tune.search.reference import prepare_reference, search_corpus
+from lsh_tune.search.session import publish_views, search_session, trial_slots
 from lsh_tune.space import SearchSpace
 from lsh_tune.storage import Storage
 
@@ -60,7 +62,8 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, space: SearchSpace | 
     cfg = preflight(cfg, resume=resume)  # experiment dir, storage, corpus, reference checkpoint: before Ray
     exp = cfg.experiment()
     if not ray.is_initialized():
-        ray.init(address=cfg.address, include_dashboard=False)
+        ray.init(address=cfg.address, include_dashboard=False, **ray_init_kwargs(cfg.verbose))
+    quiet_tune(cfg.verbose)
     check_resources(cfg, ray.cluster_resources())
     corpus = search_corpus(cfg)
     reference = prepare_reference(cfg, corpus) if cfg.metric == "ls" else None
@@ -71,8 +74,13 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, space: SearchSpace | 
                     reference["plan"].key, REFERENCE_CID, reference["plan"].epochs)
     trainable = make_trainable(cfg, ledger.generator.space, corpus, reference)
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(2, cfg.pool_size)))
-    _tuner(cfg, ledger, trainable, resume).fit()
-    return write_outputs(cfg, SearchLedger.open(exp), corpus, reference)
+    slots = trial_slots(cfg, ray.cluster_resources())
+    with search_session(cfg, lambda: SearchLedger.open(exp), corpus, slots=slots, reference=reference) as progress:
+        _tuner(cfg, ledger, trainable, resume).fit()
+        summary = write_outputs(cfg, SearchLedger.open(exp), corpus, reference)
+        progress.finish(summary)
+    publish_views(cfg)
+    return summary
 
 
 def _new_ledger(cfg: SearchConfig, reference: dict | None) -> SearchLedger:
@@ -100,10 +108,12 @@ def _tuner(cfg: SearchConfig, ledger: SearchLedger, trainable, resume: bool):
     """Tune's restored Tuner on resume (when Tune saved one), else a new one with the LSH adapters."""
     from ray import tune
 
+    from lsh_tune.search._events_callback import SearchEventsCallback
     from lsh_tune.search._loggers import result_logger_callbacks
     from lsh_tune.search._ray import LSHScheduler, LSHSearcher
 
-    path, fs = tune_storage(cfg.experiment())
+    exp = cfg.experiment()
+    path, fs = tune_storage(exp)
     if resume and tune.Tuner.can_restore(path, storage_filesystem=fs):
         # resume_errored=False: a candidate whose trial errored was either dropped by the ledger or
         # re-issued as a new trial (SearchLedger.on_failed); resuming the errored trial too would
@@ -117,10 +127,11 @@ def _tuner(cfg: SearchConfig, ledger: SearchLedger, trainable, resume: bool):
         trainable,
         tune_config=tune.TuneConfig(scheduler=LSHScheduler(ledger, max_failures=cfg.max_failures),
                                     search_alg=LSHSearcher(ledger), num_samples=-1, reuse_actors=True),
-        run_config=tune.RunConfig(name=cfg.name, storage_path=parent, storage_filesystem=fs, verbose=cfg.verbose,
+        run_config=tune.RunConfig(name=cfg.name, storage_path=parent, storage_filesystem=fs,
+                                  verbose=tune_verbosity(cfg.verbose),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                   failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
-                                  callbacks=result_logger_callbacks()))
+                                  callbacks=result_logger_callbacks() + [SearchEventsCallback(exp.uri)]))
 
 
 def make_trainable(cfg: SearchConfig, space: SearchSpace, corpus, reference: dict | None):

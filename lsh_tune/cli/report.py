@@ -1,0 +1,35 @@
+"""``lsh-tune report EXP [--md FILE] [--json]``: summarise a finished or interrupted search (no Ray)."""
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["register", "run"]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("report", help="summarise a finished or interrupted search",
+                       description="The chosen candidate against the unigram baseline, the dense reference and the "
+                                   "other finalists; every round's ranking; the time split; the survival of each "
+                                   "hyperparameter value; Spearman's rho of each round's metric with final "
+                                   "perplexity. Reads the experiment's files only.")
+    p.add_argument("experiment", metavar="EXP", help="the experiment: STORAGE_PATH/NAME (a directory or a URI)")
+    p.add_argument("--md", metavar="FILE", default=None, help="also write the report as Markdown to FILE")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object instead")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lsh_tune.cli import print_json
+    from lsh_tune.search.history import SearchHistory
+    from lsh_tune.search.report import build_report, render_markdown
+    from lsh_tune.storage import atomic_write_text
+
+    report = build_report(SearchHistory.load(args.experiment))
+    markdown = render_markdown(report)
+    if args.md:
+        atomic_write_text(args.md, markdown)
+    if args.json:
+        print_json(report)
+    else:
+        print(markdown, end="")
+    return 0

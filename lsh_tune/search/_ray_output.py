@@ -1,0 +1,49 @@
+"""What Ray itself prints during a search, by ``--verbose`` level (the live view is :mod:`lsh_tune.search.console`).
+
+0 and 1 (default): nothing of Ray's own — no Tune reporter (per-trial config boxes, status tables,
+the experiment banner), no "Experiment state snapshotting has been triggered multiple times"
+warnings, no INFO logs of the driver ("Started a local Ray instance") or of the workers
+("Checkpoint successfully created at …", "Restored on … from checkpoint"); warnings, errors,
+workers' prints and tracebacks still come through. 2: Tune's reporter and Ray's INFO logs are
+back. 3: Tune's most detailed reporter. Public switches only: ``RunConfig(verbose=…)``,
+``ray.init(logging_level=…, logging_config=ray.LoggingConfig(…))`` and Tune's documented
+environment variables.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+__all__ = ["VERBOSITY", "ray_init_kwargs", "tune_verbosity", "quiet_tune"]
+
+#: ``--verbose`` levels: no view, the live view, + Tune's reporter, + Tune's details.
+VERBOSITY = (0, 1, 2, 3)
+#: Tune's environment switch for its "Experiment state snapshotting has been triggered multiple times" warning.
+_SNAPSHOT_WARNING_ENV = "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"
+#: Tune's switch between its new output engine (``1``, the default) and the legacy one (``0``).
+_NEW_OUTPUT_ENV = "RAY_AIR_NEW_OUTPUT"
+
+
+def tune_verbosity(verbose: int) -> int:
+    """``RunConfig(verbose=…)`` for our ``verbose``: Tune's reporter only from 2 on."""
+    return {0: 0, 1: 0, 2: 1}.get(int(verbose), 2)
+
+
+def ray_init_kwargs(verbose: int) -> dict:
+    """``ray.init`` keyword arguments: below 2, Ray's driver and its workers log warnings and errors only
+    (drops "Started a local Ray instance", the workers' "Checkpoint successfully created" / "Restored
+    on … from checkpoint" lines); workers' prints and tracebacks still reach the terminal."""
+    if verbose >= 2:
+        return {}
+    import ray
+
+    return {"logging_level": logging.WARNING, "logging_config": ray.LoggingConfig(log_level="WARNING")}
+
+
+def quiet_tune(verbose: int) -> None:
+    """Below verbosity 2: Tune's legacy output engine (``RAY_AIR_NEW_OUTPUT=0``; the new one prints its
+    experiment banner whatever the verbosity, the legacy one prints nothing at verbosity 0) and no
+    snapshot-frequency warning (its documented variable). Values already in the environment win."""
+    if verbose < 2:
+        os.environ.setdefault(_NEW_OUTPUT_ENV, "0")
+        os.environ.setdefault(_SNAPSHOT_WARNING_ENV, "0")

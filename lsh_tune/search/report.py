@@ -1,0 +1,200 @@
+"""``lsh-tune report``: what a finished or interrupted search chose, how, and where its time went.
+
+Ray-free; reads the experiment only (:class:`~lsh_tune.search.history.SearchHistory`).
+:func:`build_report` returns a JSON-able dict, :func:`render_markdown` the same as Markdown (also
+what the terminal shows). Sections:
+
+* the chosen configuration and its validation/test perplexity and density, against the add-one
+  unigram of the search's tokens, the dense reference and the other finalists;
+* one row per round: the ranking with its metric values (best first), removed, refilled and by
+  which generator;
+* the time split: dense reference, candidate training, LS, and waiting/orchestration (the rest
+  of ``slots × wall time``), from the epoch log and the events;
+* how often each hyperparameter value survived each round (kept / ranked);
+* where final perplexities are known, Spearman's ρ (``scipy.stats.spearmanr``) of each round's
+  metric with the final validation perplexity, over the candidates of that round that finished.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from lsh_tune.search.console import format_duration
+from lsh_tune.search.history import SearchHistory
+from lsh_tune.search.progress import config_label
+
+__all__ = ["build_report", "render_markdown", "time_split", "survival", "spearman_by_round"]
+
+
+def _ratio(value: float | None, base: float | None) -> float | None:
+    return None if value is None or not base else float(value) / float(base)
+
+
+def _finalists(history: SearchHistory) -> list[dict]:
+    best = history.best_cid()
+    out = []
+    for c in history.pool.candidates.values():
+        if c.status not in ("final", "finished"):
+            continue
+        final = c.final or {}
+        out.append({"cid": c.cid, "config": dict(c.config), "chosen": c.cid == best, "status": c.status,
+                    "val_ppl": final.get("val_ppl"), "test_ppl": final.get("test_ppl"),
+                    "density": final.get("density"), "epoch": final.get("epoch")})
+    return sorted(out, key=lambda f: (not f["chosen"], f["val_ppl"] if f["val_ppl"] is not None else math.inf))
+
+
+def _rounds(history: SearchHistory) -> list[dict]:
+    out = []
+    for r, decided in enumerate(history.pool.rounds):
+        out.append({"round": r, "pool": len(decided["ranking"]),
+                    "ranking": [[cid, float(v)] for cid, v in decided["ranking"]],
+                    "removed": list(decided["removed"]), "refilled": list(decided["generated"]),
+                    "generator": history.hpo if decided["generated"] else None})
+    return out
+
+
+def survival(history: SearchHistory) -> dict[str, list[dict[str, list[int]]]]:
+    """hyperparameter -> one ``{value: [kept, ranked]}`` per round (hyperparameters that took a single
+    value in the whole search are left out: they tell nothing)."""
+    names = list(history.config.space.names)
+    out: dict[str, list[dict[str, list[int]]]] = {n: [] for n in names}
+    for r in range(len(history.pool.rounds)):
+        counts: dict[str, dict[str, list[int]]] = {n: {} for n in names}
+        for entry in history.ranked(r):
+            config = history.pool.candidates[entry.cid].config
+            for n in names:
+                key = f"{config[n]:g}" if isinstance(config[n], float) else str(config[n])
+                kept_ranked = counts[n].setdefault(key, [0, 0])
+                kept_ranked[0] += int(entry.kept)
+                kept_ranked[1] += 1
+        for n in names:
+            out[n].append(dict(sorted(counts[n].items())))
+    return {n: rounds for n, rounds in out.items() if len({v for r in rounds for v in r}) > 1}
+
+
+def spearman_by_round(history: SearchHistory) -> list[dict[str, Any]]:
+    """Per round: ``n`` candidates of it whose final validation perplexity is known, ``rho`` and ``p``
+    (``None`` below two; with two, ρ is ±1 and p undefined)."""
+    from scipy.stats import spearmanr
+
+    out = []
+    for r in range(len(history.pool.rounds)):
+        pairs = [(e.value, history.final(e.cid)) for e in history.ranked(r)]
+        pairs = [(v, f) for v, f in pairs if f is not None and math.isfinite(v)]
+        rho = p = None
+        if len(pairs) >= 2:
+            res = spearmanr([v for v, _ in pairs], [f for _, f in pairs])
+            rho = None if math.isnan(res.statistic) else float(res.statistic)
+            p = None if math.isnan(res.pvalue) else float(res.pvalue)
+        out.append({"round": r, "n": len(pairs), "rho": rho, "p": p})
+    return out
+
+
+def time_split(history: SearchHistory) -> dict[str, float]:
+    """Seconds of ``wall`` time × ``slots`` spent on the dense reference, on candidate training (training
+    and validation), on candidate LS, and the rest (``waiting``: trial start/pause/restore, rounds
+    waiting for their slowest candidate, the driver)."""
+    ls_by_epoch = {(e["cid"], int(e["epoch"])): float(e.get("ls_time_s") or 0.0) for e in history.events_of("epoch")}
+    busy = ls = 0.0
+    for rec in history.epoch_log:
+        busy += float(rec["time"]) - float(rec["start"])
+        ls += float(rec.get("ls_time_s", ls_by_epoch.get((rec["cid"], int(rec["epoch"])), 0.0)))
+    reference = sum(float(e.get("epoch_time_s") or 0.0) + float(e.get("ls_time_s") or 0.0)
+                    for e in history.events_of("reference_epoch"))
+    starts = [e["time"] for e in history.events_of("search_start")]
+    ends = [e["time"] for e in history.events] + [float(r["time"]) for r in history.epoch_log]
+    begin = min(starts + [float(r["start"]) for r in history.epoch_log], default=None)
+    wall = (max(ends) - begin) if begin is not None and ends else 0.0
+    slots = history.slots()
+    return {"wall_s": wall, "slots": slots, "reference_s": reference, "training_s": busy - ls, "ls_s": ls,
+            "waiting_s": max(0.0, wall * slots - busy - reference)}
+
+
+def build_report(history: SearchHistory) -> dict[str, Any]:
+    """The report of a search (see the module docstring) as a JSON-able dict."""
+    cfg = history.config
+    unigram = history.unigram()
+    reference = history.reference_scores()
+    finalists = _finalists(history)
+    chosen = next((f for f in finalists if f["chosen"]), None)
+    for row in [reference] + finalists:
+        row["test_vs_unigram"] = _ratio(row.get("test_ppl"), unigram.get("test"))
+    if chosen is not None:
+        chosen["val_vs_reference"] = _ratio(chosen["val_ppl"], reference.get("val_ppl"))
+    status = "finished" if history.finished else f"interrupted after {len(history.pool.rounds)} round(s), " \
+                                                  f"phase {history.pool.phase}"
+    return {"experiment": history.storage.uri_of(), "name": cfg.name, "status": status,
+            "settings": {k: getattr(cfg, k) for k in ("model", "preset", "corpus", "max_tokens", "sparsity", "hpo",
+                                                      "metric", "pool_size", "rounds_every", "final_k")}
+            | {"max_epochs": cfg.resolved_max_epochs()},
+            "unigram": unigram, "reference": reference, "chosen": chosen, "finalists": finalists,
+            "rounds": _rounds(history), "time": time_split(history), "survival": survival(history),
+            "spearman": spearman_by_round(history)}
+
+
+# ------------------------------------------------------------------ Markdown
+def _num(value: Any, fmt: str = ".1f") -> str:
+    return "–" if value is None else format(float(value), fmt)
+
+
+def _scores_table(rep: dict) -> list[str]:
+    lines = ["| | val ppl | test ppl | density | test / unigram |", "|---|---|---|---|---|",
+             f"| add-one unigram | {_num(rep['unigram'].get('valid'))} | {_num(rep['unigram'].get('test'))} | – | 1.00 |"]
+    ref = rep["reference"]
+    lines.append(f"| dense reference | {_num(ref.get('val_ppl'))} | {_num(ref.get('test_ppl'))} | 1.000 | "
+                 f"{_num(ref.get('test_vs_unigram'), '.2f')} |")
+    for f in rep["finalists"]:
+        name = f"**{f['cid']} (chosen)**" if f["chosen"] else f"{f['cid']} (finalist)"
+        lines.append(f"| {name} {config_label(f['config'])} | {_num(f['val_ppl'])} | {_num(f['test_ppl'])} | "
+                     f"{_num(f['density'], '.3f')} | {_num(f['test_vs_unigram'], '.2f')} |")
+    return lines
+
+
+def _rounds_table(rep: dict) -> list[str]:
+    lines = ["| round | pool | ranking, best first (metric) | removed | refilled |", "|---|---|---|---|---|"]
+    for r in rep["rounds"]:
+        ranking = ", ".join(f"{cid} {v:.4g}" for cid, v in r["ranking"])
+        refill = f"{', '.join(r['refilled'])} ({r['generator']})" if r["refilled"] else "–"
+        lines.append(f"| {r['round'] + 1} | {r['pool']} | {ranking} | {', '.join(r['removed']) or '–'} | {refill} |")
+    return lines
+
+
+def _survival_table(rep: dict) -> list[str]:
+    n = len(rep["rounds"])
+    lines = ["| hyperparameter | " + " | ".join(f"round {r + 1}" for r in range(n)) + " |",
+             "|---|" + "---|" * n]
+    for name, per_round in rep["survival"].items():
+        cells = [", ".join(f"{v} {k}/{t}" for v, (k, t) in counts.items()) for counts in per_round]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _time_line(t: dict) -> str:
+    capacity = t["wall_s"] * t["slots"] or 1.0
+    parts = [f"{label} {format_duration(t[key])} ({100 * t[key] / capacity:.0f} %)" for label, key in
+             (("dense reference", "reference_s"), ("candidate training", "training_s"), ("LS", "ls_s"),
+              ("waiting/orchestration", "waiting_s"))]
+    return f"{format_duration(t['wall_s'])} wall × {t['slots']} slot(s): " + " · ".join(parts)
+
+
+def _spearman_line(rep: dict) -> str:
+    parts = []
+    for s in rep["spearman"]:
+        rho = "–" if s["rho"] is None else f"{s['rho']:+.2f}"
+        parts.append(f"round {s['round'] + 1}: ρ {rho} (n = {s['n']})")
+    return " · ".join(parts) or "no round decided"
+
+
+def render_markdown(rep: dict) -> str:
+    """The report as Markdown (tables; fits a terminal too)."""
+    s = rep["settings"]
+    chosen = rep["chosen"]
+    head = (f"chosen: {chosen['cid']} {config_label(chosen['config'])}" if chosen else "no finalist finished yet")
+    lines = [f"# LSH search `{rep['name']}` — {rep['status']}", "",
+             f"{s['model']}/{s['preset']} on {s['corpus']} (max_tokens {s['max_tokens']}), sparsity {s['sparsity']}, "
+             f"{s['hpo']}/{s['metric']}, pool {s['pool_size']}, E = {s['rounds_every']}, {s['final_k']} finalists to "
+             f"{s['max_epochs']} epochs; {head}", "", *_scores_table(rep), "", "## Rounds", *_rounds_table(rep), "",
+             "## Survival of each hyperparameter value (kept/ranked)", *_survival_table(rep), "",
+             f"**Time**: {_time_line(rep['time'])}", "",
+             f"**Spearman ρ** of the round metric with final validation perplexity: {_spearman_line(rep)}"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,118 @@
+"""The driver's side of one run of a search: its events, live view and TensorBoard log, then what it leaves.
+
+Ray-free (the Tune callback that feeds it is :mod:`lsh_tune.search._events_callback`).
+:func:`search_session` opens the experiment's :class:`~lsh_tune.search.events.EventLog`, registers
+the :class:`~lsh_tune.search.progress.SearchProgress` the callback will find, starts the live
+console view (``verbose >= 1``) and emits ``search_start``; the TensorBoard log is rebuilt
+whenever a round closes or a finalist finishes. Inside the session the caller emits ``result``
+(:meth:`SearchProgress.finish`) once the outputs are written; :func:`publish_views` then writes
+the figures and the final TensorBoard log; :func:`closing_text` is what the command line prints
+at the end (the report and the ``tensorboard --logdir`` line).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from contextlib import contextmanager
+from typing import Iterator
+
+from lsh_tune.search.events import EventLog
+from lsh_tune.search.progress import SearchProgress, progress_for
+
+__all__ = ["search_session", "publish_views", "closing_text", "trial_slots"]
+
+logger = logging.getLogger(__name__)
+#: Events after which the TensorBoard log is rebuilt while the search runs.
+_TENSORBOARD_EVENTS = ("round", "finalist_done")
+
+
+def trial_slots(cfg, resources: dict) -> int:
+    """How many trials of ``cfg`` fit at once in Ray's ``resources`` (``ray.cluster_resources()``), ≥ 1."""
+    fits = [math.floor(float(resources.get(name, 0.0)) / need + 1e-9)
+            for name, need in (("CPU", cfg.cpus_per_trial), ("GPU", cfg.gpus_per_trial)) if need > 0]
+    return max(1, min(fits, default=1))
+
+
+def _tensorboard_listener(experiment):
+    def listener(event: dict) -> None:
+        if event["kind"] in _TENSORBOARD_EVENTS:
+            _rebuild_tensorboard(experiment)
+    return listener
+
+
+def _rebuild_tensorboard(source) -> None:
+    """Rewrite the TensorBoard log of ``source`` (a Storage or a SearchHistory); a failure is logged,
+    never fatal to the search."""
+    from lsh_tune.search.tensorboard import write_tensorboard
+
+    try:
+        write_tensorboard(source)
+    except Exception:  # noqa: BLE001 - the log is a view; the search goes on without it
+        logger.exception("could not write the TensorBoard log of %s", getattr(source, "storage", source).uri_of())
+
+
+def _start_facts(cfg, corpus) -> dict:
+    from lsh_tune.data import unigram_perplexities
+
+    return {"name": cfg.name, "model": cfg.model, "preset": cfg.preset, "corpus": cfg.corpus,
+            "sparsity": cfg.sparsity, "hpo": cfg.hpo, "unigram": unigram_perplexities(corpus),
+            "tokens": [int(corpus.train.numel()), int(corpus.valid.numel()), int(corpus.test.numel())]}
+
+
+@contextmanager
+def search_session(cfg, ledger_opener, corpus, *, slots: int, reference: dict | None = None,
+                   tensorboard: bool = True) -> Iterator[SearchProgress]:
+    """Events, the live view (``cfg.verbose >= 1``) and the live TensorBoard log of one run of ``cfg``.
+
+    Args:
+        cfg: the search (:class:`~lsh_tune.search.config.SearchConfig`).
+        ledger_opener: ``() -> SearchLedger`` of the experiment.
+        corpus: the search's corpus (for the unigram baseline).
+        slots: trials that run at once (:func:`trial_slots`).
+        reference: :func:`~lsh_tune.search.reference.prepare_reference`'s dict; a reference already
+            in the cache is announced at once (its trial will not run).
+        tensorboard: rebuild the TensorBoard log on each round and finalist.
+    """
+    from lsh_tune.search.console import ConsoleView
+
+    exp = cfg.experiment()
+    view = ConsoleView() if cfg.verbose >= 1 else None
+    listeners = ([view] if view is not None else []) + ([_tensorboard_listener(exp)] if tensorboard else [])
+    log = EventLog(exp, listeners)
+    progress = progress_for(exp, lambda: SearchProgress(log, ledger_opener, slots=slots))
+    try:
+        if view is not None:
+            view.start()
+        progress.start(**_start_facts(cfg, corpus))
+        meta = (reference or {}).get("meta") or {}
+        if meta.get("cached") and not log.of_kind("reference_done"):
+            log.emit("reference_done", val_ppl=meta.get("val_ppl"), test_ppl=meta.get("test_ppl"), cached=True)
+        yield progress
+    finally:
+        if view is not None:
+            view.close()
+
+
+def publish_views(cfg) -> None:
+    """After the outputs are written: the figures and the final TensorBoard log (failures are logged)."""
+    from lsh_tune.search.figures import write_figures
+    from lsh_tune.search.history import SearchHistory
+
+    history = SearchHistory.load(cfg.experiment())
+    _rebuild_tensorboard(history)
+    try:
+        write_figures(history)
+    except Exception:  # noqa: BLE001 - figures are a view; the search's results stand without them
+        logger.exception("could not draw the figures of %s", history.storage.uri_of())
+
+
+def closing_text(experiment) -> str:
+    """The report of the finished search and how to open its TensorBoard log (what the CLI prints last)."""
+    from lsh_tune.search.history import SearchHistory
+    from lsh_tune.search.report import build_report, render_markdown
+    from lsh_tune.search.tensorboard import TENSORBOARD_DIR
+
+    history = SearchHistory.load(experiment)
+    return (render_markdown(build_report(history)) + "\n"
+            f"figures: {history.storage.uri_of('figures')}/ · TensorBoard: tensorboard --logdir "
+            f"{history.storage.uri_of(TENSORBOARD_DIR)}\n")
