@@ -145,8 +145,12 @@ class PoolLSFit:
                   fit=meta.get("fit", "pool"))
         for name in store.listdir(_SPECTRA_DIR):
             if name.endswith(".json"):
-                saved = store.read_json(f"{_SPECTRA_DIR}/{name}")
-                fit.spectra[name[:-len(".json")]] = {int(e): s for e, s in saved.items()}
+                rel = f"{_SPECTRA_DIR}/{name}"
+                try:
+                    fit.spectra[name[:-len(".json")]] = {int(e): s for e, s in store.read_json(rel).items()}
+                except (ValueError, AttributeError) as e:
+                    raise LSHUsageError(f"cannot read the saved spectra {store.uri_of(rel)} (corrupt or truncated: "
+                                        f"{e}); the search cannot rank with them") from None
         return fit
 
     # ---------------------------------------------------------------- updates

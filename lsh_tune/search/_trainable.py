@@ -27,10 +27,11 @@ ranking waits for the reference in the ledger); each boundary looks for it in th
 Exactly-once epochs: after every epoch the state is also mirrored to
 ``<experiment>/candidates/<cid>/state.pt`` (all-or-nothing, through the experiment's
 :class:`~lsh_tune.storage.Storage`, object stores included) and the epoch is a record of the log
-``<experiment>/epochs/``. On start the newer of Tune's checkpoint and the mirror is loaded,
-so a driver killed between Tune's periodic experiment snapshots retrains nothing. After loading
-a boundary state, the trainable re-reports that boundary (``lsh_replay``) before training on,
-which lets :class:`~lsh_tune.search.LSHScheduler` hold it while its round is open.
+``<experiment>/epochs/``. On start the newer of Tune's checkpoint and the mirror is loaded (the
+other one if it does not read back), so a driver killed between Tune's periodic experiment
+snapshots retrains nothing. After loading a boundary state, the trainable re-reports that
+boundary (``lsh_replay``) before training on, which lets :class:`~lsh_tune.search.LSHScheduler`
+hold it while its round is open.
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ import numpy as np
 import torch
 
 from lsh_tune.search.candidate import (META_NAME, STATE_NAME, TrialSettings, build_candidate, candidate_dir,
-                                       log_epoch, read_state_meta, save_state)
+                                       load_newest_state, log_epoch, read_state_meta, save_state)
 from lsh_tune.search.keys import (BOUNDARY_KEY, CID_KEY, FINAL_KEY, LS_EPOCHS_KEY, LS_FIRST_EPOCH_KEY, LS_KEY,
                                   REFERENCE_CID, REPLAY_KEY)
 from lsh_tune.search.reference import reference_history, train_reference
@@ -63,9 +64,9 @@ def _device() -> str:
     return "cuda" if gpu_ids and torch.cuda.is_available() else "cpu"
 
 
-def _latest_state(store: Storage | None, cid: str) -> tuple[Storage | None, str, Any]:
-    """The newer of Tune's checkpoint and the mirror: (its storage, its directory there, Tune's
-    checkpoint context to close after loading)."""
+def _state_options(store: Storage | None, cid: str) -> tuple[list[tuple[Storage, str]], Any]:
+    """Tune's checkpoint and the mirror, newest epoch first (the mirror first on a tie): [(storage,
+    directory there)], and Tune's checkpoint context to close after loading."""
     from ray import tune
 
     options: list[tuple[int, int, Storage, str]] = []
@@ -81,10 +82,8 @@ def _latest_state(store: Storage | None, cid: str) -> tuple[Storage | None, str,
         meta = read_state_meta(store, candidate_dir(cid))
         if meta is not None:
             options.append((int(meta["epoch"]), 1, store, candidate_dir(cid)))
-    if not options:
-        return None, "", ctx
-    _, _, where, directory = max(options, key=lambda o: (o[0], o[1]))
-    return where, directory, ctx
+    options.sort(key=lambda o: (o[0], o[1]), reverse=True)
+    return [(where, directory) for _, _, where, directory in options], ctx
 
 
 def _spectrum(trainer, tokens: torch.Tensor, ls_config: dict) -> np.ndarray:
@@ -196,11 +195,11 @@ def candidate_trainable(config: dict, *, settings: TrialSettings, corpus, refere
     store = None if settings.state_dir is None else Storage(settings.state_dir)
     trainer, hook = build_candidate(settings, config, corpus, device=device)
     meta: dict = {"ls_history": [], "last_report": None}
-    where, directory, ctx = _latest_state(store, cid)
+    options, ctx = _state_options(store, cid)
     try:
-        if where is not None:
-            with where.local_file(f"{directory}/{STATE_NAME}" if directory else STATE_NAME) as path:
-                meta = trainer.load(path)["lsh"]
+        saved = load_newest_state(trainer, options)  # a corrupt mirror falls back to Tune's checkpoint
+        if saved is not None:
+            meta = saved["lsh"]
     finally:
         if ctx is not None:
             ctx.__exit__(None, None, None)

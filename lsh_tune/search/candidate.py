@@ -9,12 +9,14 @@ state) and ``ls_history.json`` (its spectra, one per epoch from epoch 0 with met
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
+from lsh_tune.errors import LSHUsageError
 from lsh_tune.search._ls_fit import LSSpace
 from lsh_tune.search.keys import CID_KEY
 from lsh_tune.seeds import derive_seed
@@ -23,8 +25,11 @@ from lsh_tune.storage import Storage
 if TYPE_CHECKING:  # pragma: no cover
     from lsh_tune.search.config import SearchConfig
 
-__all__ = ["TrialSettings", "trial_settings", "build_candidate", "candidate_dir", "read_epoch_log", "log_epoch",
-           "read_state_meta", "save_state", "save_trainer", "STATE_NAME", "META_NAME", "LS_NAME", "EPOCH_LOG"]
+__all__ = ["TrialSettings", "trial_settings", "build_candidate", "candidate_dir", "load_newest_state", "read_epoch_log",
+           "log_epoch", "read_state_meta", "save_state", "save_trainer", "STATE_NAME", "META_NAME", "LS_NAME",
+           "EPOCH_LOG"]
+
+logger = logging.getLogger(__name__)
 
 STATE_NAME = "state.pt"
 META_NAME = "state.json"
@@ -100,6 +105,29 @@ def read_state_meta(store: Storage, directory: str = "") -> dict | None:
         return store.read_json(_join(directory, META_NAME))
     except (ValueError, FileNotFoundError):
         return None
+
+
+def load_newest_state(trainer, options: Sequence[tuple[Storage, str]]) -> dict | None:
+    """Load into ``trainer`` the first of ``options`` — ``(storage, directory)`` holding ``state.pt``,
+    newest first — that reads back; return its saved dict (``None``: no options).
+
+    A corrupt, truncated or foreign state is skipped with a warning naming it, so a damaged mirror
+    falls back to the older Tune checkpoint (the epochs in between are trained again).
+
+    Raises:
+        LSHUsageError: every option failed (each named); nothing wrong is ever loaded silently.
+    """
+    failed = []
+    for store, directory in options:
+        try:
+            with store.local_file(_join(directory, STATE_NAME)) as path:
+                return trainer.load(path)
+        except (LSHUsageError, FileNotFoundError) as e:
+            logger.warning("skipping an unreadable state: %s", e)
+            failed.append(str(e))
+    if failed:
+        raise LSHUsageError(f"no state of this candidate reads back: {'; '.join(failed)}")
+    return None
 
 
 def save_trainer(trainer, store: Storage, rel: str, **extra) -> None:

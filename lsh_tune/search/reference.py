@@ -194,6 +194,8 @@ def _train(plan: ReferencePlan, corpus, device: str, tags: dict, on_epoch) -> tu
     store, tokens_cfg = plan.store(), _tokens(plan, corpus)
     trainer = _trainer(plan, corpus, device)
     history = _resume(trainer, store, plan.key)
+    if history is None:  # its saved state does not read back: train again from scratch (same result)
+        trainer, history = _trainer(plan, corpus, device), []
     if not history:
         history = [_spectrum(trainer, *tokens_cfg)]  # epoch 0: at initialisation
     extras = {"model_spec": plan.model_spec, "corpus": corpus.name, "vocab_size": len(corpus.vocab),
@@ -221,14 +223,20 @@ def _train(plan: ReferencePlan, corpus, device: str, tags: dict, on_epoch) -> tu
     return np.stack(history), history[-1], scores
 
 
-def _resume(trainer, store: Storage, key: str) -> list[np.ndarray]:
-    """Load the newest saved epoch of reference ``key`` into ``trainer``; its LS history so far ([] if none)."""
+def _resume(trainer, store: Storage, key: str) -> list[np.ndarray] | None:
+    """Load the newest saved epoch of reference ``key`` into ``trainer``; its LS history so far ([] if
+    none; ``None`` if the saved state is corrupt or truncated: ``trainer`` must then be rebuilt)."""
+    from lsh_tune.errors import LSHUsageError
     from lsh_tune.search.candidate import read_state_meta
 
     if read_state_meta(store, key) is None:
         return []
-    with store.local_file(f"{key}/{_STATE}") as path:
-        saved = trainer.load(path)
+    try:
+        with store.local_file(f"{key}/{_STATE}") as path:
+            saved = trainer.load(path)
+    except LSHUsageError as e:
+        logger.warning("dense reference: %s; training it again from epoch 0", e)
+        return None
     logger.info("dense reference: resuming after epoch %d", trainer.epoch)
     return list(np.asarray(saved["lsh"]["ls_history"]))
 
