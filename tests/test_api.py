@@ -33,14 +33,14 @@ def test_spectrum_metrics_carry_the_search_keys_and_the_distance_of_the_last_spe
     history = -np.sort(RNG.random((2, 6)), axis=1)
     raw = spectrum_metrics(history, REFERENCE, embedding="raw")
     assert {LS_KEY, METRIC_KEYS["ls"]} <= set(raw) and raw[LS_KEY] == history[-1].tolist()
-    assert raw["ls_distance"] == pytest.approx(float(np.linalg.norm(history[-1] - REFERENCE[-1])))
+    assert raw["ls_distance_own_fit"] == pytest.approx(float(np.linalg.norm(history[-1] - REFERENCE[-1])))
     assert raw["ls_n"] == 6 and raw["ls_max"] == pytest.approx(history[-1].max())
     pca = spectrum_metrics(history, REFERENCE)
-    assert pca["ls_distance"] == pytest.approx(ls_distances(REFERENCE, {"x": history})[0]["x"])
+    assert pca["ls_distance_own_fit"] == pytest.approx(ls_distances(REFERENCE, {"x": history})[0]["x"])
     broken = history.copy()
     broken[-1, 0], broken[-1, -1] = np.nan, -np.inf
     bad = spectrum_metrics(broken, REFERENCE)
-    assert bad["ls_distance"] == math.inf and bad["ls_nan"] == 1 and bad["ls_neg_inf"] == 1
+    assert bad["ls_distance_own_fit"] == math.inf and bad["ls_nan"] == 1 and bad["ls_neg_inf"] == 1
     assert bad[LS_KEY][-1] == -math.inf  # kept as reported
     with pytest.raises(LSHUsageError, match="different lengths"):
         spectrum_metrics(history[:, :4], REFERENCE)
@@ -64,8 +64,8 @@ def test_candidate_metrics_mark_boundaries_rounds_and_the_final_epoch():
 
 @pytest.mark.parametrize("epoch,kwargs,match", [
     (2, {}, "spectrum_metrics"),                                   # an LS boundary without the spectrum
-    (2, {"ls": {"ls": [0.0]}}, "ls_distance"),
-    (5, {"ls": {"ls": [0.0], "ls_distance": 0.1}}, "test_loss"),  # the last epoch without a test loss
+    (2, {"ls": {"ls": [0.0]}}, "ls_distance_own_fit"),
+    (5, {"ls": {"ls": [0.0], "ls_distance_own_fit": 0.1}}, "test_loss"),  # the last epoch without a test loss
     (6, {}, "max_epochs=5"),
     (0, {}, "epoch=0"),
     (1, {"val_ppl": 3.0}, "val_ppl"),                             # an extra metric replacing a contract key

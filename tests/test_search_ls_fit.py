@@ -37,7 +37,7 @@ def _report_round(ledger, reported: dict | None = None):
         own = _own_distance(c.cid, history)
         if reported is not None:
             reported[c.cid] = own
-        decision = ledger.on_boundary(c.cid, epoch, own, {"ls_distance": own}, _spectrum(c.cid, epoch)) or decision
+        decision = ledger.on_boundary(c.cid, epoch, own, {"ls_distance_own_fit": own}, _spectrum(c.cid, epoch)) or decision
     return decision
 
 

@@ -3,7 +3,8 @@
 :func:`spectrum_metrics` is what a user's own Ray Tune trainable adds to a round-boundary report
 for an LS-ranked search (``lsh_tune.search.candidate_metrics(..., ls=spectrum_metrics(...))``).
 The key names are the search's result contract: ``ls`` (the spectrum; the scheduler's pool-wide
-fit reads it) and ``ls_distance`` (the metric of ``metric="ls"``), plus ``ls_max``, ``ls_mean``,
+fit reads it) and ``ls_distance_own_fit`` (the distance in the space fitted on the reference and this
+candidate's history alone; ranked with ``metric="ls"`` when no pool-wide fit is used), plus ``ls_max``, ``ls_mean``,
 ``ls_variance``, ``ls_min``, ``ls_n``, ``ls_neg_inf``, ``ls_nan`` (:func:`ls_summary`).
 """
 from __future__ import annotations
@@ -33,7 +34,7 @@ def spectrum_metrics(history: Sequence[Sequence[float]] | np.ndarray,
         seed: t-SNE random state.
 
     Returns:
-        ``{"ls": the last spectrum as a list of N floats (−inf and NaN kept), "ls_distance": its
+        ``{"ls": the last spectrum as a list of N floats (−inf and NaN kept), "ls_distance_own_fit": its
         distance to v̂ in the LS space fitted on the reference and this history (+inf when
         diverged), "ls_max", "ls_mean", "ls_variance", "ls_min", "ls_n", "ls_neg_inf", "ls_nan"}``.
 
@@ -44,12 +45,12 @@ def spectrum_metrics(history: Sequence[Sequence[float]] | np.ndarray,
     Example:
         >>> ref = [[0.0, -1.0], [0.1, -1.2]]
         >>> m = spectrum_metrics([[0.1, -1.0]], ref, embedding="raw")
-        >>> m["ls"], round(m["ls_distance"], 3), m["ls_n"]
+        >>> m["ls"], round(m["ls_distance_own_fit"], 3), m["ls_n"]
         ([0.1, -1.0], 0.2, 2)
     """
     distances, _ = ls_distances(reference_history, {"candidate": history}, embedding=embedding,
                                 metric=distance, seed=seed)
     current = np.atleast_2d(np.asarray(history, dtype=np.float64))[-1]
-    out: dict[str, Any] = {"ls": [float(v) for v in current], "ls_distance": float(distances["candidate"])}
+    out: dict[str, Any] = {"ls": [float(v) for v in current], "ls_distance_own_fit": float(distances["candidate"])}
     out.update({f"ls_{k}": v for k, v in ls_summary(current).items()})
     return out

@@ -6,14 +6,14 @@ When a round closes, the embedding (PCA by default) is fitted on the dense refer
 together with the LS history of every candidate being ranked (one spectrum per round boundary of
 its own training so far); a candidate's value is the distance from the reference's last point to
 its own last point (:func:`lsh_tune.lyapunov.ls_distances`). A trial on its own can only fit the
-reference and its own history: that is the ``ls_distance`` it reports for monitoring. This class
+reference and its own history: that is the ``ls_distance_own_fit`` it reports for monitoring. This class
 keeps every candidate's spectra so the ledger can refit when the pool is complete. Ray-free.
 
 The reference history may arrive after the candidates' first spectra (the dense reference is a
 trial of the same search, see :mod:`lsh_tune.search.reference`): until :meth:`PoolLSFit.set_reference`
 the fit has no reference and the ledger keeps the round open. With ``fit="candidate"`` each
 candidate is ranked in a space fitted on the reference and its own history alone (what each trial
-reports as ``ls_distance``), computed here from the same spectra.
+reports as ``ls_distance_own_fit``), computed here from the same spectra.
 
 Files (experiment storage, written all-or-nothing before the ledger's state, so a resumed search
 ranks with the same spectra): ``lsh/reference_ls.json`` (the reference history, once known) and
@@ -45,7 +45,7 @@ _SPECTRA_DIR = "lsh/spectra"
 class LSSpace:
     """Where spectra are compared: the embedding, the distance in it and t-SNE's random state.
 
-    One search has one LS space: the trials' own ``ls_distance`` and the pool-wide ranking use
+    One search has one LS space: the trials' own ``ls_distance_own_fit`` and the pool-wide ranking use
     the same one, with ``seed`` = the search seed (only ``tsne`` uses it).
 
     Args:

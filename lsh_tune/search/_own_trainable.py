@@ -62,7 +62,7 @@ def make_ledger(*, pool_size: int, rounds_every: int, max_epochs: int, hpo: str 
             ``Tuner.restore``); ``None`` keeps it in memory.
         reference_history: the dense reference's spectra (E_ref, N), metric ``ls`` only: each round
             is then ranked in one LS space fitted on the reference and every ranked candidate's
-            reported spectra (the paper). Without it, ``ls`` ranks by the ``ls_distance`` reported.
+            reported spectra (the paper). Without it, ``ls`` ranks by the ``ls_distance_own_fit`` reported.
         ls_space: embedding/distance of that fit (default: PCA, L2, t-SNE seed ``seed``).
         **generator_kwargs: passed to the generator (``grid``: ``death_rate``).
 

@@ -212,7 +212,7 @@ class LSHSearcher(Searcher):
     def __init__(self, ledger: SearchLedger) -> None:
         # No metric for Tune: the searcher reads none (the ledger ranks), and Tune rejects every
         # result lacking the searcher's metric — a non-boundary epoch (E > 1), the reference's
-        # progress, a round-0 boundary before the reference is trained carry no ls_distance.
+        # progress, a round-0 boundary before the reference is trained carry no ls_distance_own_fit.
         super().__init__(metric=None, mode=None)
         self.ledger = ledger
 

@@ -12,16 +12,16 @@ Public Tune API only (``tune.report(metrics, checkpoint=...)``, ``tune.get_check
 ``val_ppl``, ``density`` and timings (with metric ``ls`` the spectrum is computed after every
 epoch and once before training, epoch 0, as in the paper's §3; ``ls_time_s``); at each round
 boundary (every E epochs of its own training, and at ``max_epochs``) also the Lyapunov spectrum
-summary, the spectra of every epoch since the previous boundary (``ls_epochs``), ``ls_distance`` to the
+summary, the spectra of every epoch since the previous boundary (``ls_epochs``), ``ls_distance_own_fit`` to the
 dense reference and a checkpoint with the full training state (weights, masks, optimizer and
 SNT-ASGD averages, death-rate position, RNG — :meth:`lsh_tune.train.Trainer.state_dict`). The
 full spectra are kept in the checkpoint and in ``candidates/<cid>/ls_history.json``; boundary
 results carry the spectrum (``ls``, N exponents; TensorBoard shows it as a histogram), its summary
-(``ls_max``, ``ls_mean``, ``ls_variance``, ``ls_min``, ``ls_neg_inf`` ...) and ``ls_distance``, the
+(``ls_max``, ``ls_mean``, ``ls_variance``, ``ls_min``, ``ls_neg_inf`` ...) and ``ls_distance_own_fit``, the
 distance to the reference in the search's LS space fitted on the reference and this candidate's
 history alone (the pool-wide ranking refits on every candidate, see ``_ls_fit.py``).
 
-Until the reference is trained, boundary results carry the spectrum but no ``ls_distance`` (the
+Until the reference is trained, boundary results carry the spectrum but no ``ls_distance_own_fit`` (the
 ranking waits for the reference in the ledger); each boundary looks for it in the cache again.
 
 Exactly-once epochs: after every epoch the state is also mirrored to
@@ -50,7 +50,7 @@ import torch
 from lsh_tune.search.candidate import (META_NAME, STATE_NAME, TrialSettings, build_candidate, candidate_dir,
                                        load_newest_state, log_epoch, read_state_meta, save_state)
 from lsh_tune.search.keys import (BOUNDARY_KEY, CID_KEY, FINAL_KEY, LS_EPOCHS_KEY, LS_FIRST_EPOCH_KEY, LS_KEY,
-                                  REFERENCE_CID, REPLAY_KEY)
+                                  OWN_FIT_DISTANCE_KEY, REFERENCE_CID, REPLAY_KEY)
 from lsh_tune.search.reference import reference_history, train_reference
 from lsh_tune.storage import Storage
 
@@ -95,14 +95,14 @@ def _spectrum(trainer, tokens: torch.Tensor, ls_config: dict) -> np.ndarray:
 
 
 def _ls_metrics(settings: TrialSettings, cid: str, history: list, reference: dict) -> dict:
-    """The spectrum's summary, and ``ls_distance`` once the reference's history is known."""
+    """The spectrum's summary, and ``ls_distance_own_fit`` once the reference's history is known."""
     from lsh_tune.lyapunov import ls_summary
 
     out = {f"ls_{k}": v for k, v in ls_summary(np.asarray(history[-1])).items()}
     ref = reference_history(reference)
     if ref is not None:
         dist = settings.ls_space.distances(np.asarray(ref), {cid: np.asarray(history)})
-        out["ls_distance"] = float(dist[cid])
+        out[OWN_FIT_DISTANCE_KEY] = float(dist[cid])
     return out
 
 

@@ -50,7 +50,7 @@ class TrialSettings:
         seed: search seed; each candidate trains with ``crc32(seed, cid)``.
         hp_names: names of the hyperparameters in a trial config (from the search space).
         ls_config: :meth:`LSConfig.to_dict` of the spectrum computation.
-        ls_space: the LS space of the trial's own ``ls_distance`` (the search's).
+        ls_space: the LS space of the trial's own ``ls_distance_own_fit`` (the search's).
         state_dir: the experiment's storage location (absolute directory or object-store URI) for
             the per-epoch mirrors and the epoch log (``None``: Tune's checkpoints only).
         threads: torch CPU threads per trial (``cpus_per_trial``).

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-__all__ = ["CID_KEY", "REFERENCE_CID", "BOUNDARY_KEY", "FINAL_KEY", "REPLAY_KEY", "LS_KEY", "LS_EPOCHS_KEY",
-           "LS_FIRST_EPOCH_KEY", "METRIC_KEYS",
+__all__ = ["CID_KEY", "OWN_FIT_DISTANCE_KEY", "REFERENCE_CID", "BOUNDARY_KEY", "FINAL_KEY", "REPLAY_KEY", "LS_KEY",
+           "LS_EPOCHS_KEY", "LS_FIRST_EPOCH_KEY", "METRIC_KEYS",
            "FINAL_METRIC_KEYS", "ROUND_INFO_KEYS", "require"]
 
 #: The candidate id (also in every trial's config).
@@ -30,12 +30,16 @@ LS_KEY = "ls"
 #: :data:`LS_FIRST_EPOCH_KEY`. The pool-wide fit ranks on these per-epoch histories (paper §3).
 LS_EPOCHS_KEY = "ls_epochs"
 LS_FIRST_EPOCH_KEY = "ls_first_epoch"
-#: Result key ranked for each ``--metric`` (unless a pool-wide LS fit ranks the round).
-METRIC_KEYS = {"ls": "ls_distance", "loss": "val_loss"}
+#: The LS distance a trial reports, fitted on the dense reference and its own history only: a live
+#: signal, not what ranks a round (with ``--ls-fit pool``, the default, each round is ranked in one
+#: space fitted on the whole pool; those values are in ``lsh/state.json`` and the TensorBoard log).
+OWN_FIT_DISTANCE_KEY = "ls_distance_own_fit"
+#: Result key ranked for each ``--metric`` (unless the ledger's LS fit ranks the round).
+METRIC_KEYS = {"ls": OWN_FIT_DISTANCE_KEY, "loss": "val_loss"}
 #: Keys copied into the pool when a finalist finishes.
-FINAL_METRIC_KEYS = ("epoch", "val_loss", "val_ppl", "test_loss", "test_ppl", "density", "ls_distance")
+FINAL_METRIC_KEYS = ("epoch", "val_loss", "val_ppl", "test_loss", "test_ppl", "density", OWN_FIT_DISTANCE_KEY)
 #: Keys kept with each round's metric (results table: ``last_*`` columns).
-ROUND_INFO_KEYS = ("val_loss", "val_ppl", "density", "ls_distance")
+ROUND_INFO_KEYS = ("val_loss", "val_ppl", "density", OWN_FIT_DISTANCE_KEY)
 
 
 def require(result: Mapping[str, Any], key: str, why: str) -> Any:

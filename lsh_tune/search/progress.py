@@ -20,13 +20,11 @@ from typing import Any, Callable
 
 from lsh_tune.search._pool import ACTIVE, plan_rounds
 from lsh_tune.search.events import EventLog
-from lsh_tune.search.keys import BOUNDARY_KEY, CID_KEY, FINAL_KEY, REFERENCE_CID, REPLAY_KEY
+from lsh_tune.search.keys import BOUNDARY_KEY, CID_KEY, FINAL_KEY, OWN_FIT_DISTANCE_KEY, REFERENCE_CID, REPLAY_KEY
 from lsh_tune.storage import Storage
 
-__all__ = ["SearchProgress", "progress_for", "config_label", "OWN_FIT_KEYS"]
+__all__ = ["SearchProgress", "progress_for", "config_label"]
 
-#: Result keys of the distance a trial fits on the reference and its own history (newest first).
-OWN_FIT_KEYS = ("ls_distance_own_fit", "ls_distance")
 _EPOCH_KEYS = ("val_ppl", "val_loss", "density", "epoch_time_s", "ls_time_s")
 _REGISTRY: dict[str, "SearchProgress"] = {}
 _LOCK = threading.Lock()
@@ -117,8 +115,8 @@ class SearchProgress:
         epoch = int(result["epoch"])
         fields = {k: _number(result, k) for k in _EPOCH_KEYS if result.get(k) is not None}
         if result.get(BOUNDARY_KEY):
-            own = next((result[k] for k in OWN_FIT_KEYS if k in result), None)
-            fields["ls_distance_own_fit"] = None if own is None else float(own)
+            own = result.get(OWN_FIT_DISTANCE_KEY)
+            fields[OWN_FIT_DISTANCE_KEY] = None if own is None else float(own)
         status = self.ledger.pool.candidates[cid].status if cid in self.ledger.pool.candidates else ACTIVE
         self.log.emit("epoch", cid=cid, epoch=epoch, phase="selection" if status == ACTIVE else "final",
                       max_epochs=self.ledger.pool.config.max_epochs, **fields)
