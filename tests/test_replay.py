@@ -105,3 +105,13 @@ def test_sequential_and_asha_baselines(table):
     assert a == b
     assert a["candidate_epochs"] < 8 * table.settings.epochs  # ASHA stopped some trials early
     assert a["chosen"]["key"] in table.keys
+
+
+def test_predictive_power_rows_and_the_last_validation_loss_predicts_test_perplexity(table):
+    from lsh_tune.table.analysis import predictive_power, signals
+
+    rows = predictive_power(table, boot=50)
+    assert len(rows) == len(signals(table)) * table.settings.epochs
+    last = next(r for r in rows if r["signal"] == "val_loss" and r["epoch"] == table.settings.epochs)
+    assert last["n"] == 12 and last["rho"] > 0.5 and last["lo"] <= last["rho"] <= last["hi"]
+    assert rows == predictive_power(table, boot=50)

@@ -1,4 +1,5 @@
-"""``lsh-tune table build``: create or continue a training table through Ray Tune (resumable)."""
+"""``lsh-tune table build`` (create or continue a training table through Ray Tune, resumable) and
+``lsh-tune table analyze`` (the predictive power of its early signals)."""
 from __future__ import annotations
 
 import argparse
@@ -42,6 +43,28 @@ def register(sub) -> None:
     b.add_argument("--data-dir", default=None, help="extra directory searched for the corpus")
     b.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     b.set_defaults(func=build)
+    a = tsub.add_parser("analyze", help="Spearman of each epoch's LS distances and validation loss with final perplexity")
+    a.add_argument("table", help="a complete table directory")
+    a.add_argument("--boot", type=int, default=1000, help="bootstrap resamples of the 95%% intervals")
+    a.add_argument("--json", action="store_true", help="print the rows as one JSON object")
+    a.set_defaults(func=analyze)
+
+
+def analyze(args: argparse.Namespace) -> int:
+    from lsh_tune.table import Table
+    from lsh_tune.table.analysis import predictive_power
+
+    rows = predictive_power(Table(args.table), boot=args.boot)
+    if args.json:
+        from lsh_tune.cli import print_json
+        print_json({"rows": rows})
+        return 0
+    epochs = sorted({r["epoch"] for r in rows})
+    print("signal".ljust(22) + "".join(f"epoch {e}".ljust(24) for e in epochs))
+    for name in dict.fromkeys(r["signal"] for r in rows):
+        cells = [f"{r['rho']:+.2f} [{r['lo']:+.2f}, {r['hi']:+.2f}]".ljust(24) for r in rows if r["signal"] == name]
+        print(name.ljust(22) + "".join(cells))
+    return 0
 
 
 def _plan(args: argparse.Namespace):
