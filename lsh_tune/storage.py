@@ -29,31 +29,56 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
     :class:`~lsh_tune.errors.LSHStorageError` naming ``path``.
     """
     path = Path(path)
-    tmp = None
+    tmp, out = None, None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            out = _WriteErrors(f)
+            write(out)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        err = _storage_error(e, str(path))
+        err = _storage_error(e, str(path), out)
         if err is e:
             raise
         raise err from e
 
 
-def _storage_error(e: BaseException, where: str) -> BaseException:
-    """An ``OSError`` of a write (full disk, unwritable or vanished storage) as an
-    :class:`~lsh_tune.errors.LSHStorageError` naming the file; anything else unchanged."""
+class _WriteErrors:
+    """A binary stream that remembers the first ``OSError`` its ``write`` raised (everything else is
+    forwarded): ``torch.save`` reports a full disk as a ``RuntimeError`` of its own."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._f = f
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+
+def _storage_error(e: BaseException, where: str, out: _WriteErrors | None = None) -> BaseException:
+    """An ``OSError`` of a write (full disk, unwritable or vanished storage) — raised, or seen by the
+    stream ``out`` under another exception — as an :class:`~lsh_tune.errors.LSHStorageError` naming
+    the file; anything else unchanged."""
     from lsh_tune.errors import LSHStorageError
 
-    if not isinstance(e, OSError) or isinstance(e, LSHStorageError):
+    if isinstance(e, LSHStorageError):
         return e
+    if not isinstance(e, OSError):
+        if out is None or out.error is None:
+            return e
+        e = out.error
     err = LSHStorageError(f"cannot write {where}: {e.strerror or e}; its previous version is intact (nothing was "
                           "half-written): make the storage writable, then run the same command with --resume")
     err.errno = e.errno
@@ -263,16 +288,18 @@ class Storage:
         target = self.path(rel)
         parent, _, name = target.rpartition("/")
         tmp = f"{parent}/.tmp-{name}-{uuid.uuid4().hex}"
+        out = None
         try:
             with self.fs.open_output_stream(tmp) as f:
-                write(f)
+                out = _WriteErrors(f)
+                write(out)
             self.fs.move(tmp, target)
         except BaseException as e:
             try:
                 self.fs.delete_file(tmp)
             except OSError:
                 pass
-            err = _storage_error(e, self.uri_of(rel))
+            err = _storage_error(e, self.uri_of(rel), out)
             if err is e:
                 raise
             raise err from e
