@@ -95,16 +95,19 @@ def test_simulated_time_counts_logged_epochs_under_gpus(table):
 
 def test_sequential_and_asha_baselines(table):
     pytest.importorskip("ray")
-    from lsh_tune.table.tune_replay import replay_asha
+    from lsh_tune.table.tune_replay import replay_asha, replay_hyperband
 
     seq = replay_sequential(table, seed=0)
     assert len(seq["trajectory"]) == 6 and seq["trajectory"][-1]["val_ppl"] <= seq["trajectory"][0]["val_ppl"]
     times = time_to_targets(seq["trajectory"], [seq["chosen"]["test_ppl"], 1.0])
     assert times[1.0] == float("inf") and times[seq["chosen"]["test_ppl"]] <= seq["sim_time_s"]
-    a, b = replay_asha(table, budget=8, seed=0), replay_asha(table, budget=8, seed=0)
-    assert a == b
-    assert a["candidate_epochs"] < 8 * table.settings.epochs  # ASHA stopped some trials early
-    assert a["chosen"]["key"] in table.keys
+    for replay in (replay_asha, replay_hyperband):
+        a, b = replay(table, budget=9, seed=0), replay(table, budget=9, seed=0)
+        assert a == b
+        assert a["candidate_epochs"] < 9 * table.settings.epochs  # trials were stopped early
+        finished_best = min(p["val_ppl"] for p in a["trajectory"])
+        assert a["chosen"]["val_ppl"] == finished_best and a["chosen"]["key"] in table.keys
+        assert replay(table, budget=9, seed=0, gpus=3)["sim_time_s"] < a["sim_time_s"]
 
 
 def test_predictive_power_rows_and_the_last_validation_loss_predicts_test_perplexity(table):

@@ -1,7 +1,9 @@
 """``lsh-tune replay TABLE``: replay a search against a training table (seconds, no training).
 
-``--metric ls|loss`` replays the search's own pool/ledger/generators (Ray-free); ``asha`` drives
-Ray Tune's ``AsyncHyperBandScheduler`` on validation loss; ``sequential`` trains configurations
+``--metric ls|loss`` replays the search's own pool/ledger/generators (Ray-free); ``asha`` and
+``hyperband`` drive Ray Tune's ``AsyncHyperBandScheduler`` / ``HyperBandScheduler`` on validation
+loss (``--pool`` configurations sampled; not ``--hpo hyperband``, the LSH refill generator);
+``sequential`` trains configurations
 one after another to the end (Fig. 3-right's baseline). ``--seeds K`` replays seeds 0…K−1 and
 reports the mean and 95 % confidence interval (Student t) of the chosen test perplexity, its rank
 and the simulated wall time.
@@ -15,7 +17,7 @@ from lsh_tune.errors import LSHUsageError
 
 __all__ = ["register", "replay_many", "mean_ci"]
 
-METRICS = ("ls", "loss", "asha", "sequential")
+METRICS = ("ls", "loss", "asha", "hyperband", "sequential")
 
 
 def register(sub) -> None:
@@ -40,7 +42,7 @@ def register(sub) -> None:
     p.add_argument("--ls-distance", choices=LS_METRICS, default="l2")
     p.add_argument("--ls-history", choices=LS_HISTORIES, default="epoch",
                    help="epoch (every epoch from 0, paper) or boundary (one spectrum per round)")
-    p.add_argument("--reduction-factor", type=float, default=2.0, help="asha: reduction factor")
+    p.add_argument("--reduction-factor", type=float, default=2.0, help="asha/hyperband: reduction factor")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=run)
 
@@ -64,6 +66,11 @@ def _one(table, args: argparse.Namespace, seed: int) -> dict:
         from lsh_tune.table.tune_replay import replay_asha
 
         return replay_asha(table, budget=args.pool, seed=seed, gpus=args.gpus, reduction_factor=args.reduction_factor)
+    if args.metric == "hyperband":
+        from lsh_tune.table.tune_replay import replay_hyperband
+
+        return replay_hyperband(table, budget=args.pool, seed=seed, gpus=args.gpus,
+                                reduction_factor=args.reduction_factor)
     if args.metric == "sequential":
         return replay_sequential(table, budget=args.pool, seed=seed, gpus=args.gpus)
     s = ReplaySettings(hpo=args.hpo, metric=args.metric, pool=args.pool, rounds_every=args.rounds_every,
