@@ -8,7 +8,8 @@ and after every epoch the spectrum is computed under every state convention of t
 
 Resume: after every epoch the full training state and the records so far are written
 all-or-nothing to ``partial/<key>__s<seed>.pt``; a new call continues from it (an unreadable or
-foreign file is discarded and the run restarts cleanly). The run file itself is written only when
+foreign file is discarded and the run restarts cleanly). Exponents are stored to 7 significant digits (float32's precision,
+half the bytes of a float64 repr). The run file itself is written only when
 the last epoch is done, so a half-written result is never read.
 """
 from __future__ import annotations
@@ -72,7 +73,7 @@ def _spectra(trainer, settings: TableSettings, corpus) -> tuple[dict, float]:
         cfg = LSConfig(**{**settings.ls, "state": state})
         tokens = validation_tokens(corpus, k=cfg.k, length=cfg.total_steps)
         with trainer.evaluation_weights():
-            out[state] = [float(v) for v in lyapunov_spectrum(trainer.model, tokens, cfg)]
+            out[state] = [float(f"{v:.7g}") for v in lyapunov_spectrum(trainer.model, tokens, cfg)]
     return out, time.perf_counter() - t0
 
 
