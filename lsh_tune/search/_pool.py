@@ -30,12 +30,14 @@ from typing import Iterable
 from lsh_tune.errors import LSHUsageError, check_choice, check_int
 
 __all__ = ["ACTIVE", "FINAL", "FINISHED", "REMOVED", "FAILED", "RANKING_METRICS", "Candidate", "PoolConfig",
-           "CandidatePool", "RoundDecision", "plan_rounds", "plan_schedule", "required_max_epochs"]
+           "CandidatePool", "RoundDecision", "diverged", "plan_rounds", "plan_schedule", "required_max_epochs"]
 
 ACTIVE, FINAL, FINISHED, REMOVED, FAILED = "active", "final", "finished", "removed", "failed"
 #: What a round ranks by: ``ls`` (LS distance to the dense reference) or ``loss`` (validation loss).
 RANKING_METRICS = ("ls", "loss")
 SELECTION, FINAL_PHASE, DONE = "selection", "final", "done"
+#: Extras whose non-finite value marks a candidate as diverged (:func:`diverged`).
+_DIVERGENCE_KEYS = ("train_loss", "val_loss", "val_ppl", "test_loss", "test_ppl")
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,15 @@ class RoundDecision:
 
 def _sort_key(value: float) -> float:
     return value if math.isfinite(value) else math.inf
+
+
+def diverged(c: Candidate) -> bool:
+    """Whether candidate ``c`` diverged: a non-finite round value (NaN/inf loss or LS distance), or a
+    non-finite loss or perplexity in its latest round's extras or its final metrics."""
+    values = [*c.history, *([] if c.pending is None or c.pending[1] is None else [c.pending[1]])]
+    for extras in (c.last or {}, c.final or {}):
+        values += [v for k, v in extras.items() if k in _DIVERGENCE_KEYS and isinstance(v, (int, float))]
+    return any(not math.isfinite(float(v)) for v in values)
 
 
 def rank(values: dict[str, float]) -> list[tuple[str, float]]:
@@ -421,12 +432,12 @@ class CandidatePool:
         return pool
 
     def table(self) -> list[dict]:
-        """One row per candidate: config, metric per round, status, final metrics."""
+        """One row per candidate: config, metric per round, status, ``diverged``, final metrics."""
         rows = []
         for c in self.candidates.values():
             row = {"cid": c.cid, **c.config, "born_round": c.born_round, "status": c.status,
                    "removed_round": c.removed_round, "metric_per_round": list(c.history),
-                   "epochs_per_round": list(c.epochs)}
+                   "epochs_per_round": list(c.epochs), "diverged": diverged(c)}
             row.update({f"last_{k}": v for k, v in (c.last or {}).items()})
             row.update({k: v for k, v in (c.final or {}).items() if not isinstance(v, (list, dict))})
             rows.append(row)

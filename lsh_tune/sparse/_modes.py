@@ -212,13 +212,19 @@ def redistribution_shares(mode: str, weights: dict[str, torch.Tensor], masks: di
     return out
 
 
+def _share(value: float) -> float:
+    """A usable share: negative, NaN and infinite ones (a diverged network's weights) count as 0."""
+    value = float(value)
+    return value if math.isfinite(value) and value > 0 else 0.0
+
+
 def allocate(total: int, shares: dict[str, float], capacity: dict[str, int]) -> dict[str, int]:
     """Split ``total`` into integers ∝ ``shares``, each at most its ``capacity``; sum == total.
 
     Water filling: tensors whose proportional part would reach their capacity get exactly their
     capacity and the rest is re-split over the others; the final split rounds by largest
     remainder (ties: earlier name). If every remaining share is 0, the remainder is split in
-    proportion to the free capacity.
+    proportion to the free capacity. A NaN or infinite share (a diverged network) counts as 0.
 
     Raises:
         ValueError: ``total`` exceeds the summed capacity.
@@ -229,7 +235,7 @@ def allocate(total: int, shares: dict[str, float], capacity: dict[str, int]) -> 
     free = [k for k in capacity if capacity[k] > 0]
     remaining = int(total)
     while remaining > 0:
-        weights = {k: max(float(shares.get(k, 0.0)), 0.0) for k in free}
+        weights = {k: _share(shares.get(k, 0.0)) for k in free}
         if sum(weights.values()) <= 0:
             weights = {k: float(capacity[k] - alloc[k]) for k in free}
         s = sum(weights.values())
