@@ -85,6 +85,9 @@ class ReplaySettings:
         check_choice("ls_history", self.ls_history, LS_HISTORIES)
         check_int("gpus", self.gpus, 1)
         check_int("seed", self.seed, 0)
+        check_int("pool", self.pool, 2)
+        if self.final_k >= self.pool:
+            raise LSHUsageError(f"final_k={self.final_k} must be below pool={self.pool} (else nothing is selected)")
 
 
 def makespan(durations: Iterable[float], workers: int) -> float:
@@ -228,6 +231,8 @@ def replay_sequential(table: Table, *, budget: int | None = None, seed: int = 0,
     """
     import random
 
+    check_int("gpus", gpus, 1)
+    check_int("budget", budget, 1, allow_none=True)
     keys = list(table.keys)
     random.Random(derive_seed(seed, "sequential")).shuffle(keys)
     keys = keys[:budget] if budget is not None else keys
