@@ -50,3 +50,25 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+#: One real tiny LSH search (pool 5 → 4 → 2 finalists, E = 1, reference 2 epochs), shared by the events,
+#: report, figures and TensorBoard tests (:func:`tiny_search`).
+TINY_SEARCH = ("search", "--model", "stacked_lstm", "--preset", "tiny", "--corpus", "ptb", "--max-tokens", "3000",
+               "--sparsity", "0.67", "--hpo", "tpe", "--metric", "ls", "--pool", "5", "--rounds-every", "1",
+               "--final-k", "2", "--max-epochs", "3", "--reference-epochs", "2", "--seed", "0",
+               "--gpus-per-trial", "0", "--cpus-per-trial", "1", "--address", "local", "--num-cpus", "2")
+
+
+@pytest.fixture(scope="session")
+def tiny_search(tmp_path_factory):
+    """``lsh-tune search`` run once at the default verbosity in a subprocess (its own local Ray):
+    ``(experiment directory, CompletedProcess, wall seconds)``."""
+    import time
+
+    storage = tmp_path_factory.mktemp("tiny-search")
+    t0 = time.perf_counter()
+    run = run_cli(*TINY_SEARCH, "--storage-path", str(storage), "--name", "tiny",
+                  "--ray-temp-dir", f"/tmp/lshtiny{os.getpid()}", timeout=900)
+    assert run.returncode == 0, run.stderr[-4000:]
+    return storage / "tiny", run, time.perf_counter() - t0

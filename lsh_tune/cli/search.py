@@ -62,8 +62,9 @@ def _check_ray_args(args: argparse.Namespace, cfg) -> None:
 def _init_ray(args: argparse.Namespace, address: str | None, verbose: int = 1) -> None:
     import ray
 
-    from lsh_tune.search._ray_output import ray_init_kwargs
+    from lsh_tune.search._ray_output import quiet_tune, ray_init_kwargs
 
+    quiet_tune(verbose)  # before ray.tune is first imported
     local = address in (None, "local")
     kwargs = {"address": address, "include_dashboard": False, **ray_init_kwargs(verbose)}
     if local:

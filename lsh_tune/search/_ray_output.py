@@ -4,7 +4,7 @@
 the experiment banner), no "Experiment state snapshotting has been triggered multiple times"
 warnings, no INFO logs of the driver ("Started a local Ray instance") or of the workers
 ("Checkpoint successfully created at …", "Restored on … from checkpoint"); warnings, errors,
-workers' prints and tracebacks still come through. 2: Tune's reporter and Ray's INFO logs are
+"… may be a performance bottleneck" below 60 s; workers' prints and tracebacks still come through. 2: Tune's reporter and Ray's INFO logs are
 back. 3: Tune's most detailed reporter. Public switches only: ``RunConfig(verbose=…)``,
 ``ray.init(logging_level=…, logging_config=ray.LoggingConfig(…))`` and Tune's documented
 environment variables.
@@ -22,6 +22,11 @@ VERBOSITY = (0, 1, 2, 3)
 _SNAPSHOT_WARNING_ENV = "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"
 #: Tune's switch between its new output engine (``1``, the default) and the legacy one (``0``).
 _NEW_OUTPUT_ENV = "RAY_AIR_NEW_OUTPUT"
+#: Tune's threshold (s) above which a step of its loop is reported as "… may be a performance bottleneck"
+#: (read when ``ray.tune`` is first imported); a round's close (refill generation, the pool-wide fit) can take
+#: seconds on a busy machine, which is not worth a warning in the live view.
+_SLOW_WARNING_ENV = "TUNE_WARN_THRESHOLD_S"
+_SLOW_WARNING_S = "60"
 
 
 def tune_verbosity(verbose: int) -> int:
@@ -42,8 +47,10 @@ def ray_init_kwargs(verbose: int) -> dict:
 
 def quiet_tune(verbose: int) -> None:
     """Below verbosity 2: Tune's legacy output engine (``RAY_AIR_NEW_OUTPUT=0``; the new one prints its
-    experiment banner whatever the verbosity, the legacy one prints nothing at verbosity 0) and no
-    snapshot-frequency warning (its documented variable). Values already in the environment win."""
+    experiment banner whatever the verbosity, the legacy one prints nothing at verbosity 0), no
+    snapshot-frequency warning, and "performance bottleneck" warnings only past 60 s (Tune's documented
+    variables; call it before ``ray.tune`` is imported). Values already in the environment win."""
     if verbose < 2:
         os.environ.setdefault(_NEW_OUTPUT_ENV, "0")
         os.environ.setdefault(_SNAPSHOT_WARNING_ENV, "0")
+        os.environ.setdefault(_SLOW_WARNING_ENV, _SLOW_WARNING_S)

@@ -35,13 +35,11 @@ _COLOURS = {"reference": "black", "best": "tab:green", "removed": "tab:red", "ot
 _MAX_LS_PANELS = 5
 
 
-def _pyplot():
-    import matplotlib
+def _figure(**kwargs):
+    """A matplotlib ``Figure`` outside pyplot (no global state: safe in a background thread, nothing to close)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(layout="constrained", **kwargs)
 
 
 def _roles(history: SearchHistory) -> dict[str, str]:
@@ -147,9 +145,8 @@ def _panel_c(ax, history: SearchHistory, roles: dict[str, str]) -> None:
 
 def fig1(history: SearchHistory):
     """The paper's Fig. 1 for this search (see the module docstring); returns the Figure."""
-    plt = _pyplot()
     roles = _roles(history)
-    fig = plt.figure(figsize=(13, 8.5), layout="constrained")
+    fig = _figure(figsize=(13, 8.5))
     grid = fig.add_gridspec(2, 2, height_ratios=(1, 1.1))
     _panel_a(fig, grid[0, :], history, roles)
     _panel_b(fig.add_subplot(grid[1, 0]), history, roles)
@@ -161,10 +158,14 @@ def fig1(history: SearchHistory):
 
 def round_space_figure(history: SearchHistory, r: int):
     """Round ``r``'s LS space (see the module docstring); returns the Figure."""
-    plt = _pyplot()
+    import matplotlib
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
     space = history.round_space(r)
     ranked = history.ranked(r)
-    fig, ax = plt.subplots(figsize=(7.5, 6), layout="constrained")
+    fig = _figure(figsize=(7.5, 6))
+    ax = fig.subplots()
     ref = space.reference
     ax.plot(ref[:, 0], ref[:, 1], "-o", color="black", ms=4, lw=1.5, label=_REFERENCE, gid="trajectory:reference")
     for k, epoch in enumerate(history.reference_epochs()):
@@ -173,8 +174,8 @@ def round_space_figure(history: SearchHistory, r: int):
             gid="point:reference")
     ppl = np.array([e.val_ppl if e.val_ppl is not None else np.nan for e in ranked], dtype=float)
     finite = ppl[np.isfinite(ppl)]
-    norm = plt.Normalize(*(finite.min(), finite.max()) if finite.size else (0, 1))
-    cmap = plt.get_cmap("viridis")
+    norm = Normalize(*(finite.min(), finite.max()) if finite.size else (0, 1))
+    cmap = matplotlib.colormaps["viridis"]
     for e, p in zip(ranked, ppl):
         pts = space.candidates[e.cid]
         colour = cmap(norm(p)) if np.isfinite(p) else "0.5"
@@ -186,7 +187,7 @@ def round_space_figure(history: SearchHistory, r: int):
         pts = np.array([space.candidates[ranked[i].cid][-1] for i in sel]).reshape(-1, 2)
         ax.scatter(pts[:, 0], pts[:, 1], c=ppl[sel], cmap=cmap, norm=norm, marker=marker, s=90, edgecolors="black",
                    linewidths=0.6, label=f"{label} (last point)", zorder=4, gid=f"points:{'kept' if kept else 'removed'}")
-    bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax)
+    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax)
     bar.set_label("validation perplexity at this round")
     emb = history.ls_fit.space.embedding.upper()
     ax.set_xlabel(f"LS space {'PC' if emb in ('PCA', 'RAW') else 'dim'} 1")
@@ -201,9 +202,9 @@ def ranking_vs_final(history: SearchHistory):
     """Per round: ranking value against final (or at-round) validation perplexity; returns the Figure."""
     from lsh_tune.search.report import spearman_by_round
 
-    plt = _pyplot()
     n = len(history.pool.rounds)
-    fig, axes = plt.subplots(1, max(1, n), figsize=(4.2 * max(1, n), 4), layout="constrained", squeeze=False)
+    fig = _figure(figsize=(4.2 * max(1, n), 4))
+    axes = fig.subplots(1, max(1, n), squeeze=False)
     rhos = spearman_by_round(history)
     metric = "LS distance" if history.config.metric == "ls" else "validation loss"
     for r, ax in enumerate(axes[0][:n]):
@@ -227,10 +228,9 @@ def ranking_vs_final(history: SearchHistory):
 
 
 def figure_png(fig, dpi: int = 110) -> bytes:
-    """``fig`` as PNG bytes; the figure is closed."""
+    """``fig`` as PNG bytes."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    _pyplot().close(fig)
     return buf.getvalue()
 
 

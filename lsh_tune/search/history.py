@@ -19,8 +19,6 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 
 from lsh_tune.lyapunov.distance import REFERENCE, ls_distances
@@ -237,10 +235,6 @@ class SearchHistory:
             depth += step
             best = max(best, depth)
         return max(1, best)
-
-    def to_json(self) -> dict[str, Any]:
-        """Where it came from (for reports): the experiment and whether it finished."""
-        return {"experiment": self.storage.uri_of(), "finished": self.finished, "phase": self.pool.phase}
 
 
 def _filled(spectrum: np.ndarray) -> np.ndarray:

@@ -3,8 +3,8 @@
 Ray-free (the Tune callback that feeds it is :mod:`lsh_tune.search._events_callback`).
 :func:`search_session` opens the experiment's :class:`~lsh_tune.search.events.EventLog`, registers
 the :class:`~lsh_tune.search.progress.SearchProgress` the callback will find, starts the live
-console view (``verbose >= 1``) and emits ``search_start``; the TensorBoard log is rebuilt
-whenever a round closes or a finalist finishes. Inside the session the caller emits ``result``
+console view (``verbose >= 1``) and emits ``search_start``; the TensorBoard log is rebuilt (in a
+background thread) whenever a round closes or a finalist finishes. Inside the session the caller emits ``result``
 (:meth:`SearchProgress.finish`) once the outputs are written; :func:`publish_views` then writes
 the figures and the final TensorBoard log; :func:`closing_text` is what the command line prints
 at the end (the report and the ``tensorboard --logdir`` line).
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -33,11 +34,35 @@ def trial_slots(cfg, resources: dict) -> int:
     return max(1, min(fits, default=1))
 
 
-def _tensorboard_listener(experiment):
-    def listener(event: dict) -> None:
+class _BackgroundTensorBoard:
+    """Rebuilds the TensorBoard log in a thread after each round/finalist event, so Tune's loop never
+    waits for it (a rebuild draws every round's LS-space image); requests made while one runs are
+    coalesced into one more rebuild."""
+
+    def __init__(self, experiment) -> None:
+        self.experiment = experiment
+        self._wanted = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="lsh-tensorboard", daemon=True)
+        self._thread.start()
+
+    def __call__(self, event: dict) -> None:
         if event["kind"] in _TENSORBOARD_EVENTS:
-            _rebuild_tensorboard(experiment)
-    return listener
+            self._wanted.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wanted.wait()
+            if self._stop:
+                return
+            self._wanted.clear()
+            _rebuild_tensorboard(self.experiment)
+
+    def close(self) -> None:
+        """Finish the rebuild in progress (if any) and stop; later ones are :func:`publish_views`' job."""
+        self._stop = True
+        self._wanted.set()
+        self._thread.join()
 
 
 def _rebuild_tensorboard(source) -> None:
@@ -77,8 +102,8 @@ def search_session(cfg, ledger_opener, corpus, *, slots: int, reference: dict | 
 
     exp = cfg.experiment()
     view = ConsoleView() if cfg.verbose >= 1 else None
-    listeners = ([view] if view is not None else []) + ([_tensorboard_listener(exp)] if tensorboard else [])
-    log = EventLog(exp, listeners)
+    board = _BackgroundTensorBoard(exp) if tensorboard else None
+    log = EventLog(exp, [x for x in (view, board) if x is not None])
     progress = progress_for(exp, lambda: SearchProgress(log, ledger_opener, slots=slots))
     try:
         if view is not None:
@@ -89,6 +114,8 @@ def search_session(cfg, ledger_opener, corpus, *, slots: int, reference: dict | 
             log.emit("reference_done", val_ppl=meta.get("val_ppl"), test_ppl=meta.get("test_ppl"), cached=True)
         yield progress
     finally:
+        if board is not None:
+            board.close()
         if view is not None:
             view.close()
 

@@ -1,0 +1,61 @@
+"""The experiment-level TensorBoard log of a real tiny search, read back with TensorBoard's own
+``EventAccumulator`` and checked against ``results.json`` (the shared ``tiny_search`` run)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.ray
+
+
+def _accumulator(path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(path), size_guidance={"scalars": 0, "images": 0, "histograms": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def _scalars(acc, tag) -> list[tuple[int, float]]:
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+def test_tensorboard_log_matches_results(tiny_search):
+    exp = tiny_search[0]
+    results = {r["cid"]: r for r in json.loads((exp / "results.json").read_text())}
+    rounds = json.loads((exp / "lsh" / "state.json").read_text())["pool"]["rounds"]
+    tb = exp / "tensorboard"
+    assert sorted(p.name for p in tb.iterdir()) == sorted([*results, "search"])
+    for cid, row in results.items():
+        acc = _accumulator(tb / cid)
+        tags = set(acc.Tags()["scalars"])
+        assert {"ls_distance/ranking", "ls_distance/common_fit", "perplexity/val"} <= tags
+        ranking = _scalars(acc, "ls_distance/ranking")  # the values that ranked it, at its epochs then
+        assert [s for s, _ in ranking] == row["epochs_per_round"]
+        assert [v for _, v in ranking] == pytest.approx(row["metric_per_round"], rel=1e-6)
+        val = _scalars(acc, "perplexity/val")
+        assert val[-1][0] == row.get("epoch", row["last_epoch"])
+        if row["status"] == "finished":
+            assert _scalars(acc, "perplexity/final_val") == [(row["epoch"], pytest.approx(row["val_ppl"]))]
+            assert _scalars(acc, "perplexity/final_test")[0][1] == pytest.approx(row["test_ppl"])
+            assert _scalars(acc, "hparams/final_val_ppl")[0][1] == pytest.approx(row["val_ppl"])
+            assert val[-1][1] == pytest.approx(row["val_ppl"])
+        else:
+            assert "perplexity/final_val" not in tags
+        assert _scalars(acc, "ls_distance/common_fit")[0][0] == 0  # from its spectrum at initialisation
+        assert len(acc.Histograms("ls/spectrum")) == len(_scalars(acc, "ls_distance/common_fit"))
+        assert "_hparams_/session_start_info" in acc.PluginTagToContent("hparams")
+    search = _accumulator(tb / "search")
+    assert _scalars(search, "pool/size") == [(r + 1, float(len(d["ranking"]))) for r, d in enumerate(rounds)]
+    assert [v for _, v in _scalars(search, "best_so_far/ranking_value")] == pytest.approx(
+        [d["ranking"][0][1] for d in rounds], rel=1e-6)
+    best_ppl = _scalars(search, "best_so_far/val_ppl")
+    assert all(b[1] <= a[1] for a, b in zip(best_ppl, best_ppl[1:]))  # best so far never gets worse
+    images = search.Images("ls_space")
+    assert [i.step for i in images] == [1, 2] and all(i.width > 300 and i.height > 300 for i in images)
+    ref = json.loads((exp / "best.json").read_text())["reference"]
+    ref_val = _scalars(search, "reference/val_ppl")
+    assert [s for s, _ in ref_val] == [1, 2] and np.isfinite(ref["val_ppl"])
+    assert ref_val[-1][1] == pytest.approx(ref["val_ppl"])
