@@ -121,7 +121,7 @@ def test_search_finishes_for_each_hpo(search, hpo):
         assert not any(r["generated"] for r in ledger.pool.rounds)
     if metric == "ls":
         spectra = json.loads((exp / "candidates" / best["cid"] / "ls_history.json").read_text())
-        assert len(spectra) == best["epoch"] and len(spectra[0]) == 128  # one per boundary, N = 2 x 64
+        assert len(spectra) == best["epoch"] + 1 and len(spectra[0]) == 128  # one per epoch from 0, N = 2 x 64
     print(f"{hpo}/{metric}: {seconds:.1f} s, best {best['cid']} test ppl {best['test_ppl']:.1f}")
 
 
@@ -140,7 +140,8 @@ def test_ls_rounds_rank_by_pool_wide_ls_distance_and_loss_rounds_by_val_loss(sea
             assert reported[(cid, c.epochs[c.history.index(value)])] == pytest.approx(value)
 
     cfg, _, _ = search("tpe", "ls")
-    spectra = {(r["cid"], r["epoch"]): r["ls"] for r in _boundary_results(cfg.experiment_dir)}
+    spectra = {(r["cid"], r["ls_first_epoch"] + i): s for r in _boundary_results(cfg.experiment_dir)
+               for i, s in enumerate(r["ls_epochs"])}  # every epoch's spectrum, epoch 0 included
     reference = prepare_reference(cfg, search_corpus(cfg))["history"]
     pool = _ledger(cfg).pool
     for r in pool.rounds:
@@ -148,7 +149,7 @@ def test_ls_rounds_rank_by_pool_wide_ls_distance_and_loss_rounds_by_val_loss(sea
         for cid, value in r["ranking"]:
             c = pool.candidates[cid]
             j = c.history.index(value)
-            histories[cid] = [spectra[(cid, e)] for e in c.epochs[:j + 1]]
+            histories[cid] = [spectra[(cid, e)] for e in range(c.epochs[j] + 1)]
         expected, _ = ls_distances(reference, histories, embedding="pca", metric="l2")
         assert dict(r["ranking"]) == pytest.approx(expected, rel=1e-6)
 
