@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PYTHON ?= python3
 OUT    ?= runs
 
-.PHONY: install test test-fast demo bench clean
+.PHONY: install test test-fast test-reliability demo bench clean
 
 install: $(VENV)/.installed
 
@@ -20,6 +20,12 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -q -m "not ray and not slow"
+
+# The reliability suite (also part of `make test`): real tiny searches SIGKILLed at every kind of instant
+# and resumed, a worker killed mid-epoch, a full disk, corrupt state files, kills inside every write, a
+# diverging candidate, and the whole catalogue of bad input through the CLI. See RELIABILITY.md.
+test-reliability: install
+	$(PY) -m pytest -q tests/reliability tests/test_validation_cli.py tests/test_validation_properties.py
 
 # A real LSH search: tiny stacked LSTM, 10k-token PTB slices, sparsity 0.67, LSH-TPE, pool 8, E = 1.
 demo: install
