@@ -118,3 +118,15 @@ def test_predictive_power_rows_and_the_last_validation_loss_predicts_test_perple
     last = next(r for r in rows if r["signal"] == "val_loss" and r["epoch"] == table.settings.epochs)
     assert last["n"] == 12 and last["rho"] > 0.5 and last["lo"] <= last["rho"] <= last["hi"]
     assert rows == predictive_power(table, boot=50)
+
+
+def test_replay_command_reports_time_to_each_target(capsys):
+    from lsh_tune.cli import main
+
+    assert main(["replay", str(TABLE), "--metric", "sequential", "--pool", "6", "--seeds", "2",
+                 "--targets", "1e9,1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    reach = out["summary"]["time_to_target"]
+    assert reach["1e+09"]["reached"] == 1.0 and reach["1"] == {"reached": 0.0, "time_s": None}
+    first_finished = min(r["trajectory"][0]["time_s"] for r in out["replays"])
+    assert reach["1e+09"]["time_s"]["mean"] >= first_finished

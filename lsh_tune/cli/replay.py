@@ -20,6 +20,13 @@ __all__ = ["register", "replay_many", "mean_ci"]
 METRICS = ("ls", "loss", "asha", "hyperband", "sequential")
 
 
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(s) for s in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--targets {text!r}: comma-separated numbers, e.g. 400,450") from None
+
+
 def register(sub) -> None:
     from lsh_tune.lyapunov import CONVENTIONS
     from lsh_tune.lyapunov.distance import EMBEDDINGS, METRICS as LS_METRICS
@@ -43,6 +50,8 @@ def register(sub) -> None:
     p.add_argument("--ls-history", choices=LS_HISTORIES, default="epoch",
                    help="epoch (every epoch from 0, paper) or boundary (one spectrum per round)")
     p.add_argument("--reduction-factor", type=float, default=2.0, help="asha/hyperband: reduction factor")
+    p.add_argument("--targets", type=_floats, default=None,
+                   help="test perplexities: simulated time to reach each (Fig. 3-right), e.g. 400,450")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=run)
 
@@ -80,6 +89,18 @@ def _one(table, args: argparse.Namespace, seed: int) -> dict:
     return replay_search(table, s)
 
 
+def _time_to_target(runs: list[dict], targets) -> dict:
+    """Per target: the share of seeds whose answer reached it and the mean ± CI time of those."""
+    from lsh_tune.table import time_to_targets
+
+    out = {}
+    for target in targets:
+        times = [time_to_targets(r["trajectory"], [target])[float(target)] for r in runs]
+        hit = [t for t in times if math.isfinite(t)]
+        out[f"{target:g}"] = {"reached": len(hit) / len(runs), "time_s": mean_ci(hit) if hit else None}
+    return out
+
+
 def replay_many(table, args: argparse.Namespace) -> dict:
     """Every seed's replay and the summary over seeds."""
     if args.seeds < 1:
@@ -89,6 +110,8 @@ def replay_many(table, args: argparse.Namespace) -> dict:
     summary["sim_time_s"] = mean_ci([float(r["sim_time_s"]) for r in runs])
     summary["best_selected"] = sum(r["chosen"]["rank"] == 1 for r in runs) / len(runs)
     summary["substituted"] = sum(r.get("substituted", 0) for r in runs)
+    if args.targets:
+        summary["time_to_target"] = _time_to_target(runs, args.targets)
     return {"metric": args.metric, "hpo": args.hpo, "n_configs": len(table.keys), "summary": summary,
             "replays": runs}
 
@@ -107,6 +130,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"  test ppl {s['test_ppl']['mean']:.2f} ± {s['test_ppl']['ci95']:.2f}; rank {s['rank']['mean']:.1f} "
           f"± {s['rank']['ci95']:.1f}; best selected {s['best_selected']:.0%}; simulated time "
           f"{s['sim_time_s']['mean']:.0f} s ({args.gpus} GPU(s)); nearest-config answers {s['substituted']}")
+    for target, v in s.get("time_to_target", {}).items():
+        when = "never" if v["time_s"] is None else f"{v['time_s']['mean']:.0f} ± {v['time_s']['ci95']:.0f} s"
+        print(f"  test ppl <= {target}: reached by {v['reached']:.0%} of seeds, {when}")
     for seed, r in enumerate(out["replays"]):
         print(f"  seed {seed}: {r['chosen']['key']} test ppl {r['chosen']['test_ppl']:.2f} rank {r['chosen']['rank']}")
     return 0

@@ -192,7 +192,7 @@ def replay_search(table: Table, settings: ReplaySettings, space=None) -> dict:
 
     Returns:
         ``{"settings", "chosen": {cid, key, config, seed, val_ppl, test_ppl, rank, mean_test_ppl},
-        "n_configs", "sim_time_s", "candidate_epochs", "candidates", "substituted", "answers": {cid:
+        "n_configs", "trajectory" (the answer is known only at the end: one point), "sim_time_s", "candidate_epochs", "candidates", "substituted", "answers": {cid:
         [proposed config, table key]}, "rounds"}``
         (``rank``: 1-based among the tabulated configurations by mean test perplexity over seeds).
     """
@@ -212,7 +212,8 @@ def replay_search(table: Table, settings: ReplaySettings, space=None) -> dict:
     chosen = {"cid": best.cid, "key": key, "config": table.config(key), "seed": seed,
               "val_ppl": best.final["val_ppl"], "test_ppl": best.final["test_ppl"], "rank": table.rank(key),
               "mean_test_ppl": table.final(key)}
-    return {"settings": asdict(settings), "chosen": chosen, "n_configs": len(table.keys),
+    trajectory = [{"time_s": r.clock, "key": key, "val_ppl": chosen["val_ppl"], "test_ppl": chosen["test_ppl"]}]
+    return {"settings": asdict(settings), "chosen": chosen, "n_configs": len(table.keys), "trajectory": trajectory,
             "sim_time_s": r.clock, "candidate_epochs": r.candidate_epochs,
             "candidates": len(r.ledger.pool.candidates), "substituted": r.substituted,
             "answers": {cid: [r.ledger.pool.candidates[cid].config, key] for cid, (key, _) in r.answer.items()},
