@@ -128,6 +128,8 @@ def _panel_b(ax, history: SearchHistory, roles: dict[str, str]) -> None:
 
 
 def _panel_c(ax, history: SearchHistory, roles: dict[str, str]) -> None:
+    from matplotlib.ticker import FuncFormatter
+
     _curves(ax, {cid: history.val_curve(cid) for cid in history.pool.candidates}, roles, history, "ppl")
     ref = history.reference_val_curve()
     if ref:
@@ -137,6 +139,10 @@ def _panel_c(ax, history: SearchHistory, roles: dict[str, str]) -> None:
     if unigram:
         ax.axhline(unigram, color="0.3", ls=":", lw=1.2, label=f"add-one unigram ({unigram:.0f})", gid="ppl:unigram")
     ax.set_yscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:.0f}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="y", which="minor", labelsize=7)
     ax.set_xlabel("epoch (own training)")
     ax.set_ylabel("validation perplexity (log scale)")
     ax.set_title("C: validation perplexity", fontsize=10, loc="left")
