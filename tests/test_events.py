@@ -148,3 +148,16 @@ def test_a_real_search_shows_the_search_not_ray(tiny_search):
     assert read_events(exp, "result")[0]["best"]["cid"] == best["cid"]
     assert f"chosen {best['cid']}" in run.stderr and "tensorboard --logdir" in run.stdout
     print(f"tiny search: {wall:.0f} s, {len(lines)} lines of output")
+
+
+def test_a_resumed_search_emits_each_round_once(tmp_path):
+    ledger, progress, clock = _pool_progress(tmp_path)
+    for cid, v in {"c000": 0.5, "c001": 0.1, "c002": 0.9, "c003": 0.3}.items():
+        ledger.on_boundary(cid, 1, v)
+    progress.sync_rounds()
+    assert len(read_events(tmp_path, "round")) == 1
+    # the driver restarts: a new log and progress over the same experiment and (restored) ledger
+    again = SearchProgress(EventLog(tmp_path, clock=clock), lambda: ledger, slots=2, clock=clock)
+    again.start(name="x")
+    again.sync_rounds()
+    assert len(read_events(tmp_path, "round")) == 1 and read_events(tmp_path, "search_start")[0]["resumed"]
