@@ -61,9 +61,9 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, space: SearchSpace | 
         cfg = replace(cfg, space=space)
     cfg = preflight(cfg, resume=resume)  # experiment dir, storage, corpus, reference checkpoint: before Ray
     exp = cfg.experiment()
+    quiet_tune(cfg.verbose)
     if not ray.is_initialized():
         ray.init(address=cfg.address, include_dashboard=False, **ray_init_kwargs(cfg.verbose))
-    quiet_tune(cfg.verbose)
     check_resources(cfg, ray.cluster_resources())
     corpus = search_corpus(cfg)
     reference = prepare_reference(cfg, corpus) if cfg.metric == "ls" else None
