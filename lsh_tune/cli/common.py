@@ -11,7 +11,7 @@ from lsh_tune.data import KNOWN_CORPORA
 from lsh_tune.models import MODELS, PRESETS, TrainSpec
 
 __all__ = ["TRAIN_OVERRIDES", "add_corpus_args", "add_model_args", "add_run_args", "add_training_args",
-           "non_negative_int", "positive_int", "print_result", "run_kwargs", "training_specs"]
+           "comma_list", "non_negative_int", "positive_int", "print_result", "run_kwargs", "training_specs"]
 
 
 def _int(kind: str, low: int):
@@ -28,6 +28,16 @@ def _int(kind: str, low: int):
 
 non_negative_int = _int("non-negative integer", 0)
 positive_int = _int("positive integer", 1)
+
+
+def comma_list(cast, option: str, example: str):
+    """An argparse type: ``"a,b,c"`` -> a tuple of ``cast`` values (the error names ``option`` and ``example``)."""
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(cast(s) for s in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{option} {text!r}: comma-separated values, e.g. {example}") from None
+    return parse
 
 
 def add_model_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:

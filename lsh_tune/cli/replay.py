@@ -20,14 +20,8 @@ __all__ = ["register", "replay_many", "mean_ci"]
 METRICS = ("ls", "loss", "asha", "hyperband", "sequential")
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(s) for s in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--targets {text!r}: comma-separated numbers, e.g. 400,450") from None
-
-
 def register(sub) -> None:
+    from lsh_tune.cli.common import comma_list
     from lsh_tune.lyapunov import CONVENTIONS
     from lsh_tune.lyapunov.distance import EMBEDDINGS, METRICS as LS_METRICS
     from lsh_tune.search._generators import HPO_METHODS
@@ -50,7 +44,7 @@ def register(sub) -> None:
     p.add_argument("--ls-history", choices=LS_HISTORIES, default="epoch",
                    help="epoch (every epoch from 0, paper) or boundary (one spectrum per round)")
     p.add_argument("--reduction-factor", type=float, default=2.0, help="asha/hyperband: reduction factor")
-    p.add_argument("--targets", type=_floats, default=None,
+    p.add_argument("--targets", type=comma_list(float, "--targets", "400,450"), default=None,
                    help="test perplexities: simulated time to reach each (Fig. 3-right), e.g. 400,450")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=run)

@@ -10,14 +10,8 @@ from lsh_tune.errors import LSHUsageError
 __all__ = ["register"]
 
 
-def _seeds(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(s) for s in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds {text!r}: comma-separated integers, e.g. 0,1") from None
-
-
 def register(sub) -> None:
+    from lsh_tune.cli.common import comma_list
     from lsh_tune.table import TABLE_PRESETS
 
     p = sub.add_parser("table", help="training tables: every configuration trained once per seed, every epoch logged")
@@ -33,7 +27,7 @@ def register(sub) -> None:
     b.add_argument("--sample", type=int, default=0, help="add N seeded configurations of the rest of the lattice")
     b.add_argument("--sample-seed", type=int, default=0, help="seed of that sample")
     b.add_argument("--first", type=int, default=None, help="keep only the first N configurations (quick tables)")
-    b.add_argument("--seeds", type=_seeds, default=None, help="training seeds of a new table, e.g. 0,1")
+    b.add_argument("--seeds", type=comma_list(int, "--seeds", "0,1"), default=None, help="training seeds of a new table, e.g. 0,1")
     b.add_argument("--epochs", type=int, default=None, help="epochs of a new table (default: the preset's)")
     b.add_argument("--limit", type=int, default=None, help="train at most N missing runs in this sitting")
     b.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs (torch threads) per run")
