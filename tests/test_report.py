@@ -69,6 +69,10 @@ def test_report_cli_json_markdown_and_bad_input(tiny_search, tmp_path, capsys):
     assert main(["report", str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "holds no LSH search" in err
+    (tmp_path / "file").write_text("")
+    assert main(["report", str(exp), "--md", str(tmp_path / "file" / "report.md")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--md" in err and "cannot write it" in err
 
 
 def test_report_of_an_interrupted_search(tiny_search, tmp_path):

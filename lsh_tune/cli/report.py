@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 __all__ = ["register", "run"]
 
@@ -20,6 +21,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lsh_tune.cli import print_json
+    from lsh_tune.errors import LSHUsageError
     from lsh_tune.search.history import SearchHistory
     from lsh_tune.search.report import build_report, render_markdown
     from lsh_tune.storage import atomic_write_text
@@ -27,7 +29,11 @@ def run(args: argparse.Namespace) -> int:
     report = build_report(SearchHistory.load(args.experiment))
     markdown = render_markdown(report)
     if args.md:
-        atomic_write_text(args.md, markdown)
+        try:
+            atomic_write_text(args.md, markdown)
+        except OSError as e:  # LSHStorageError included: name the option, not a state file to resume
+            reason = os.strerror(e.errno) if e.errno else str(e)
+            raise LSHUsageError(f"--md {args.md!r}: cannot write it ({reason})") from None
     if args.json:
         print_json(report)
     else:
