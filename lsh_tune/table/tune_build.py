@@ -64,7 +64,10 @@ def _trainable(spec: dict, *, directory: str, settings: dict, corpus, threads: i
     import torch
     from ray import tune
 
+    import ray
+
     torch.set_num_threads(max(1, threads))
+    device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"  # only a GPU Ray assigned
     run = spec["run"]
 
     def report(rec: dict) -> None:
@@ -72,7 +75,7 @@ def _trainable(spec: dict, *, directory: str, settings: dict, corpus, threads: i
                      "ls_time_s": rec["ls_time_s"]})
 
     done = train_run(directory, TableSettings.from_dict(settings), run["key"], run["config"], run["seed"], corpus,
-                     on_epoch=report)
+                     device=device, on_epoch=report)
     tune.report({"epoch": settings["epochs"], "test_ppl": done["final"]["test_ppl"], "done_run": True})
 
 
