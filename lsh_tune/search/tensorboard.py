@@ -48,6 +48,14 @@ TENSORBOARD_DIR = "tensorboard"
 SEARCH_RUN = "search"
 
 
+def _spectra(writer, tag: str, items) -> None:
+    """One histogram of the finite exponents of each ``(epoch, spectrum)`` (−inf ones are pruned directions)."""
+    for epoch, spectrum in items:
+        finite = spectrum[np.isfinite(spectrum)]
+        if finite.size:
+            writer.add_histogram(tag, finite, epoch)
+
+
 def _hparam_value(value):
     return value if isinstance(value, (bool, int, float, str)) else str(value)
 
@@ -82,10 +90,7 @@ def _write_candidate(writer, history: SearchHistory, cid: str, common: dict, dis
     for key in ("val_ppl", "test_ppl"):
         if history.final(cid, key) is not None:
             writer.add_scalar(f"perplexity/final_{key[:-4]}", history.final(cid, key), final_epoch)
-    for epoch, spectrum in history.spectra(cid).items():
-        finite = spectrum[np.isfinite(spectrum)]
-        if finite.size:
-            writer.add_histogram("ls/spectrum", finite, epoch)
+    _spectra(writer, "ls/spectrum", history.spectra(cid).items())
     metrics = _candidate_metrics(history, cid)
     exp, ssi, sei = hparams({k: _hparam_value(c.config[k]) for k in names}, {m: 0.0 for m in _all_metric_names(
         history)}, discrete)
@@ -115,10 +120,7 @@ def _write_search(writer, history: SearchHistory) -> None:
     for epoch, value in history.reference_val_curve().items():
         writer.add_scalar("reference/val_ppl", value, epoch)
     if history.has_spectra:
-        for epoch, spectrum in zip(history.reference_epochs(), history.ls_fit.reference):
-            finite = spectrum[np.isfinite(spectrum)]
-            if finite.size:
-                writer.add_histogram("reference/ls", finite, epoch)
+        _spectra(writer, "reference/ls", zip(history.reference_epochs(), history.ls_fit.reference))
     for split, value in history.unigram().items():
         writer.add_scalar(f"baseline/unigram_{split}_ppl", value, 0)
 
