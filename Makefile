@@ -27,12 +27,11 @@ test-fast: install
 test-reliability: install
 	$(PY) -m pytest -q tests/reliability tests/test_validation_cli.py tests/test_validation_properties.py
 
-# A real LSH search: tiny stacked LSTM, 10k-token PTB slices, sparsity 0.67, LSH-TPE, pool 8, E = 1.
+# A real LSH search whose result means something (settings in experiments/demo.py, which tests/test_demo.py
+# runs too): tiny stacked LSTM, 80k-token PTB slices, sparsity 0.67, LSH-TPE, pool 5, E = 1, finalists to
+# 5 epochs, local Ray with 2 CPUs. Shows the live view, then the report and the tensorboard --logdir line.
 demo: install
-	$(PY) -m lsh_tune search --model stacked_lstm --preset tiny --corpus ptb --max-tokens 10000 \
-		--sparsity 0.67 --hpo tpe --metric ls --pool 8 --rounds-every 1 --final-k 2 --max-epochs 5 \
-		--gpus-per-trial 0 --cpus-per-trial 1 --address local --num-cpus 2 \
-		--storage-path $(abspath $(OUT)) --name demo-$$(date +%Y%m%d-%H%M%S)
+	@$(PY) experiments/demo.py --storage-path $(abspath $(OUT)) --name demo-$$(date +%Y%m%d-%H%M%S)
 
 bench: install
 	$(PY) benchmarks/bench_lyapunov.py
