@@ -64,7 +64,8 @@ class SearchConfig:
         grid_death_rate: death rate of the ``grid`` variants.
         lr: override the preset's learning rate.
         address: Ray address (``auto`` for a running cluster); ``None`` starts/uses a local Ray.
-        verbose: Tune verbosity (0–3).
+        verbose: what the terminal shows: 0 the summary only, 1 (default) the live view of the search
+            (:mod:`lsh_tune.search.console`), 2 also Tune's reporter and Ray's logs, 3 Tune's details.
         max_failures: Tune's ``FailureConfig(max_failures)``: a trial whose worker process or node
             dies restarts (from its newest state) this many times before the candidate is dropped.
         space: the hyperparameter space searched (not a command-line option; saved with the config).
@@ -113,7 +114,8 @@ class SearchConfig:
     lr: float | None = field(default=None, metadata={"help": "override the preset's learning rate"})
     address: str | None = field(default=None, metadata={
         "help": "Ray address: auto (running cluster), local, or host:port"})
-    verbose: int = field(default=1, metadata={"help": "Tune verbosity 0-3"})
+    verbose: int = field(default=1, metadata={
+        "help": "0 summary only, 1 live view of the search (default), 2 + Tune's reporter and Ray's logs, 3 + details"})
     max_failures: int = field(default=3, metadata={
         "help": "restarts of a trial whose worker died (node lost, OOM) before it counts as failed"})
     space: SearchSpace = field(default=DEFAULT_SPACE, metadata={"cli": False})
