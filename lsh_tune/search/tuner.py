@@ -24,7 +24,7 @@ import logging
 import os
 from dataclasses import replace
 
-from lsh_tune.errors import LSHUsageError
+from lsh_tune.errors import LSHStorageError, LSHUsageError
 from lsh_tune.search._ledger import SearchLedger
 from lsh_tune.search._ls_fit import PoolLSFit
 from lsh_tune.search.candidate import trial_settings
@@ -76,7 +76,13 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, space: SearchSpace | 
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(2, cfg.pool_size)))
     slots = trial_slots(cfg, ray.cluster_resources())
     with search_session(cfg, lambda: SearchLedger.open(exp), corpus, slots=slots, reference=reference) as progress:
-        _tuner(cfg, ledger, trainable, resume).fit()
+        try:
+            _tuner(cfg, ledger, trainable, resume).fit()
+        except Exception as e:  # Tune keeps only the text of what the scheduler/searcher raised
+            ours = _lsh_error(e)
+            if ours is e:
+                raise
+            raise ours from None
         summary = write_outputs(cfg, SearchLedger.open(exp), corpus, reference)
         progress.finish(summary)
     publish_views(cfg)
@@ -161,6 +167,22 @@ def trainable_for(experiment_dir: str | os.PathLike):
     corpus = search_corpus(cfg)
     reference = prepare_reference(cfg, corpus) if cfg.metric == "ls" else None
     return make_trainable(cfg, SearchLedger.open(exp).generator.space, corpus, reference)
+
+
+def _lsh_error(error: BaseException) -> BaseException:
+    """The :class:`LSHStorageError`/:class:`LSHUsageError` behind ``error``, else ``error`` itself.
+
+    Tune wraps an exception raised inside the scheduler or the searcher (a full disk while the
+    ledger saves its state) in a ``TuneError`` holding only its text; the original is the
+    ``TuneError``'s ``__context__``.
+    """
+    seen, e = set(), error
+    while e is not None and id(e) not in seen:
+        if isinstance(e, (LSHStorageError, LSHUsageError)):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return error
 
 
 def check_resources(cfg: SearchConfig, available: dict) -> None:
