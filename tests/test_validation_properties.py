@@ -65,26 +65,33 @@ def test_an_accepted_name_never_leaves_the_storage_path(name):
     assert target.parent == root and target != root
 
 
+#: Per field of SearchConfig: (valid values, classic mistakes).
+SEARCH_FIELDS = {
+    "model": (st.sampled_from(["stacked_lstm", "rhn"]), st.sampled_from(["foo", "", "LSTM"])),
+    "hpo": (st.sampled_from(["random", "tpe", "grid", "bohb"]), st.just("smac")),
+    "metric": (st.sampled_from(["ls", "loss"]), st.just("acc")),
+    "sparsity": (st.floats(0.05, 0.95), numbers),
+    "pool": (st.integers(4, 24), st.one_of(st.integers(-2, 1), st.just(True))),
+    "rounds_every": (st.integers(1, 3), st.integers(-1, 0)),
+    "final_k": (st.integers(1, 3), st.integers(4, 30)),  # a bad one is >= any valid pool here
+    "max_epochs": (st.one_of(st.none(), st.integers(30, 60)), st.integers(-1, 5)),
+    "lr": (st.one_of(st.none(), st.floats(1e-3, 100.0)), numbers),
+    "gpus_per_trial": (st.sampled_from([0.5, 1.0]), numbers),
+    "max_tokens": (st.one_of(st.none(), st.integers(1000, 10**6)), st.integers(-5, 0)),
+    "name": (st.sampled_from(["lsh", "run-1"]), st.sampled_from(["", ".", "..", "a/b", "x\0", "reference_cache"])),
+    "ls_k": (st.integers(1, 4), st.integers(-1, 0)),
+    "verbose": (st.integers(0, 3), st.integers(4, 9)),
+}
+
+
 @st.composite
 def search_settings(draw):
-    """Search settings around the valid region: each field valid or one of its classic mistakes."""
-    pick = lambda good, bad: draw(st.one_of(good, bad))  # noqa: E731
-    return {
-        "model": pick(st.sampled_from(["stacked_lstm", "rhn"]), st.sampled_from(["foo", "", "LSTM"])),
-        "hpo": pick(st.sampled_from(["random", "tpe", "grid", "bohb"]), st.just("smac")),
-        "metric": pick(st.sampled_from(["ls", "loss"]), st.just("acc")),
-        "sparsity": pick(st.floats(0.05, 0.95), numbers),
-        "pool": pick(st.integers(2, 24), st.one_of(st.integers(-2, 1), st.none())),
-        "rounds_every": pick(st.integers(1, 3), st.integers(-1, 0)),
-        "final_k": pick(st.integers(1, 3), st.integers(-1, 30)),
-        "max_epochs": pick(st.one_of(st.none(), st.integers(30, 60)), st.integers(-1, 5)),
-        "lr": pick(st.one_of(st.none(), st.floats(1e-3, 100.0)), numbers),
-        "gpus_per_trial": pick(st.sampled_from([0.0, 0.5, 1.0]), numbers),
-        "max_tokens": pick(st.one_of(st.none(), st.integers(1000, 10**6)), st.integers(-5, 0)),
-        "name": pick(st.sampled_from(["lsh", "run-1"]), st.sampled_from(["", ".", "..", "a/b", "x\0"])),
-        "ls_k": pick(st.integers(1, 4), st.integers(-1, 0)),
-        "verbose": pick(st.integers(0, 3), st.integers(4, 9)),
-    }
+    """Search settings with at most one field drawn from its classic mistakes (or from any number)."""
+    bad = draw(st.sampled_from([None, *SEARCH_FIELDS]))
+    kw = {k: draw(mistakes if k == bad else good) for k, (good, mistakes) in SEARCH_FIELDS.items()}
+    if kw["hpo"] == "grid" and isinstance(kw["pool"], int) and kw["pool"] > 24:
+        kw["pool"] = 24
+    return kw
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
