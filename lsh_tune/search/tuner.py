@@ -25,7 +25,7 @@ import os
 from dataclasses import replace
 
 from lsh_tune.errors import LSHStorageError, LSHUsageError
-from lsh_tune.search._ledger import SearchLedger
+from lsh_tune.search._ledger import STATE_FILE, SearchLedger
 from lsh_tune.search._ls_fit import PoolLSFit
 from lsh_tune.search.candidate import trial_settings
 from lsh_tune.search.config import SearchConfig
@@ -120,7 +120,7 @@ def _tuner(cfg: SearchConfig, ledger: SearchLedger, trainable, resume: bool):
 
     exp = cfg.experiment()
     path, fs = tune_storage(exp)
-    if resume and tune.Tuner.can_restore(path, storage_filesystem=fs):
+    if resume and tune.Tuner.can_restore(path, storage_filesystem=fs) and _tune_snapshot_readable(exp):
         # resume_errored=False: a candidate whose trial errored was either dropped by the ledger or
         # re-issued as a new trial (SearchLedger.on_failed); resuming the errored trial too would
         # train that candidate twice.
@@ -138,6 +138,25 @@ def _tuner(cfg: SearchConfig, ledger: SearchLedger, trainable, resume: bool):
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                   failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
                                   callbacks=result_logger_callbacks() + [SearchEventsCallback(exp.uri)]))
+
+
+def _tune_snapshot_readable(exp: Storage) -> bool:
+    """Whether Tune's own snapshot of the run (``tuner.pkl``, the newest ``experiment_state-*.json``)
+    reads back. The search does not depend on it (``lsh/state.json`` and the candidates' states are
+    enough): when it is damaged, the search continues with fresh trials that load those states."""
+    import json
+    import pickle
+
+    states = sorted(n for n in exp.listdir() if n.startswith("experiment_state-") and n.endswith(".json"))
+    try:
+        pickle.loads(exp.read_bytes("tuner.pkl"))
+        if states:
+            json.loads(exp.read_text(states[-1]))
+        return True
+    except Exception as e:  # a damaged pickle can raise nearly anything
+        logger.warning("Tune's snapshot in %s does not read back (%s: %s); continuing from %s and the "
+                       "candidates' own states with fresh trials", exp.uri_of(), type(e).__name__, e, STATE_FILE)
+        return False
 
 
 def make_trainable(cfg: SearchConfig, space: SearchSpace, corpus, reference: dict | None):
