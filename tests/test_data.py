@@ -68,6 +68,7 @@ def test_env_var_data_dir(tmp_path, monkeypatch):
 def test_missing_corpus_lists_every_place(tmp_path, monkeypatch):
     import lsh_tune.data.corpus as corpus_mod
     monkeypatch.setattr(corpus_mod, "_default_dirs", lambda: [tmp_path / "default"])
+    monkeypatch.setattr(corpus_mod, "_VENDORED", tmp_path / "vendored")  # WikiText-2 is vendored too now
     monkeypatch.setenv("LSH_TUNE_DATA", str(tmp_path / "envdir"))
     with pytest.raises(LSHUsageError) as e:
         find_corpus_dir("wikitext-2", data_dir=tmp_path / "mine")
