@@ -102,3 +102,29 @@ def test_pickled_adapters_share_one_ledger_reloaded_from_disk(setup):
     SearchLedger.forget(ledger.directory)
     s3 = pickle.loads(pickle.dumps(sched))
     assert s3.ledger is not ledger and s3.ledger.state_dict() == ledger.state_dict()
+
+
+def test_tune_calls_on_trial_error_for_retried_failures_while_still_running():
+    """``tune_will_retry`` relies on how Ray 2.60 orders its failure handling; this breaks if Ray
+    changes it (then a retried trial would also be re-issued by the ledger, training it twice)."""
+    import inspect
+
+    from ray.tune.execution.tune_controller import TuneController
+
+    from lsh_tune.search._ray import tune_will_retry
+
+    requeue = inspect.getsource(TuneController._requeue_trial)
+    assert requeue.index("on_trial_error") < requeue.index("Trial.PENDING")
+    failure = inspect.getsource(TuneController._process_trial_failure)
+    assert "trial.status == Trial.RUNNING and trial.should_recover()" in failure
+    assert failure.index("_try_recover") < failure.index("on_trial_error")
+
+    class T:
+        def __init__(self, status, recover):
+            self.status, self._recover = status, recover
+
+        def should_recover(self):
+            return self._recover
+
+    assert tune_will_retry(T(Trial.RUNNING, True))
+    assert not tune_will_retry(T(Trial.RUNNING, False)) and not tune_will_retry(T(Trial.PENDING, True))

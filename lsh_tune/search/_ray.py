@@ -53,6 +53,18 @@ logger = logging.getLogger(__name__)
 _DECISIONS = {"continue": TrialScheduler.CONTINUE, "pause": TrialScheduler.PAUSE, "stop": TrialScheduler.STOP}
 
 
+def tune_will_retry(trial: Trial) -> bool:
+    """Whether Tune itself restarts ``trial`` after the error it reports to ``on_trial_error``.
+
+    Tune calls ``TrialScheduler.on_trial_error`` both for a failure it recovers from
+    (``TuneController._requeue_trial``: a RUNNING trial with failures left under
+    ``FailureConfig(max_failures)``, re-queued as PENDING right after the call) and for one it
+    gives up on (``_process_trial_failure``). Only the first finds the trial still RUNNING with
+    ``should_recover()``. Tested against Ray's source in ``tests/test_search_adapters.py``.
+    """
+    return trial.status == Trial.RUNNING and trial.should_recover()
+
+
 def _cid(trial: Trial) -> str:
     try:
         return str(trial.config[CID_KEY])
@@ -150,6 +162,8 @@ class LSHScheduler(FIFOScheduler):
                     decision.removed, decision.generated, decision.done)
 
     def on_trial_error(self, tune_controller: "TuneController", trial: Trial) -> None:
+        if tune_will_retry(trial):
+            return  # Tune re-queues it; it restarts from its newest state and replays its boundary
         decision = self.ledger.on_failed(_cid(trial), retries=self.max_failures)
         if decision is not None:
             self._stop_removed(tune_controller, exclude=trial)
