@@ -88,3 +88,40 @@ def test_a_checkpoint_of_another_model_is_refused_naming_both(tmp_path):
     lstm = _cfg(tmp_path, "rhn", reference_checkpoint=trained.meta["checkpoint"])
     with pytest.raises(LSHUsageError, match="reference_checkpoint=.*rhn.*stacked_lstm"):
         train_reference(reference_plan(lstm, corpus), corpus)
+
+
+def test_the_ledger_issues_the_reference_first_and_ranks_only_once_it_is_known(tmp_path):
+    """Round 0 stays open until the reference arrives (also across a reload); the reference trial is
+    re-issued when it fails, until its retries are spent."""
+    from lsh_tune.lyapunov import ReferenceCache
+    from lsh_tune.search import SearchLedger
+    from lsh_tune.search._ls_fit import PoolLSFit
+    from lsh_tune.search.keys import REFERENCE_CID
+    from lsh_tune.space import DEFAULT_SPACE
+
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(3, 6))
+    cfg = SearchLedger.pool_config_for("random", pool_size=4, rounds_every=1, max_epochs=3, seed=0, metric="ls")
+    source = {"cache": str(tmp_path / "cache"), "key": "k"}
+    ledger = SearchLedger.create(cfg, "random", DEFAULT_SPACE, tmp_path / "exp", ls_fit=PoolLSFit(None),
+                                 reference_source=source)
+    assert ledger.next_to_issue() == (REFERENCE_CID, {}) and ledger.is_alive(REFERENCE_CID)
+    assert ledger.action(REFERENCE_CID) == "continue" and ledger.is_released(REFERENCE_CID)
+    cids = [ledger.next_to_issue()[0] for _ in range(4)]
+    for cid in cids:
+        assert ledger.on_boundary(cid, 1, None, {}, rng.normal(size=6).tolist()) is None
+    assert ledger.pool.rounds == [] and all(ledger.action(c, 1) == "pause" for c in cids)
+    assert ledger.load_reference() is None                       # its trial has not cached it yet
+
+    SearchLedger.forget(tmp_path / "exp")
+    again = SearchLedger.open(tmp_path / "exp")                  # a resumed driver still waits
+    assert again.needs_reference and again.pool.rounds == []
+    assert again.on_failed(REFERENCE_CID, retries=1) is None     # re-issued once ...
+    assert again.next_to_issue() == (REFERENCE_CID, {})
+    with pytest.raises(RuntimeError, match="dense reference's trial failed 2 times"):
+        again.on_failed(REFERENCE_CID, retries=1)                # ... then the search cannot go on
+
+    ReferenceCache(source["cache"]).save("k", reference, reference[-1])
+    decision = again.load_reference()
+    assert decision is not None and len(decision.ranking) == 4 and not again.is_alive(REFERENCE_CID)
+    np.testing.assert_array_equal(SearchLedger.load(tmp_path / "exp").ls_fit.reference, reference)

@@ -221,14 +221,18 @@ def check_experiment_dir(cfg: SearchConfig, resume: bool) -> SearchConfig:
     """The config to run: ``cfg`` for a new search, the saved one (storage/address from ``cfg``) on resume.
 
     Raises:
-        LSHUsageError: resuming where there is nothing, or starting where a search exists.
+        LSHUsageError: resuming where there is nothing, or starting where a search exists, or a
+            ``paper`` search without GPUs (:func:`lsh_tune.search.estimate.check_compute`).
     """
+    from lsh_tune.search.estimate import check_compute
+
     exp = cfg.experiment()
     if resume:
         if not exp.is_file(CONFIG_FILE) or not exp.is_file(STATE_FILE):
             raise LSHUsageError(f"nothing to resume in {exp.uri_of()} (no {CONFIG_FILE}/{STATE_FILE})")
         saved = SearchConfig.load(exp)
-        return replace(saved, storage_path=cfg.storage_path, address=cfg.address, verbose=cfg.verbose)
-    if exp.is_file(CONFIG_FILE) or exp.is_file(STATE_FILE):
+        cfg = replace(saved, storage_path=cfg.storage_path, address=cfg.address, verbose=cfg.verbose)
+    elif exp.is_file(CONFIG_FILE) or exp.is_file(STATE_FILE):
         raise LSHUsageError(f"{exp.uri_of()} already holds a search: pass --resume or choose another --name")
+    check_compute(cfg)
     return cfg

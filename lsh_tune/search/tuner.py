@@ -215,5 +215,8 @@ def check_resources(cfg: SearchConfig, available: dict) -> None:
         msg = (f"gpus_per_trial={cfg.gpus_per_trial} but the Ray instance has {gpus:g} GPU(s); pass "
                "--gpus-per-trial 0 to train on CPU")
         if cfg.address in (None, "local"):
+            from lsh_tune.search.estimate import check_compute
+
+            check_compute(replace(cfg, gpus_per_trial=0.0))  # preset paper: the estimate says why not CPU
             raise LSHUsageError(msg)
         logger.warning("%s (waiting for the cluster to scale up)", msg)
