@@ -22,7 +22,7 @@ __all__ = ["SCHEDULES", "main"]
 SCHEDULES = {
     "paper": ["--pool", "24", "--rounds-every", "3", "--final-k", "2", "--cpus-per-trial", "2"],
     "small": ["--pool", "8", "--rounds-every", "2", "--final-k", "2", "--cpus-per-trial", "1"],
-    "tiny": ["--pool", "4", "--rounds-every", "1", "--final-k", "2", "--max-epochs", "2", "--reference-epochs", "1",
+    "tiny": ["--pool", "3", "--rounds-every", "1", "--final-k", "2", "--max-epochs", "2", "--reference-epochs", "1",
              "--max-tokens", "2000", "--cpus-per-trial", "1"],
 }
 

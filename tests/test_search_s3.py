@@ -1,6 +1,8 @@
 """A search whose storage path is an S3 bucket (a real S3-compatible server on 127.0.0.1: moto's server mode),
 SIGKILLed while the dense reference trains, then resumed: no reference or candidate epoch is trained twice
-(from the logs in the bucket), the reference resumes where it stopped, and every output is in the bucket."""
+(from the logs in the bucket), the reference resumes where it stopped, round-0 candidates trained beside it,
+and every output is in the bucket. The search is ``experiments/ptb_stacked_lstm.py --preset tiny`` (a longer
+reference so the kill lands in it), so this is also that script's end-to-end run."""
 from __future__ import annotations
 
 import collections
@@ -25,9 +27,11 @@ from test_search_ray import _descendants  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE_EPOCHS = 6
-SEARCH = dict(model="stacked_lstm", preset="tiny", corpus="ptb", pool=4, rounds_every=1, final_k=2, max_epochs=2,
-              reference_epochs=REFERENCE_EPOCHS, max_tokens=2000, gpus_per_trial=0.0, cpus_per_trial=1.0, seed=0)
+REFERENCE_EPOCHS = 5
+#: What the script's tiny preset runs (experiments/_common.py), the reference made longer.
+SEARCH = dict(model="stacked_lstm", preset="tiny", corpus="ptb", pool=3, rounds_every=1, final_k=2, max_epochs=2,
+              reference_epochs=REFERENCE_EPOCHS, max_tokens=2000, gpus_per_trial=0.0, cpus_per_trial=1.0, seed=0,
+              sparsity=0.67, hpo="tpe", metric="ls")
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +42,9 @@ def s3():
 
 
 def _args(uri: str, temp: Path) -> list[str]:
-    opts = [f"--{k.replace('_', '-')}={v}" for k, v in SEARCH.items()]
-    return [sys.executable, "-m", "lsh_tune.cli.search", *opts, "--storage-path", uri, "--name", "s3search",
-            "--address", "local", "--num-cpus", "2", "--ray-temp-dir", str(temp), "--verbose", "0", "--json"]
+    return [sys.executable, str(REPO / "experiments" / "ptb_stacked_lstm.py"), "--preset", "tiny",
+            "--reference-epochs", str(REFERENCE_EPOCHS), "--storage-path", uri, "--num-cpus", "2",
+            "--ray-temp-dir", str(temp), "--verbose", "0", "--json"]
 
 
 def _kill_tree(proc: subprocess.Popen) -> None:
@@ -58,7 +62,7 @@ def _kill_tree(proc: subprocess.Popen) -> None:
 
 def test_s3_search_killed_during_reference_training_resumes_with_outputs_in_the_bucket(s3, tmp_path):
     uri = s3.uri("runs")
-    cfg = SearchConfig(storage_path=uri, name="s3search", **SEARCH)
+    cfg = SearchConfig(storage_path=uri, name="ptb_stacked_lstm", **SEARCH)
     plan = reference_plan(cfg, search_corpus(cfg))
     assert plan.cache.startswith("s3://") and "endpoint_override" in plan.cache
     env = dict(os.environ, **s3.env(), TUNE_GLOBAL_CHECKPOINT_S="1", PYTHONPATH=str(REPO), RAY_DEDUP_LOGS="0")
@@ -74,13 +78,17 @@ def test_s3_search_killed_during_reference_training_resumes_with_outputs_in_the_
         _kill_tree(proc)
     before = read_reference_log(plan)
     assert 2 <= len(before) < REFERENCE_EPOCHS, "the kill came after the reference finished"
-    exp = Storage(uri).child("s3search")
+    exp = Storage(uri).child("ptb_stacked_lstm")
+    saved = SearchConfig.load(exp)
+    assert {k: getattr(saved, k) for k in SEARCH} == SEARCH             # the script's tiny settings
     assert exp.read_json("lsh/state.json")["pool"]["rounds"] == []  # round 0 waited for the reference
     assert not plan.store().is_file(f"{plan.key}.npz")
 
     resumed = subprocess.run(args + ["--resume"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert "starting a local Ray instance" in resumed.stdout
+    assert f"results: {exp.uri_of()} · TensorBoard: tensorboard --logdir {exp.uri_of('tensorboard')}" in resumed.stdout
 
     # The reference: every epoch once, the resumed run starting right after the last one the killed run saved.
     log = read_reference_log(plan)
@@ -92,8 +100,10 @@ def test_s3_search_killed_during_reference_training_resumes_with_outputs_in_the_
     assert len(exp.read_json("lsh/reference_ls.json")) == REFERENCE_EPOCHS + 1  # epoch 0 .. last, ranked on
 
     # Candidates: each epoch once; the search finished with its outputs in the bucket, nothing on local disk.
-    counts = collections.Counter((r["cid"], r["epoch"]) for r in read_epoch_log(exp))
+    epochs = read_epoch_log(exp)
+    counts = collections.Counter((r["cid"], r["epoch"]) for r in epochs)
     assert counts and max(counts.values()) == 1
+    assert any(c["start"] < r["time"] and r["start"] < c["time"] for r in log for c in epochs)  # side by side
     state = exp.read_json("lsh/state.json")["pool"]
     assert state["phase"] == "done" and len(state["rounds"]) == 1
     best = exp.read_json("best.json")

@@ -184,7 +184,7 @@ def cpu_slots(cfg: "SearchConfig", cores: int | None = None) -> int:
 #: The experiment scripts' schedules the time table uses (``experiments/_common.py``).
 TABLE_SCHEDULES = {"paper": dict(pool=24, rounds_every=3, final_k=2),
                    "small": dict(pool=8, rounds_every=2, final_k=2),
-                   "tiny": dict(pool=4, rounds_every=1, final_k=2, max_epochs=2)}
+                   "tiny": dict(pool=3, rounds_every=1, final_k=2, max_epochs=2)}
 #: Cores of the machine the CPU column is measured on, and GPUs of the GPU column.
 TABLE_CORES, TABLE_GPUS = 2, 4
 
