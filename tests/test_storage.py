@@ -149,3 +149,19 @@ def test_records_from_many_writers_all_come_back_in_order(storage):
     for w in range(4):  # each writer's records in the order it wrote them
         assert [r["i"] for r in records if r["w"] == w] == list(range(10))
     assert storage.read_records("no-such-log") == []
+
+
+def test_endpoint_from_aws_endpoint_url(s3, monkeypatch):
+    """The other way pyarrow takes an endpoint: ``AWS_ENDPOINT_URL`` in the environment, a plain URI."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint)
+    plain = Storage(f"s3://{s3.bucket}/env-endpoint")
+    plain.write_text("x.txt", "via AWS_ENDPOINT_URL")
+    assert Storage(s3.uri("env-endpoint")).read_text("x.txt") == "via AWS_ENDPOINT_URL"
+    assert plain.uri_of("x.txt") == f"s3://{s3.bucket}/env-endpoint/x.txt"
+
+
+def test_split_a_file_location(tmp_path, s3):
+    store, name = Storage.split(str(tmp_path / "a" / "ref.pt"))
+    assert store.local_root == tmp_path / "a" and name == "ref.pt"
+    store, name = Storage.split(s3.uri("refs/dense.pt"))
+    assert name == "dense.pt" and store.uri == s3.uri("refs")
