@@ -73,7 +73,11 @@ def test_a_table_keeps_its_settings_and_grows_by_new_configurations(tmp_path, ti
     assert kept == settings and [c["key"] for c in grown] == [c["key"] for c in configs[:3]]
     with pytest.raises(LSHUsageError, match="other settings"):
         prepare_table(tmp_path, replace(settings, epochs=5), configs)
-    assert len(missing_runs(tmp_path, settings, grown)) == 4 * len(settings.seeds)
+    todo = missing_runs(tmp_path, settings, grown)
+    assert len(todo) == 4 * len(settings.seeds)
+    # references first, then every configuration at the first seed before any at the second
+    assert [(r["key"], r["seed"]) for r in todo] == ([("reference", s) for s in settings.seeds]
+                                                     + [(c["key"], s) for s in settings.seeds for c in grown])
     sample = plan_configs(settings, grid=False, sample=5, sample_seed=2)
     assert len(sample) == 5
     assert sample == plan_configs(settings, grid=False, sample=5, sample_seed=2)

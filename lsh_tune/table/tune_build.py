@@ -50,13 +50,16 @@ def prepare_table(directory: str | Path, settings: TableSettings | None, configs
 
 
 def missing_runs(directory: str | Path, settings: TableSettings, configs: list[dict]) -> list[dict]:
-    """Every run not finished yet, the references first: ``{"key", "seed", "config"}`` each."""
+    """Every run not finished yet: the references first, then seed by seed (every configuration at
+    the first seed before any at the second, so a table cut short is whole at its first seed):
+    ``{"key", "seed", "config"}`` each."""
+    runs = [(REFERENCE_KEY, None, seed) for seed in settings.seeds]
+    runs += [(c["key"], {k: v for k, v in c.items() if k != "key"}, seed)
+             for seed in settings.seeds for c in configs]
     todo = []
-    for key, config in [(REFERENCE_KEY, None)] + [(c["key"], {k: v for k, v in c.items() if k != "key"})
-                                                  for c in configs]:
-        for seed in settings.seeds:
-            if not is_complete(read_run(directory, key, seed), settings.epochs):
-                todo.append({"key": key, "seed": seed, "config": config})
+    for key, config, seed in runs:
+        if not is_complete(read_run(directory, key, seed), settings.epochs):
+            todo.append({"key": key, "seed": seed, "config": config})
     return todo
 
 
