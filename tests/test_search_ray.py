@@ -247,3 +247,31 @@ def test_sigkilled_search_resumes_to_the_same_result(search, storage, tmp_path):
     counts = collections.Counter((e["cid"], e["epoch"]) for e in read_epoch_log(storage / "killed"))
     assert max(counts.values()) == 1
     assert sum(counts.values()) == sum(1 for _ in read_epoch_log(base_cfg.experiment_dir))
+
+
+def test_search_in_a_tables_setting_trains_the_tables_reference(local_ray, storage):
+    """``lsh-tune search --table``: the search's dense reference (seed 0) is the table's
+    ``reference__s0`` run, epoch for epoch (spectra to the table's 7 digits, losses to 1e-9), and
+    its candidates are the table's grid configurations trained in the table's setting."""
+    from lsh_tune.cli import build_parser
+    from lsh_tune.cli.search import config_from_args
+    from lsh_tune.search.reference import prepare_reference, search_corpus
+    from lsh_tune.table import Table
+
+    tiny = REPO / "tables" / "tiny"
+    table = Table(tiny)
+    args = build_parser().parse_args(["search", "--table", str(tiny), "--hpo", "grid", "--pool", "6",
+                                      "--rounds-every", "1", "--final-k", "2", "--cpus-per-trial", "0.5",
+                                      "--storage-path", str(storage), "--name", "table-setting", "--verbose", "0"])
+    cfg = config_from_args(args)
+    summary = run_search(cfg)
+    mine = prepare_reference(cfg, search_corpus(cfg))
+    theirs = table.run("reference", 0)
+    assert len(mine["history"]) == len(theirs["epochs"]) == table.settings.epochs + 1
+    for spectrum, record in zip(mine["history"], theirs["epochs"]):
+        assert spectrum.tolist() == pytest.approx(record["ls"]["h"], rel=1e-6, abs=1e-7)
+    assert mine["meta"]["test_ppl"] == pytest.approx(theirs["final"]["test_ppl"], rel=1e-9)
+    ledger = _ledger(cfg)
+    tabulated = {table.nearest(c.config)[0] for c in ledger.pool.candidates.values()}
+    assert all(table.nearest(c.config)[1] for c in ledger.pool.candidates.values())  # each one is in the table
+    assert len(tabulated) == 6 and summary["best"]["density"] == pytest.approx(0.33, abs=0.01)

@@ -8,7 +8,7 @@ from lsh_tune.cli._dataclass_args import add_dataclass_args, dataclass_from_args
 from lsh_tune.cli.common import non_negative_int, positive_int
 from lsh_tune.errors import LSHUsageError
 
-__all__ = ["register", "run", "checked_config", "config_from_args"]
+__all__ = ["register", "run", "checked_config", "config_from_args", "table_options"]
 
 
 def register(sub) -> None:
@@ -19,6 +19,10 @@ def register(sub) -> None:
     p = sub.add_parser("search", help="LS-based hyperpruning search on Ray Tune",
                        description="Run (or --resume) an LSH search; outputs go to STORAGE_PATH/NAME.")
     add_dataclass_args(p, SearchConfig)
+    p.add_argument("--table", default=None, metavar="TABLE",
+                   help="train in the setting of a training table (lsh-tune table build): its model and training "
+                        "specs, corpus slices and sparse init replace --preset/--max-tokens, and its model, corpus, "
+                        "sparsity and LS sizes are the defaults; the real twin of `lsh-tune replay TABLE`")
     p.add_argument("--resume", action="store_true", help="continue the search in STORAGE_PATH/NAME")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     local = p.add_argument_group("a Ray instance started here (no --address, or --address local)")
@@ -32,7 +36,44 @@ def config_from_args(args: argparse.Namespace):
     """The validated :class:`~lsh_tune.search.config.SearchConfig` of the parsed options."""
     from lsh_tune.search.config import SearchConfig
 
-    return dataclass_from_args(SearchConfig, args)
+    return dataclass_from_args(SearchConfig, args, **table_options(args))
+
+
+#: The search fields ``--table`` fills from the table (name → where in its settings), unless given.
+_TABLE_DEFAULTS = {"model": lambda t: t.model_spec["model"], "corpus": lambda t: t.corpus,
+                   "sparsity": lambda t: t.sparsity, "ls_k": lambda t: t.ls["k"], "ls_steps": lambda t: t.ls["steps"],
+                   "ls_warmup": lambda t: t.ls["warmup"]}
+
+
+def table_options(args: argparse.Namespace) -> dict:
+    """The fields ``--table TABLE`` sets: ``setting`` (the table's training setting), ``space`` (its
+    tabulated space, :meth:`~lsh_tune.table.Table.tabulated_space`, as a replay of it searches) and
+    the :data:`_TABLE_DEFAULTS` the command line does not give (``{}`` without ``--table``).
+
+    Raises:
+        LSHUsageError: no table there, or ``--preset`` / ``--max-tokens`` given with it (the table
+            fixes the model and the slices), or a given option that contradicts the table.
+    """
+    if getattr(args, "table", None) is None:
+        return {}
+    from lsh_tune.cli._dataclass_args import given_fields
+    from lsh_tune.table import Table
+
+    tabulated = Table(args.table, require_complete=False)
+    table = tabulated.settings
+    given = given_fields(args)
+    for name in ("preset", "max_tokens"):
+        if name in given:
+            raise LSHUsageError(f"--{name.replace('_', '-')} {getattr(args, name)!r} cannot be combined with "
+                                f"--table {args.table}: the table fixes the model and the corpus slices")
+    out = {"setting": table.search_setting(), "space": tabulated.tabulated_space()}
+    for name, value in _TABLE_DEFAULTS.items():
+        if name not in given:
+            out[name] = value(table)
+        elif getattr(args, name) != value(table):
+            raise LSHUsageError(f"--{name.replace('_', '-')} {getattr(args, name)!r} contradicts --table {args.table}, "
+                                f"which has {name}={value(table)!r}; leave the option out")
+    return out
 
 
 def _check_ray_args(args: argparse.Namespace, cfg) -> None:
@@ -87,6 +128,7 @@ def checked_config(args: argparse.Namespace):
 
     if args.resume:
         options = {k: getattr(args, k) for k in given_fields(args)}
+        options.update(table_options(args))
         cfg, applied = resume_config(args.storage_path, args.name, options)
         if applied:
             sys.stderr.write(f"lsh-tune: resuming with the saved settings; from this command: "

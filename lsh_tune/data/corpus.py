@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import lzma
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -57,6 +57,14 @@ class Corpus:
         if name not in SPLITS:
             raise LSHUsageError(f"split={name!r} is not allowed; choose one of: {', '.join(SPLITS)}")
         return getattr(self, name)
+
+    def sliced(self, train_tokens: int | None = None, eval_tokens: int | None = None) -> "Corpus":
+        """The first ``train_tokens`` ids of the training split and the first ``eval_tokens`` of the
+        validation and test splits (``None`` keeps a split whole); the vocabulary is unchanged."""
+        check_int("train_tokens", train_tokens, 1, allow_none=True)
+        check_int("eval_tokens", eval_tokens, 1, allow_none=True)
+        cut = {"train": train_tokens, "valid": eval_tokens, "test": eval_tokens}
+        return replace(self, **{s: getattr(self, s)[:n] for s, n in cut.items() if n is not None})
 
     def info(self) -> dict:
         return {

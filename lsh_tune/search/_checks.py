@@ -23,10 +23,12 @@ from lsh_tune.space import SearchSpace
 if TYPE_CHECKING:  # pragma: no cover
     from lsh_tune.search.config import SearchConfig
 
-__all__ = ["VERBOSITY", "check_search_fields"]
+__all__ = ["SETTING_KEYS", "VERBOSITY", "check_search_fields"]
 
 #: Tune's verbosity levels.
 VERBOSITY = (0, 1, 2, 3)
+#: The keys of ``SearchConfig.setting`` (a training table's setting).
+SETTING_KEYS = ("model_spec", "train_spec", "corpus", "train_tokens", "eval_tokens", "sparse")
 #: Names the storage path already uses for its own directories.
 RESERVED_NAMES = ("reference_cache",)
 
@@ -43,6 +45,7 @@ def check_search_fields(cfg: "SearchConfig") -> None:
     _check_rates_and_resources(cfg)
     _check_places(cfg)
     _check_ls(cfg)
+    _check_setting(cfg)
 
 
 def _check_choices(cfg: "SearchConfig") -> None:
@@ -113,3 +116,29 @@ def _check_ls(cfg: "SearchConfig") -> None:
     check_choice("ls_embedding", cfg.ls_embedding, EMBEDDINGS)
     check_choice("ls_distance", cfg.ls_distance, METRICS)
     check_choice("ls_fit", cfg.ls_fit, LS_FITS)
+
+
+def _check_setting(cfg: "SearchConfig") -> None:
+    """``setting`` (a table's training setting): its keys, and that ``model``, ``corpus`` and
+    ``max_tokens`` do not contradict it (the specs themselves are checked where they are built)."""
+    setting = cfg.setting
+    if setting is None:
+        return
+    if not isinstance(setting, dict) or set(setting) != set(SETTING_KEYS):
+        got = sorted(setting) if isinstance(setting, dict) else type(setting).__name__
+        raise LSHUsageError(f"setting={got!r} must be a dict with exactly the keys {', '.join(SETTING_KEYS)} "
+                            "(lsh_tune.table.TableSettings.search_setting())")
+    model = (setting.get("model_spec") or {}).get("model")
+    if model != cfg.model:
+        raise LSHUsageError(f"model={cfg.model!r} differs from the setting's model {model!r}; leave --model out "
+                            "with --table (or give the table's)")
+    if setting["corpus"] != cfg.corpus:
+        raise LSHUsageError(f"corpus={cfg.corpus!r} differs from the setting's corpus {setting['corpus']!r}; leave "
+                            "--corpus out with --table (or give the table's)")
+    if cfg.max_tokens is not None:
+        raise LSHUsageError(f"max_tokens={cfg.max_tokens} cannot be combined with a table's setting: the table fixes "
+                            f"the slices (train_tokens={setting['train_tokens']}, eval_tokens={setting['eval_tokens']})")
+    for name in ("train_tokens", "eval_tokens"):
+        check_int(name, setting[name], 1, allow_none=True)
+    if not isinstance(setting["sparse"], dict):
+        raise LSHUsageError(f"setting sparse={setting['sparse']!r} must be a dict of sparse-init options")

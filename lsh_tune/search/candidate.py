@@ -77,7 +77,8 @@ def trial_settings(cfg: "SearchConfig", hp_names: tuple[str, ...]) -> TrialSetti
     return TrialSettings(model_spec=model_spec.to_dict(), train_spec=train_spec.to_dict(), sparsity=cfg.sparsity,
                          rounds_every=cfg.rounds_every, max_epochs=cfg.resolved_max_epochs(), seed=cfg.seed,
                          hp_names=tuple(hp_names), ls_config=cfg.ls_config().to_dict(), ls_space=cfg.ls_space(),
-                         state_dir=cfg.experiment().uri, threads=max(1, int(math.ceil(cfg.cpus_per_trial))))
+                         state_dir=cfg.experiment().uri, threads=max(1, int(math.ceil(cfg.cpus_per_trial))),
+                         sparse_kwargs=dict(cfg.setting["sparse"]) if cfg.setting else {})
 
 
 def candidate_dir(cid: str) -> str:

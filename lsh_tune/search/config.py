@@ -69,6 +69,14 @@ class SearchConfig:
         max_failures: Tune's ``FailureConfig(max_failures)``: a trial whose worker process or node
             dies restarts (from its newest state) this many times before the candidate is dropped.
         space: the hyperparameter space searched (not a command-line option; saved with the config).
+        setting: a training setting that replaces the preset's and ``max_tokens`` (not a
+            command-line option: ``lsh-tune search --table TABLE`` sets it from a table,
+            :meth:`lsh_tune.table.TableSettings.search_setting`, so a real search trains exactly
+            what ``lsh-tune replay TABLE`` replays): ``model_spec`` and ``train_spec`` (dicts of
+            :class:`~lsh_tune.models.ModelSpec` / :class:`~lsh_tune.models.TrainSpec`), ``corpus``,
+            ``train_tokens`` / ``eval_tokens`` (first tokens of the training / validation and test
+            splits, ``None``: whole), ``sparse`` (sparse-init options of
+            :class:`~lsh_tune.sparse.SparseConfig`, e.g. ``init_scale``). ``preset`` is then not used.
     """
 
     model: str = field(default="stacked_lstm", metadata={"choices": MODELS, "help": "architecture"})
@@ -119,6 +127,7 @@ class SearchConfig:
     max_failures: int = field(default=3, metadata={
         "help": "restarts of a trial whose worker died (node lost, OOM) before it counts as failed"})
     space: SearchSpace = field(default=DEFAULT_SPACE, metadata={"cli": False})
+    setting: dict | None = field(default=None, metadata={"cli": False})
 
     def __post_init__(self) -> None:
         check_search_fields(self)  # every field's value (lsh_tune/search/_checks.py)
@@ -171,10 +180,14 @@ class SearchConfig:
             seed=self.seed)
 
     def specs(self):
-        """``(ModelSpec, TrainSpec)`` of the preset, ``lr`` overridden when set."""
-        from lsh_tune.models import get_preset, with_overrides
+        """``(ModelSpec, TrainSpec)`` of the preset (or of :attr:`setting`), ``lr`` overridden when set."""
+        from lsh_tune.models import ModelSpec, TrainSpec, get_preset, with_overrides
 
-        model_spec, train_spec = get_preset(self.model, self.preset)
+        if self.setting is not None:
+            model_spec = ModelSpec.from_dict(self.setting["model_spec"])
+            train_spec = TrainSpec.from_dict(self.setting["train_spec"])
+        else:
+            model_spec, train_spec = get_preset(self.model, self.preset)
         return model_spec, with_overrides(train_spec, lr=self.lr)
 
     def ls_config(self):

@@ -117,10 +117,10 @@ class SearchHistory:
         for e in self.events_of("search_start"):
             if e.get("unigram"):
                 return dict(e["unigram"])
-        from lsh_tune.data import load_corpus, unigram_perplexities
+        from lsh_tune.data import unigram_perplexities
+        from lsh_tune.search.reference import search_corpus
 
-        cfg = self.config
-        return unigram_perplexities(load_corpus(cfg.corpus, cfg.data_dir, max_tokens=cfg.max_tokens))
+        return unigram_perplexities(search_corpus(self.config))
 
     def reference_scores(self) -> dict[str, float | None]:
         """The dense reference's final ``val_ppl``/``test_ppl`` (``None`` where not known yet)."""

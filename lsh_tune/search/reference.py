@@ -44,10 +44,11 @@ def search_corpus(cfg: SearchConfig):
     """The corpus of ``cfg``, tokenised once per process (searches in one process share it)."""
     from lsh_tune.data import load_corpus
 
-    key = (cfg.corpus, cfg.data_dir, cfg.max_tokens)
+    cut = (None, None) if cfg.setting is None else (cfg.setting["train_tokens"], cfg.setting["eval_tokens"])
+    key = (cfg.corpus, cfg.data_dir, cfg.max_tokens, cut)
     if key not in _CORPORA:
         _CORPORA.clear()
-        _CORPORA[key] = load_corpus(cfg.corpus, cfg.data_dir, max_tokens=cfg.max_tokens)
+        _CORPORA[key] = load_corpus(cfg.corpus, cfg.data_dir, max_tokens=cfg.max_tokens).sliced(*cut)
     return _CORPORA[key]
 
 

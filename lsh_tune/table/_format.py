@@ -107,6 +107,13 @@ class TableSettings:
 
         return DEFAULT_SPACE if self.space is None else SearchSpace.from_dict(self.space)
 
+    def search_setting(self) -> dict:
+        """The training setting a real search of this table trains in (``SearchConfig.setting``,
+        ``lsh-tune search --table``): ``model_spec``, ``train_spec``, ``corpus``, ``train_tokens``,
+        ``eval_tokens``, ``sparse`` (sparse-init options)."""
+        return {"model_spec": dict(self.model_spec), "train_spec": dict(self.train_spec), "corpus": self.corpus,
+                "train_tokens": self.train_tokens, "eval_tokens": self.eval_tokens, "sparse": dict(self.sparse)}
+
     def distance_names(self) -> list[str]:
         """Every ``<state>/<embedding>/<metric>`` a run logs per epoch."""
         return [f"{s}/{e}/{m}" for s in self.ls_states for e in self.embeddings for m in self.metrics]

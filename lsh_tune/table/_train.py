@@ -3,7 +3,8 @@
 A run is a configuration (or the dense reference, key :data:`~lsh_tune.table._format.REFERENCE_KEY`)
 at one training seed. A candidate is built exactly as a search builds it
 (:func:`lsh_tune.search.candidate.build_candidate`, seeded ``crc32(seed, key)``); the reference is
-the dense model of the same spec (seeded ``crc32(seed, "reference")``). Before training (epoch 0)
+the dense model of the same spec, seeded ``seed`` as a search seeds its reference, so a real search
+of seed ``s`` in the table's setting (``lsh-tune search --table``) trains the table's reference at ``s``. Before training (epoch 0)
 and after every epoch the spectrum is computed under every state convention of the table.
 
 Resume: after every epoch the full training state and the records so far are written
@@ -15,7 +16,6 @@ the last epoch is done, so a half-written result is never read.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -30,9 +30,7 @@ def load_table_corpus(settings: TableSettings, data_dir: str | None = None):
     """The table's corpus: ``train_tokens`` of the training split, ``eval_tokens`` (or all) of the others."""
     from lsh_tune.data import load_corpus
 
-    corpus = load_corpus(settings.corpus, data_dir)
-    cut = {"train": settings.train_tokens, "valid": settings.eval_tokens, "test": settings.eval_tokens}
-    return replace(corpus, **{s: getattr(corpus, s)[:n] for s, n in cut.items() if n is not None})
+    return load_corpus(settings.corpus, data_dir).sliced(settings.train_tokens, settings.eval_tokens)
 
 
 def partial_path(table: str | Path, key: str, seed: int) -> Path:
@@ -42,17 +40,14 @@ def partial_path(table: str | Path, key: str, seed: int) -> Path:
 
 def _build(settings: TableSettings, key: str, config: dict | None, seed: int, corpus, device: str):
     """(trainer, sparse hook or None) of the run, freshly initialised."""
-    import torch
-
     from lsh_tune.models import ModelSpec, TrainSpec, build_model
-    from lsh_tune.seeds import derive_seed
     from lsh_tune.train import Trainer
+    from lsh_tune.train.trainer import seed_everything
 
-    if config is None:
-        s = derive_seed(seed, REFERENCE_KEY)
-        torch.manual_seed(s)
+    if config is None:  # seeded as a search seeds its reference: a search of seed s trains this very run
+        seed_everything(seed)
         model = build_model(ModelSpec.from_dict(settings.model_spec), len(corpus.vocab))
-        return Trainer(model, corpus, TrainSpec(**settings.train_spec), seed=s, device=device,
+        return Trainer(model, corpus, TrainSpec(**settings.train_spec), seed=seed, device=device,
                        max_epochs=settings.epochs), None
     from lsh_tune.search.candidate import TrialSettings, build_candidate
 
