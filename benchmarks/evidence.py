@@ -1,0 +1,207 @@
+"""The evidence sections of BENCHMARKS.md from one training table (issue 12), as Markdown.
+
+    OMP_NUM_THREADS=1 python benchmarks/evidence.py tables/bench --seeds 10 > /tmp/evidence.md
+
+Sections: calibration (dense reference vs unigram, spread of the configurations, the seed noise
+floor), Table 2 (LS vs loss under every refill generator, three budgets, plus Ray Tune's ASHA and
+HyperBand on validation loss), Table 4 (E = 1…4), Table B2 (embedding × distance, the state
+convention, per-epoch vs per-boundary history), Fig. 3-right (simulated time to reach each target
+perplexity: LSH vs sequential full training vs ASHA) and the predictive power of each epoch's
+signals. Every replay is the code ``lsh-tune replay`` runs (:func:`lsh_tune.cli.replay.replay_many`);
+each result is cached in ``--cache`` (default ``TABLE/evidence.json``) as soon as it is computed,
+so an interrupted run continues where it stopped and a finished one prints again in seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+from lsh_tune.cli.replay import replay_many
+from lsh_tune.search import HPO_METHODS
+from lsh_tune.storage import atomic_write_json
+from lsh_tune.table import Table
+from lsh_tune.table.analysis import predictive_power
+
+REPLAY_DEFAULTS = dict(hpo="grid", metric="ls", pool=12, rounds_every=1, final_k=2, max_rounds=None, seeds=10, gpus=1,
+                       ls_state="h", ls_embedding="pca", ls_distance="l2", ls_history="epoch", reduction_factor=2.0,
+                       targets=None)
+
+
+class Evidence:
+    """Replays of one table, cached by their options in a JSON file."""
+
+    def __init__(self, table: Table, cache: Path, seeds: int) -> None:
+        self.table, self.cache, self.seeds = table, cache, seeds
+        self.done = json.loads(cache.read_text()) if cache.exists() else {}
+
+    def replay(self, **options) -> dict:
+        """The summary of ``lsh-tune replay`` with ``options`` (over ``seeds`` replay seeds)."""
+        args = {**REPLAY_DEFAULTS, "seeds": self.seeds, **options}
+        key = json.dumps(args, sort_keys=True)
+        if key not in self.done:
+            out = replay_many(self.table, argparse.Namespace(**args))
+            self.done[key] = {"summary": out["summary"],
+                              "chosen": [r["chosen"]["key"] for r in out["replays"]]}
+            atomic_write_json(self.done, self.cache, indent=None)
+        return self.done[key]["summary"]
+
+
+def _ci(v: dict, digits: int = 1) -> str:
+    return f"{v['mean']:.{digits}f} ± {v['ci95']:.{digits}f}"
+
+
+def _cell(s: dict) -> str:
+    return f"{_ci(s['test_ppl'])} (rank {s['rank']['mean']:.1f}, best {s['best_selected']:.0%})"
+
+
+def calibration(table: Table) -> list[str]:
+    from lsh_tune.data import unigram_perplexities
+    from lsh_tune.table import load_table_corpus
+
+    st = table.settings
+    unigram = unigram_perplexities(load_table_corpus(st))
+    lines = ["### Calibration", "",
+             f"Unigram (add-one, the table's slices): {unigram['valid']:.1f} validation, {unigram['test']:.1f} test.", ""]
+    lines += ["| run | seed | val ppl | test ppl | test / unigram |", "|---|---|---|---|---|"]
+    for s in st.seeds:
+        f = table.run("reference", s)["final"]
+        lines.append(f"| dense reference | {s} | {f['val_ppl']:.1f} | {f['test_ppl']:.1f} | "
+                     f"{f['test_ppl'] / unigram['test']:.2f} |")
+    means = {k: table.final(k) for k in table.keys}
+    best, worst = min(means, key=means.get), max(means, key=means.get)
+    spreads = []
+    for k in table.keys:
+        v = [table.run(k, s)["final"]["test_ppl"] for s in st.seeds]
+        spreads.append((max(v) - min(v)) / statistics.mean(v))
+    twins = []
+    for k in table.keys:
+        c = table.config(k)
+        if c.get("redistribution") == "nonzeros":
+            other = {**c, "redistribution": "none"}
+            key, exact = table.nearest(other)
+            if exact:
+                twins.append(abs(means[k] - means[key]) / statistics.mean([means[k], means[key]]))
+    ep = [r["epoch_time_s"] for k in table.keys for s in st.seeds for r in table.run(k, s)["epochs"][1:]]
+    ls = [r["ls_time_s"] for k in table.keys for s in st.seeds for r in table.run(k, s)["epochs"]]
+    lines += ["", f"{len(table.keys)} configurations × {len(st.seeds)} seeds. Mean test perplexity over seeds: best "
+              f"{means[best]:.1f} (`{best}`), worst {means[worst]:.1f} (`{worst}`): worst/best = "
+              f"{means[worst] / means[best]:.2f}.",
+              f"Seed noise floor (max − min over seeds, / mean, per configuration): median "
+              f"{100 * statistics.median(spreads):.1f} %, max {100 * max(spreads):.1f} %. Twins that differ only in "
+              f"redistribution `nonzeros` vs `none`: median gap {100 * statistics.median(twins):.1f} % "
+              f"({len(twins)} pairs)." if twins else "",
+              f"Epoch cost: {statistics.mean(ep):.1f} s training (mean of {len(ep)} candidate epochs), "
+              f"{statistics.mean(ls):.2f} s LS of all {len(st.ls_states)} state conventions "
+              f"({100 * statistics.mean(ls) / statistics.mean(ep):.1f} % of an epoch)."]
+    return lines
+
+
+def table2(ev: Evidence, pools: list[int]) -> list[str]:
+    lines = ["### Table 2: LS vs loss (chosen test ppl mean ± 95 % CI over replay seeds; mean rank among "
+             f"{len(ev.table.keys)}; share of seeds choosing the best)", "",
+             "| generator / signal | " + " | ".join(f"pool {p}" for p in pools) + " |",
+             "|---|" + "---|" * len(pools)]
+    for hpo in HPO_METHODS:
+        for metric in ("ls", "loss"):
+            cells = [_cell(ev.replay(hpo=hpo, metric=metric, pool=p)) for p in pools]
+            lines.append(f"| {hpo} / {metric} | " + " | ".join(cells) + " |")
+    for metric, name in (("asha", "Ray Tune ASHA / val loss"), ("hyperband", "Ray Tune HyperBand / val loss"),
+                         ("sequential", "sequential full training")):
+        lines.append(f"| {name} | " + " | ".join(_cell(ev.replay(metric=metric, pool=p)) for p in pools) + " |")
+    return lines
+
+
+def table4(ev: Evidence, pool: int) -> list[str]:
+    epochs = ev.table.settings.epochs
+    lines = [f"### Table 4: rounds every E epochs (grid, pool {pool}; rounds capped at ⌊(epochs − 1)/E⌋ = what "
+             f"{epochs} epochs allow)", "",
+             "| E | rounds | signal | chosen test ppl | best selected | mean rank | simulated time (1 GPU) |",
+             "|---|---|---|---|---|---|---|"]
+    for E in range(1, 5):
+        rounds = min(math.ceil(math.log2(pool / 2)), (epochs - 1) // E)
+        if rounds < 1:
+            continue
+        for metric in ("ls", "loss"):
+            s = ev.replay(metric=metric, pool=pool, rounds_every=E, max_rounds=rounds)
+            lines.append(f"| {E} | {rounds} | {metric} | {_ci(s['test_ppl'])} | {s['best_selected']:.0%} | "
+                         f"{s['rank']['mean']:.1f} | {s['sim_time_s']['mean']:.0f} s |")
+    return lines
+
+
+def table_b2(ev: Evidence, pool: int) -> list[str]:
+    lines = [f"### Table B2: LS settings (LSH-TPE, pool {pool})", "",
+             "| state | embedding | distance | history | chosen test ppl | best selected | mean rank |",
+             "|---|---|---|---|---|---|---|"]
+    st = ev.table.settings
+    rows = [(state, emb, dist, "epoch") for state in st.ls_states for emb in st.embeddings for dist in st.metrics]
+    rows += [(state, "pca", "l2", "boundary") for state in st.ls_states]
+    for state, emb, dist, hist in rows:
+        s = ev.replay(hpo="tpe", pool=pool, ls_state=state, ls_embedding=emb, ls_distance=dist, ls_history=hist)
+        lines.append(f"| {state} | {emb} | {dist} | {hist} | {_ci(s['test_ppl'])} | {s['best_selected']:.0%} | "
+                     f"{s['rank']['mean']:.1f} |")
+    s = ev.replay(hpo="tpe", pool=pool, metric="loss")
+    lines.append(f"| — | — | val loss | — | {_ci(s['test_ppl'])} | {s['best_selected']:.0%} | {s['rank']['mean']:.1f} |")
+    return lines
+
+
+def fig3(ev: Evidence, pool: int) -> list[str]:
+    means = sorted(ev.table.final(k) for k in ev.table.keys)
+    targets = [round(means[0] * f, 1) for f in (1.02, 1.05, 1.10, 1.20)]
+    lines = [f"### Fig. 3-right: simulated time to reach a test perplexity (1 GPU; best tabulated mean "
+             f"{means[0]:.1f})", "", "| search | " + " | ".join(f"≤ {t:g}" for t in targets) + " |",
+             "|---|" + "---|" * len(targets)]
+    for name, opts in ((f"LSH-TPE / ls, pool {pool}", dict(hpo="tpe", metric="ls", pool=pool)),
+                       (f"TPE / loss, pool {pool}", dict(hpo="tpe", metric="loss", pool=pool)),
+                       (f"Ray Tune ASHA / val loss, {pool} configs", dict(metric="asha", pool=pool)),
+                       (f"sequential full training, all {len(ev.table.keys)}",
+                        dict(metric="sequential", pool=len(ev.table.keys)))):
+        s = ev.replay(targets=targets, **opts)
+        cells = []
+        for t in targets:
+            v = s["time_to_target"][f"{t:g}"]
+            cells.append("never" if v["time_s"] is None else
+                         f"{v['reached']:.0%} of seeds, {v['time_s']['mean'] / 60:.0f} ± {v['time_s']['ci95'] / 60:.0f} min")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def predictive(table: Table) -> list[str]:
+    rows = predictive_power(table, boot=1000)
+    epochs = sorted({r["epoch"] for r in rows})
+    lines = ["### Predictive power: Spearman ρ of each epoch's signal with the final test perplexity "
+             f"(all {len(table.keys)} × {len(table.settings.seeds)} runs; bootstrap 95 % CI over configurations)", "",
+             "| signal | " + " | ".join(f"epoch {e}" for e in epochs) + " |", "|---|" + "---|" * len(epochs)]
+    for name in dict.fromkeys(r["signal"] for r in rows):
+        cells = [f"{r['rho']:+.2f} [{r['lo']:+.2f}, {r['hi']:+.2f}]" for e in epochs for r in rows
+                 if r["signal"] == name and r["epoch"] == e]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("table")
+    p.add_argument("--seeds", type=int, default=10, help="replay seeds per cell")
+    p.add_argument("--pools", default="8,12,16", help="Table 2's three budgets (initial pools)")
+    p.add_argument("--cache", default=None, help="where each replay's result is kept (default TABLE/evidence.json)")
+    p.add_argument("--sections", default="calibration,table2,table4,b2,fig3,predictive")
+    args = p.parse_args(argv)
+    table = Table(args.table)
+    ev = Evidence(table, Path(args.cache or Path(args.table) / "evidence.json"), args.seeds)
+    pools = [int(x) for x in args.pools.split(",")]
+    mid = pools[len(pools) // 2]
+    makers = {"calibration": lambda: calibration(table), "table2": lambda: table2(ev, pools),
+              "table4": lambda: table4(ev, max(pools)), "b2": lambda: table_b2(ev, mid), "fig3": lambda: fig3(ev, mid),
+              "predictive": lambda: predictive(table)}
+    for name in args.sections.split(","):
+        print("\n".join(makers[name]()) + "\n")
+        sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

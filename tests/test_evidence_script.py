@@ -1,0 +1,43 @@
+"""``benchmarks/evidence.py`` (the BENCHMARKS.md evidence sections) on the committed tiny table:
+its cells are the replays' own numbers, and a second run reads them from the cache (resumable)."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tables" / "tiny"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("evidence", REPO / "benchmarks" / "evidence.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["evidence"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cells_are_the_replays_and_a_rerun_reads_the_cache(tmp_path, capsys, monkeypatch):
+    from lsh_tune.cli.replay import replay_many
+    from lsh_tune.table import Table
+
+    evidence = _load()
+    cache = tmp_path / "evidence.json"
+    argv = [str(TINY), "--seeds", "2", "--pools", "3,6", "--cache", str(cache), "--sections", "calibration,table2"]
+    assert evidence.main(argv) == 0
+    first = capsys.readouterr().out
+    table = Table(TINY)
+    args = argparse.Namespace(**{**evidence.REPLAY_DEFAULTS, "seeds": 2, "hpo": "tpe", "metric": "loss", "pool": 6})
+    s = replay_many(table, args)["summary"]
+    row = next(line for line in first.splitlines() if line.startswith("| tpe / loss |"))
+    assert row.split(" | ")[-1].startswith(f"{s['test_ppl']['mean']:.1f} ± {s['test_ppl']['ci95']:.1f} "
+                                           f"(rank {s['rank']['mean']:.1f}, best {s['best_selected']:.0%})")
+    means = {k: table.final(k) for k in table.keys}
+    assert f"worst/best = {max(means.values()) / min(means.values()):.2f}" in first
+    monkeypatch.setattr(evidence, "replay_many", lambda *a, **k: pytest.fail("replayed again despite the cache"))
+    assert evidence.main(argv) == 0
+    assert capsys.readouterr().out == first
