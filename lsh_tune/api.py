@@ -24,6 +24,7 @@ from lsh_tune.errors import LSHUsageError
 from lsh_tune.search import STATE_FILE
 from lsh_tune.search.config import CONFIG_FILE, SearchConfig, check_experiment_dir
 from lsh_tune.search.outputs import BEST_MODEL
+from lsh_tune.storage import Storage
 
 __all__ = ["LSHTuner", "SearchResult"]
 
@@ -36,7 +37,8 @@ class SearchResult:
     """What a finished search chose, how it got there, and where its files are.
 
     Args:
-        experiment_dir: ``<storage_path>/<name>``.
+        experiment_dir: ``<storage_path>/<name>``: a :class:`~pathlib.Path`, or the URI (``str``)
+            of an experiment on an object store.
         best: the chosen finalist, ``{"cid", "config", "epoch", "val_loss", "val_ppl", "test_loss",
             "test_ppl", "density", ...}`` (perplexities per token), or ``None`` when no finalist finished.
         rounds: every halving round, ``{"round", "ranking": [(cid, value), ...] ascending,
@@ -45,7 +47,7 @@ class SearchResult:
         summary: ``best.json`` as written (not compared: the fields above are its content).
     """
 
-    experiment_dir: Path
+    experiment_dir: Path | str
     best: dict[str, Any] | None
     rounds: tuple[dict[str, Any], ...]
     reference: dict[str, Any] | None = None
@@ -55,20 +57,20 @@ class SearchResult:
     def from_summary(cls, summary: dict[str, Any]) -> "SearchResult":
         """The result of :func:`~lsh_tune.search.run_search`'s summary (the content of ``best.json``)."""
         rounds = tuple(dict(r, ranking=[tuple(x) for x in r["ranking"]]) for r in summary["rounds"])
-        return cls(Path(summary["experiment_dir"]), summary.get("best"), rounds, summary.get("reference"),
+        return cls(_location(summary["experiment_dir"]), summary.get("best"), rounds, summary.get("reference"),
                    dict(summary))
 
     @classmethod
     def load(cls, experiment_dir: str | os.PathLike) -> "SearchResult":
-        """The result of the finished search in ``experiment_dir``.
+        """The result of the finished search in ``experiment_dir`` (a directory or an object-store URI).
 
         Raises:
             LSHUsageError: the directory holds no ``best.json`` (no finished search).
         """
-        path = Path(experiment_dir).expanduser() / SUMMARY_FILE
-        if not path.is_file():
-            raise LSHUsageError(f"{path} does not exist: no finished search in {experiment_dir}")
-        return cls.from_summary(json.loads(path.read_text(encoding="utf-8")))
+        store = Storage(experiment_dir)
+        if not store.is_file(SUMMARY_FILE):
+            raise LSHUsageError(f"{store.uri_of(SUMMARY_FILE)} does not exist: no finished search in {experiment_dir}")
+        return cls.from_summary(json.loads(store.read_text(SUMMARY_FILE)))
 
     @property
     def best_config(self) -> dict[str, Any] | None:
@@ -76,14 +78,28 @@ class SearchResult:
         return None if self.best is None else dict(self.best["config"])
 
     @property
-    def best_model(self) -> Path | None:
+    def best_model(self) -> Path | str | None:
         """``best_model.pt``: the chosen candidate's weights and masks (``lsh-tune ls --checkpoint``)."""
-        return self.experiment_dir / BEST_MODEL if self.best is not None else None
+        return _join(self.experiment_dir, BEST_MODEL) if self.best is not None else None
 
     @property
-    def results_csv(self) -> Path:
+    def results_csv(self) -> Path | str:
         """One row per candidate: config, metric per round, status, final perplexities."""
-        return self.experiment_dir / "results.csv"
+        return _join(self.experiment_dir, "results.csv")
+
+
+def _location(text: str) -> Path | str:
+    """An experiment's location: a local :class:`Path`, or an object-store URI kept as text."""
+    if "://" in text and not text.startswith("file://"):
+        return text
+    return Path(text[len("file://"):] if text.startswith("file://") else text).expanduser()
+
+
+def _join(location: Path | str, name: str) -> Path | str:
+    if isinstance(location, Path):
+        return location / name
+    base, sep, query = location.partition("?")
+    return f"{base.rstrip('/')}/{name}{sep}{query}"
 
 
 class LSHTuner:
@@ -110,24 +126,26 @@ class LSHTuner:
     @staticmethod
     def can_restore(path: str | os.PathLike) -> bool:
         """Whether ``path`` holds a saved search (its config and its ledger state)."""
-        exp = Path(path).expanduser()
-        return (exp / CONFIG_FILE).is_file() and (exp / STATE_FILE).is_file()
+        exp = Storage(path)
+        return exp.is_file(CONFIG_FILE) and exp.is_file(STATE_FILE)
 
     @classmethod
     def restore(cls, path: str | os.PathLike, *, address: str | None = None, verbose: int = 1) -> "LSHTuner":
-        """The search saved in ``path`` = ``<storage_path>/<name>``, to continue with :meth:`fit`.
+        """The search saved in ``path`` = ``<storage_path>/<name>`` (a directory or an object-store
+        URI such as ``s3://bucket/runs/demo``), to continue with :meth:`fit`.
 
         Its saved settings are kept; ``address`` and ``verbose`` are this run's.
 
         Raises:
             LSHUsageError: nothing to resume in ``path``.
         """
-        exp = Path(path).expanduser().resolve()
-        if not cls.can_restore(exp):
-            raise LSHUsageError(f"nothing to resume in {exp} (no {CONFIG_FILE}/{STATE_FILE})")
+        parent, name = Storage.split(path)
+        exp = parent.child(name)
+        if not cls.can_restore(exp.uri):
+            raise LSHUsageError(f"nothing to resume in {exp.uri_of()} (no {CONFIG_FILE}/{STATE_FILE})")
         saved = SearchConfig.load(exp)
         tuner = cls.__new__(cls)
-        tuner.config = replace(saved, storage_path=str(exp.parent), name=exp.name, address=address, verbose=verbose)
+        tuner.config = replace(saved, storage_path=parent.uri, name=name, address=address, verbose=verbose)
         tuner._resume = True
         return tuner
 

@@ -120,3 +120,19 @@ def test_s3_search_killed_during_reference_training_resumes_with_outputs_in_the_
         _, ckpt = load_checkpoint_model(path)
     assert ckpt["cid"] == best["best"]["cid"] and set(ckpt["masks"])
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("s3")]  # no ./s3:/bucket/... directory
+
+    # The Python API on the bucket: the result loads, and the search restores with its S3 location.
+    from lsh_tune.api import LSHTuner, SearchResult
+
+    for env_name, value in s3.env().items():
+        os.environ.setdefault(env_name, value)
+    result = SearchResult.load(exp.uri)
+    assert result.best["cid"] == best["best"]["cid"] and str(result.experiment_dir).startswith("s3://")
+    assert result.best_model == f"{result.experiment_dir}/best_model.pt"  # best.json keeps the URI without a query
+    assert SearchResult.from_summary({**best, "experiment_dir": exp.uri}).best_model == Storage(
+        exp.uri).child("best_model.pt").uri  # ... and one with an endpoint keeps it
+    assert Storage.split(Storage(exp.uri).child("best_model.pt").uri)[0].is_file("best_model.pt")
+    assert LSHTuner.can_restore(exp.uri)
+    restored = LSHTuner.restore(exp.uri)
+    assert restored.config.storage_path == Storage(uri).uri and restored.config.name == "ptb_stacked_lstm"
+    assert restored.config.experiment().is_file("lsh/state.json")
