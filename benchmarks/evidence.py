@@ -41,7 +41,8 @@ class Evidence:
     def replay(self, **options) -> dict:
         """The summary of ``lsh-tune replay`` with ``options`` (over ``seeds`` replay seeds)."""
         args = {**REPLAY_DEFAULTS, "seeds": self.seeds, **options}
-        key = json.dumps(args, sort_keys=True)
+        key = json.dumps({**args, "table_seeds": list(self.table.settings.seeds), "configs": self.table.keys},
+                         sort_keys=True)  # a grown table or other seeds are other replays
         if key not in self.done:
             out = replay_many(self.table, argparse.Namespace(**args))
             self.done[key] = {"summary": out["summary"],
@@ -189,8 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pools", default="8,12,16", help="Table 2's three budgets (initial pools)")
     p.add_argument("--cache", default=None, help="where each replay's result is kept (default TABLE/evidence.json)")
     p.add_argument("--sections", default="calibration,table2,table4,b2,fig3,predictive")
+    p.add_argument("--table-seeds", default=None, help="only these training seeds of the table, e.g. 0")
     args = p.parse_args(argv)
-    table = Table(args.table)
+    seeds = None if args.table_seeds is None else [int(x) for x in args.table_seeds.split(",")]
+    table = Table(args.table, seeds=seeds)
     ev = Evidence(table, Path(args.cache or Path(args.table) / "evidence.json"), args.seeds)
     pools = [int(x) for x in args.pools.split(",")]
     mid = pools[len(pools) // 2]

@@ -121,3 +121,15 @@ def test_table_build_usage_errors_are_one_line(tmp_path):
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "--preset" in out.stderr
     assert not (tmp_path / "none").exists()
+
+
+def test_a_table_restricted_to_some_of_its_seeds():
+    from lsh_tune.table import Table
+
+    tiny = Path(__file__).resolve().parents[1] / "tables" / "tiny"
+    full, first = Table(tiny), Table(tiny, seeds=[0])
+    assert first.settings.seeds == (0,) and set(first.runs) == {k for k in full.runs if k[1] == 0}
+    key = first.keys[0]
+    assert first.final(key) == full.run(key, 0)["final"]["test_ppl"]
+    with pytest.raises(LSHUsageError, match=r"seeds=\[7\] must be some of the table's training seeds \[0, 1\]"):
+        Table(tiny, seeds=[7])

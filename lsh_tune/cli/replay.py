@@ -46,6 +46,8 @@ def register(sub) -> None:
     p.add_argument("--reduction-factor", type=float, default=2.0, help="asha/hyperband: reduction factor")
     p.add_argument("--targets", type=comma_list(float, "--targets", "400,450"), default=None,
                    help="test perplexities: simulated time to reach each (Fig. 3-right), e.g. 400,450")
+    p.add_argument("--table-seeds", type=comma_list(int, "--table-seeds", "0"), default=None,
+                   help="use only these training seeds of the table, e.g. 0 (while later seeds build)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=run)
 
@@ -113,7 +115,7 @@ def replay_many(table, args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     from lsh_tune.table import Table
 
-    out = replay_many(Table(args.table), args)
+    out = replay_many(Table(args.table, seeds=args.table_seeds), args)
     if args.json:
         from lsh_tune.cli import print_json
         print_json(out)

@@ -40,6 +40,8 @@ def register(sub) -> None:
     a = tsub.add_parser("analyze", help="Spearman of each epoch's LS distances and validation loss with final perplexity")
     a.add_argument("table", help="a complete table directory")
     a.add_argument("--boot", type=int, default=1000, help="bootstrap resamples of the 95%% intervals")
+    a.add_argument("--table-seeds", type=comma_list(int, "--table-seeds", "0"), default=None,
+                   help="use only these training seeds of the table, e.g. 0 (while later seeds build)")
     a.add_argument("--json", action="store_true", help="print the rows as one JSON object")
     a.set_defaults(func=analyze)
 
@@ -48,7 +50,7 @@ def analyze(args: argparse.Namespace) -> int:
     from lsh_tune.table import Table
     from lsh_tune.table.analysis import predictive_power
 
-    rows = predictive_power(Table(args.table), boot=args.boot)
+    rows = predictive_power(Table(args.table, seeds=args.table_seeds), boot=args.boot)
     if args.json:
         from lsh_tune.cli import print_json
         print_json({"rows": rows})

@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 import random
 from pathlib import Path
-from typing import Any, Mapping
+from dataclasses import replace
+from typing import Any, Iterable, Mapping
 
 from lsh_tune.errors import LSHUsageError, check_int
 from lsh_tune.seeds import derive_seed
@@ -55,15 +56,24 @@ class Table:
         directory: the table.
         require_complete: raise unless every configuration and the reference are finished at
             every seed (replays need a complete table).
+        seeds: only these of the table's training seeds (``None``: all): a table whose first
+            seed is complete can be replayed and analysed while its later seeds build.
 
     Raises:
         LSHUsageError: not a table, or incomplete while ``require_complete``.
     """
 
-    def __init__(self, directory: str | Path, *, require_complete: bool = True) -> None:
+    def __init__(self, directory: str | Path, *, require_complete: bool = True,
+                 seeds: Iterable[int] | None = None) -> None:
         self.directory = Path(directory)
         manifest = read_manifest(self.directory)
         self.settings = TableSettings.from_dict(manifest["settings"])
+        if seeds is not None:
+            seeds = tuple(int(s) for s in seeds)
+            if not seeds or not set(seeds) <= set(self.settings.seeds):
+                raise LSHUsageError(f"seeds={list(seeds)} must be some of the table's training seeds "
+                                    f"{list(self.settings.seeds)}")
+            self.settings = replace(self.settings, seeds=seeds)
         self.configs: list[dict] = list(manifest["configs"])
         self.names = tuple(self.settings.search_space().names)
         self.runs: dict[tuple[str, int], dict] = {}
