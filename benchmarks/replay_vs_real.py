@@ -15,7 +15,9 @@ how far they agree:
   and the real finalist's own test perplexity against the table's seeds for that configuration.
 
 Resumable: run the same command again after an interruption; the search resumes from its
-checkpoints (no finished epoch is retrained) and the comparison is recomputed. Writes
+checkpoints (no finished epoch is retrained) and the comparison is recomputed. The search needs
+only the table's manifest, so it can run while the table builds; the comparison waits for the
+table (or ``--table-seeds 0`` for the seeds it has). Writes
 ``<storage>/<name>/replay_vs_real.json``.
 
     OMP_NUM_THREADS=1 python benchmarks/replay_vs_real.py --table tables/bench --storage-path /tmp/lsh-real \\
@@ -90,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--final-k", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-cpus", type=int, default=2)
+    p.add_argument("--table-seeds", default=None, help="compare with only these training seeds of the table")
     args = p.parse_args(argv)
 
     from lsh_tune.cli import build_parser
@@ -97,7 +100,6 @@ def main(argv: list[str] | None = None) -> int:
     from lsh_tune.search.tuner import run_search
     from lsh_tune.table import Table
 
-    table = Table(args.table)
     search = ["search", "--table", args.table, "--hpo", args.hpo, "--metric", args.metric, "--pool", str(args.pool),
               "--rounds-every", str(args.rounds_every), "--final-k", str(args.final_k), "--seed", str(args.seed),
               "--gpus-per-trial", "0", "--cpus-per-trial", "1", "--storage-path", args.storage_path,
@@ -107,6 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     cfg = checked_config(parsed)
     _init_ray(parsed, cfg.address, cfg.verbose)
     run_search(cfg, resume=resume)
+    from lsh_tune.errors import LSHUsageError
+
+    seeds = None if args.table_seeds is None else [int(x) for x in args.table_seeds.split(",")]
+    try:
+        table = Table(args.table, seeds=seeds)
+    except LSHUsageError as e:  # the search can run while the table still builds
+        print(f"search done; no comparison yet: {e}. Rerun this command when the table is built (the finished "
+              "search is not retrained).")
+        return 0
     out = compare(cfg, table)
     (cfg.experiment_dir / "replay_vs_real.json").write_text(json.dumps(out, indent=1) + "\n")
     json.dump(out, sys.stdout, indent=1)

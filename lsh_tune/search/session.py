@@ -79,7 +79,8 @@ def _rebuild_tensorboard(source) -> None:
 def _start_facts(cfg, corpus) -> dict:
     from lsh_tune.data import unigram_perplexities
 
-    return {"name": cfg.name, "model": cfg.model, "preset": cfg.preset, "corpus": cfg.corpus,
+    preset = "table setting" if cfg.setting else cfg.preset
+    return {"name": cfg.name, "model": cfg.model, "preset": preset, "corpus": cfg.corpus,
             "sparsity": cfg.sparsity, "hpo": cfg.hpo, "unigram": unigram_perplexities(corpus),
             "tokens": [int(corpus.train.numel()), int(corpus.valid.numel()), int(corpus.test.numel())]}
 
