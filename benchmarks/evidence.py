@@ -41,6 +41,8 @@ class Evidence:
     def replay(self, **options) -> dict:
         """The summary of ``lsh-tune replay`` with ``options`` (over ``seeds`` replay seeds)."""
         args = {**REPLAY_DEFAULTS, "seeds": self.seeds, **options}
+        if args["metric"] in ("ls", "loss") and args["max_rounds"] is None:  # what the table's epochs allow
+            args["max_rounds"] = (self.table.settings.epochs - 1) // args["rounds_every"]
         key = json.dumps({**args, "table_seeds": list(self.table.settings.seeds), "configs": self.table.keys},
                          sort_keys=True)  # a grown table or other seeds are other replays
         if key not in self.done:
@@ -103,7 +105,8 @@ def calibration(table: Table) -> list[str]:
 
 def table2(ev: Evidence, pools: list[int]) -> list[str]:
     lines = ["### Table 2: LS vs loss (chosen test ppl mean ± 95 % CI over replay seeds; mean rank among "
-             f"{len(ev.table.keys)}; share of seeds choosing the best)", "",
+             f"{len(ev.table.keys)}; share of seeds choosing the best; E = 1, at most "
+             f"{ev.table.settings.epochs - 1} rounds)", "",
              "| generator / signal | " + " | ".join(f"pool {p}" for p in pools) + " |",
              "|---|" + "---|" * len(pools)]
     for hpo in HPO_METHODS:
