@@ -34,7 +34,8 @@ def register(sub) -> None:
     p.add_argument("--metric", choices=METRICS, default="ls", help="what the search ranks by")
     p.add_argument("--pool", type=int, default=24, help="initial pool (asha/sequential: configurations tried)")
     p.add_argument("--rounds-every", type=int, default=1, help="E: epochs per round")
-    p.add_argument("--max-rounds", type=int, default=None, help="cap on halving rounds")
+    p.add_argument("--max-rounds", type=int, default=None,
+                   help="cap on halving rounds (default: what the table's epochs allow, (epochs - 1) // E)")
     p.add_argument("--final-k", type=int, default=2, help="stop halving at this pool size")
     p.add_argument("--seeds", type=int, default=1, help="replay seeds 0..K-1")
     p.add_argument("--gpus", type=int, default=1, help="parallel workers of the simulated wall time")
@@ -64,6 +65,15 @@ def mean_ci(values: list[float]) -> dict:
     return {"mean": mean, "ci95": float(t.ppf(0.975, n - 1) * sd / math.sqrt(n)), "n": n}
 
 
+def _max_rounds(table, args: argparse.Namespace) -> int | None:
+    """``--max-rounds``, else the most rounds of E epochs the table's epochs allow (a finalist must
+    still train after selection ends); ``None`` when E exceeds that (the schedule check says why)."""
+    if args.max_rounds is not None:
+        return args.max_rounds
+    rounds = (table.settings.epochs - 1) // args.rounds_every
+    return rounds if rounds >= 1 else None
+
+
 def _one(table, args: argparse.Namespace, seed: int) -> dict:
     from lsh_tune.table import ReplaySettings, replay_search, replay_sequential
 
@@ -79,7 +89,7 @@ def _one(table, args: argparse.Namespace, seed: int) -> dict:
     if args.metric == "sequential":
         return replay_sequential(table, budget=args.pool, seed=seed, gpus=args.gpus)
     s = ReplaySettings(hpo=args.hpo, metric=args.metric, pool=args.pool, rounds_every=args.rounds_every,
-                       final_k=args.final_k, max_rounds=args.max_rounds, seed=seed, gpus=args.gpus,
+                       final_k=args.final_k, max_rounds=_max_rounds(table, args), seed=seed, gpus=args.gpus,
                        ls_state=args.ls_state, ls_embedding=args.ls_embedding, ls_distance=args.ls_distance,
                        ls_history=args.ls_history)
     return replay_search(table, s)
