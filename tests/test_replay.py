@@ -130,3 +130,17 @@ def test_replay_command_reports_time_to_each_target(capsys):
     assert reach["1e+09"]["reached"] == 1.0 and reach["1"] == {"reached": 0.0, "time_s": None}
     first_finished = min(r["trajectory"][0]["time_s"] for r in out["replays"])
     assert reach["1e+09"]["time_s"]["mean"] >= first_finished
+
+
+def test_replay_command_caps_rounds_at_what_the_tables_epochs_allow(capsys):
+    """3 epochs, E = 2: one round fits (a finalist must train after selection); without the cap
+    the schedule of a pool of 6 needs more epochs than the table has."""
+    from lsh_tune.cli import main
+
+    argv = ["replay", str(TABLE), "--hpo", "grid", "--pool", "6", "--rounds-every", "2", "--seeds", "1", "--json"]
+    assert main(argv) == 0
+    capped = json.loads(capsys.readouterr().out)["replays"][0]
+    assert len(capped["rounds"]) == 1
+    assert main(argv + ["--max-rounds", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["replays"][0]["chosen"] == capped["chosen"]
+    assert main(argv + ["--max-rounds", "2"]) == 2  # more rounds than 3 epochs allow: the schedule's one-line error
