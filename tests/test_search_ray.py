@@ -156,9 +156,10 @@ def test_ls_rounds_rank_by_pool_wide_ls_distance_and_loss_rounds_by_val_loss(sea
 
 def test_at_most_four_trials_at_once_each_with_one_gpu(search):
     """Every epoch ran on exactly one of the four (declared) GPUs, epochs that overlap in time never
-    share one, no more than four overlap, and all four were handed out (the first four trials start
-    together). How many epochs happen to overlap is timing (a tiny epoch is shorter than a trial's
-    start-up on two loaded cores), so it is bounded above only."""
+    share one, no more than four overlap, and the search planned four trials at once (its
+    ``search_start`` event). How many epochs happen to overlap, and so how many GPUs get used, is
+    timing (a tiny epoch is shorter than a trial's start-up on two loaded cores: CI saw 2 overlap
+    and 3 GPUs used), so it is bounded above only."""
     cfg, _, _ = search("grid", "ls")
     log = read_epoch_log(cfg.experiment_dir)
     assert all(len(e["gpu_ids"].split(",")) == 1 and e["gpu_ids"] != "" for e in log)
@@ -174,7 +175,10 @@ def test_at_most_four_trials_at_once_each_with_one_gpu(search):
         running.add(i)
         peak = max(peak, len(running))
     assert 1 <= peak <= 4
-    assert {e["gpu_ids"] for e in log} == {"0", "1", "2", "3"}
+    assert {e["gpu_ids"] for e in log} <= {"0", "1", "2", "3"}
+    from lsh_tune.search.events import read_events
+
+    assert [e["slots"] for e in read_events(cfg.experiment_dir, "search_start")] == [4]
 
 
 def test_no_epoch_is_trained_twice(search):
