@@ -179,6 +179,11 @@ class SearchConfig:
             final_k=self.final_k, max_rounds=self.max_rounds, epoch_budget=self.epoch_budget, metric=self.metric,
             seed=self.seed)
 
+    @property
+    def size_label(self) -> str:
+        """What sizes the model, for messages: the preset, or ``"table setting"`` with :attr:`setting`."""
+        return "table setting" if self.setting is not None else self.preset
+
     def specs(self):
         """``(ModelSpec, TrainSpec)`` of the preset (or of :attr:`setting`), ``lr`` overridden when set."""
         from lsh_tune.models import ModelSpec, TrainSpec, get_preset, with_overrides

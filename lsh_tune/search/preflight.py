@@ -163,8 +163,7 @@ def _check_ls_top(cfg: SearchConfig, model_spec) -> None:
 
     n = state_size(build_model(model_spec, 2), cfg.ls_state)
     if cfg.ls_top > n:
-        size = "table setting" if cfg.setting else cfg.preset
-        raise LSHUsageError(f"ls_top={cfg.ls_top} exceeds the state size N={n} of {cfg.model}/{size} "
+        raise LSHUsageError(f"ls_top={cfg.ls_top} exceeds the state size N={n} of {cfg.model}/{cfg.size_label} "
                             f"(ls_state={cfg.ls_state!r}); use --ls-top <= {n}")
 
 

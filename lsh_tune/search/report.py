@@ -126,7 +126,7 @@ def build_report(history: SearchHistory) -> dict[str, Any]:
     return {"experiment": history.storage.uri_of(), "name": cfg.name, "status": status,
             "settings": {k: getattr(cfg, k) for k in ("model", "preset", "corpus", "max_tokens", "sparsity", "hpo",
                                                       "metric", "pool_size", "rounds_every", "final_k")}
-            | {"max_epochs": cfg.resolved_max_epochs()} | ({"preset": "table setting"} if cfg.setting else {}),
+            | {"max_epochs": cfg.resolved_max_epochs(), "preset": cfg.size_label},
             "unigram": unigram, "reference": reference, "chosen": chosen, "finalists": finalists,
             "rounds": _rounds(history), "time": time_split(history), "survival": survival(history),
             "spearman": spearman_by_round(history)}

@@ -79,8 +79,7 @@ def _rebuild_tensorboard(source) -> None:
 def _start_facts(cfg, corpus) -> dict:
     from lsh_tune.data import unigram_perplexities
 
-    preset = "table setting" if cfg.setting else cfg.preset
-    return {"name": cfg.name, "model": cfg.model, "preset": preset, "corpus": cfg.corpus,
+    return {"name": cfg.name, "model": cfg.model, "preset": cfg.size_label, "corpus": cfg.corpus,
             "sparsity": cfg.sparsity, "hpo": cfg.hpo, "unigram": unigram_perplexities(corpus),
             "tokens": [int(corpus.train.numel()), int(corpus.valid.numel()), int(corpus.test.numel())]}
 
