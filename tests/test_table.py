@@ -133,3 +133,22 @@ def test_a_table_restricted_to_some_of_its_seeds():
     assert first.final(key) == full.run(key, 0)["final"]["test_ppl"]
     with pytest.raises(LSHUsageError, match=r"seeds=\[7\] must be some of the table's training seeds \[0, 1\]"):
         Table(tiny, seeds=[7])
+
+
+def test_an_existing_table_grows_by_the_same_sample_a_new_one_gets(tmp_path, monkeypatch):
+    import argparse
+
+    from lsh_tune.cli import table as table_cli
+
+    settings = table_preset("tiny")
+    grid = plan_configs(settings)
+    prepare_table(tmp_path, settings, grid[:6])  # a quick table: the first six grid variants
+    args = argparse.Namespace(table=str(tmp_path), preset=None, seeds=None, epochs=None, no_grid=False,
+                              grid_death_rate=0.8, sample=3, sample_seed=4, first=None)
+    saved, sample = table_cli._plan(args)
+    fresh = plan_configs(settings, sample=3, sample_seed=4)[len(grid):]
+    assert saved is None and sample == fresh and len(sample) == 3
+    assert all(c["death_rate"] != 0.8 for c in sample)
+    _, grown = prepare_table(tmp_path, saved, sample)
+    assert [c["key"] for c in grown] == [c["key"] for c in grid[:6] + fresh]  # the rest of the grid not added
+    assert table_cli._plan(argparse.Namespace(**{**vars(args), "sample": 0})) == (None, None)

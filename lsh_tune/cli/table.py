@@ -24,7 +24,8 @@ def register(sub) -> None:
                    help="settings of a new table (an existing table keeps its own)")
     b.add_argument("--no-grid", action="store_true", help="leave out the 24-variant grid at --grid-death-rate")
     b.add_argument("--grid-death-rate", type=float, default=0.8, help="death rate of the grid variants")
-    b.add_argument("--sample", type=int, default=0, help="add N seeded configurations of the rest of the lattice")
+    b.add_argument("--sample", type=int, default=0,
+                   help="add N seeded configurations of the rest of the lattice (also to an existing table)")
     b.add_argument("--sample-seed", type=int, default=0, help="seed of that sample")
     b.add_argument("--first", type=int, default=None, help="keep only the first N configurations (quick tables)")
     b.add_argument("--seeds", type=comma_list(int, "--seeds", "0,1"), default=None, help="training seeds of a new table, e.g. 0,1")
@@ -69,7 +70,17 @@ def _plan(args: argparse.Namespace):
     if args.preset is None:
         if args.seeds is not None or args.epochs is not None:
             raise LSHUsageError("--seeds/--epochs set a new table's settings: pass --preset too")
-        return None, None
+        if not args.sample:
+            return None, None
+        # growing an existing table by a sample: plan it with the table's own settings
+        from lsh_tune.table._format import MANIFEST, TableSettings, read_manifest
+
+        if not os.path.exists(os.path.join(args.table, MANIFEST)):
+            return None, None  # build() names the missing --preset
+        saved = TableSettings.from_dict(read_manifest(args.table)["settings"])
+        planned = plan_configs(saved, grid=not args.no_grid, sample=args.sample, sample_seed=args.sample_seed,
+                               grid_death_rate=args.grid_death_rate)
+        return None, _first(args, planned[len(planned) - args.sample:])  # the same sample a new table gets
     base = table_preset(args.preset)
     over: dict = {"seeds": args.seeds}
     if args.epochs is not None:
@@ -77,11 +88,15 @@ def _plan(args: argparse.Namespace):
     settings = table_preset(args.preset, **over)
     configs = plan_configs(settings, grid=not args.no_grid, sample=args.sample, sample_seed=args.sample_seed,
                            grid_death_rate=args.grid_death_rate)
+    return settings, _first(args, configs)
+
+
+def _first(args: argparse.Namespace, configs: list[dict]) -> list[dict]:
     if args.first is not None:
         if args.first < 1:
             raise LSHUsageError(f"--first {args.first}: must be at least 1")
         configs = configs[:args.first]
-    return settings, configs
+    return configs
 
 
 def build(args: argparse.Namespace) -> int:
