@@ -357,3 +357,16 @@ def test_the_real_exit_path_of_a_corrupt_checkpoint(world):
                        env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.startswith("lsh-tune: error: cannot read checkpoint") and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_a_closed_output_pipe_is_exit_141_without_a_traceback():
+    """`lsh-tune … | head` where the reader has gone: the shell's SIGPIPE status, nothing on stderr."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first write
+    try:
+        r = subprocess.run([sys.executable, "-m", "lsh_tune", "table", "analyze", str(REPO / "tables" / "tiny"),
+                            "--boot", "2"], stdout=write, stderr=subprocess.PIPE, text=True, timeout=300,
+                           cwd=str(REPO), env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"))
+    finally:
+        os.close(write)
+    assert r.returncode == 141 and r.stderr == "", r.stderr

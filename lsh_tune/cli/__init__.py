@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 
 from lsh_tune.errors import LSHStorageError, LSHUsageError
@@ -45,9 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_parsed(args: argparse.Namespace) -> int:
     """Run a parsed subcommand: bad input is one line and exit 2 (:class:`LSHUsageError`), a state file
-    that cannot be written one line and exit 1 (:class:`LSHStorageError`), Ctrl-C exit 130."""
+    that cannot be written one line and exit 1 (:class:`LSHStorageError`), Ctrl-C exit 130, a closed
+    output pipe exit 141 (as a shell reports SIGPIPE)."""
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # inside the try: a closed pipe fails here, not at interpreter exit
+        return code
     except LSHUsageError as e:
         sys.stderr.write(f"lsh-tune: error: {_one_line(e)}\n")
         return 2
@@ -57,6 +61,10 @@ def run_parsed(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("lsh-tune: interrupted\n")
         return 130
+    except BrokenPipeError:  # `lsh-tune … | head`: the reader left; no traceback (Python's own advice)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 def _one_line(e: BaseException) -> str:
