@@ -5,9 +5,9 @@
 Sections: calibration (dense reference vs unigram, spread of the configurations, the seed noise
 floor), Table 2 (LS vs loss under every refill generator, three budgets, plus Ray Tune's ASHA and
 HyperBand on validation loss), Table 4 (E = 1…4), Table B2 (embedding × distance, the state
-convention, per-epoch vs per-boundary history), Fig. 3-right (simulated time to reach each target
-perplexity: LSH vs sequential full training vs ASHA) and the predictive power of each epoch's
-signals. Every replay is the code ``lsh-tune replay`` runs (:func:`lsh_tune.cli.replay.replay_many`);
+convention, per-epoch vs per-boundary history, only the top-k leading exponents), Fig. 3-right
+(simulated time to reach each target perplexity: LSH vs sequential full training vs ASHA) and the
+predictive power of each epoch's signals. Every replay is the code ``lsh-tune replay`` runs (:func:`lsh_tune.cli.replay.replay_many`);
 each result is cached in ``--cache`` (default ``TABLE/evidence.json``) as soon as it is computed,
 so an interrupted run continues where it stopped and a finished one prints again in seconds.
 """
@@ -27,7 +27,7 @@ from lsh_tune.table import Table
 from lsh_tune.table.analysis import predictive_power
 
 REPLAY_DEFAULTS = dict(hpo="grid", metric="ls", pool=12, rounds_every=1, final_k=2, max_rounds=None, seeds=10, gpus=1,
-                       ls_state="h", ls_embedding="pca", ls_distance="l2", ls_history="epoch", reduction_factor=2.0,
+                       ls_state="h", ls_embedding="pca", ls_distance="l2", ls_history="epoch", ls_top=None, reduction_factor=2.0,
                        targets=None)
 
 
@@ -136,19 +136,22 @@ def table4(ev: Evidence, pool: int) -> list[str]:
     return lines
 
 
-def table_b2(ev: Evidence, pool: int) -> list[str]:
-    lines = [f"### Table B2: LS settings (LSH-TPE, pool {pool})", "",
-             "| state | embedding | distance | history | chosen test ppl | best selected | mean rank |",
-             "|---|---|---|---|---|---|---|"]
+def table_b2(ev: Evidence, pool: int, tops: list[int]) -> list[str]:
+    lines = [f"### Table B2: LS settings (LSH-TPE, pool {pool}; top = leading exponents used)", "",
+             "| state | embedding | distance | history | top | chosen test ppl | best selected | mean rank |",
+             "|---|---|---|---|---|---|---|---|"]
     st = ev.table.settings
     rows = [(state, emb, dist, "epoch") for state in st.ls_states for emb in st.embeddings for dist in st.metrics]
-    rows += [(state, "pca", "l2", "boundary") for state in st.ls_states]
-    for state, emb, dist, hist in rows:
-        s = ev.replay(hpo="tpe", pool=pool, ls_state=state, ls_embedding=emb, ls_distance=dist, ls_history=hist)
-        lines.append(f"| {state} | {emb} | {dist} | {hist} | {_ci(s['test_ppl'])} | {s['best_selected']:.0%} | "
-                     f"{s['rank']['mean']:.1f} |")
+    rows = [(*row, None) for row in rows] + [(state, "pca", "l2", "boundary", None) for state in st.ls_states]
+    rows += [(state, "pca", "l2", "epoch", k) for state in st.ls_states for k in tops]
+    for state, emb, dist, hist, top in rows:
+        s = ev.replay(hpo="tpe", pool=pool, ls_state=state, ls_embedding=emb, ls_distance=dist, ls_history=hist,
+                      ls_top=top)
+        lines.append(f"| {state} | {emb} | {dist} | {hist} | {'all' if top is None else top} | {_ci(s['test_ppl'])} | "
+                     f"{s['best_selected']:.0%} | {s['rank']['mean']:.1f} |")
     s = ev.replay(hpo="tpe", pool=pool, metric="loss")
-    lines.append(f"| — | — | val loss | — | {_ci(s['test_ppl'])} | {s['best_selected']:.0%} | {s['rank']['mean']:.1f} |")
+    lines.append(f"| — | — | val loss | — | — | {_ci(s['test_ppl'])} | {s['best_selected']:.0%} | "
+                 f"{s['rank']['mean']:.1f} |")
     return lines
 
 
@@ -173,8 +176,8 @@ def fig3(ev: Evidence, pool: int) -> list[str]:
     return lines
 
 
-def predictive(table: Table) -> list[str]:
-    rows = predictive_power(table, boot=1000)
+def predictive(table: Table, tops: list[int]) -> list[str]:
+    rows = predictive_power(table, boot=1000, tops=tops)
     epochs = sorted({r["epoch"] for r in rows})
     lines = ["### Predictive power: Spearman ρ of each epoch's signal with the final test perplexity "
              f"(all {len(table.keys)} × {len(table.settings.seeds)} runs; bootstrap 95 % CI over configurations)", "",
@@ -194,15 +197,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", default=None, help="where each replay's result is kept (default TABLE/evidence.json)")
     p.add_argument("--sections", default="calibration,table2,table4,b2,fig3,predictive")
     p.add_argument("--table-seeds", default=None, help="only these training seeds of the table, e.g. 0")
+    p.add_argument("--ls-tops", default="16,64", help="top-k rows (leading exponents only) of Table B2 and the "
+                                                      "predictive power; '' for none")
     args = p.parse_args(argv)
+    tops = [int(x) for x in args.ls_tops.split(",") if x]
     seeds = None if args.table_seeds is None else [int(x) for x in args.table_seeds.split(",")]
     table = Table(args.table, seeds=seeds)
     ev = Evidence(table, Path(args.cache or Path(args.table) / "evidence.json"), args.seeds)
     pools = [int(x) for x in args.pools.split(",")]
     mid = pools[len(pools) // 2]
     makers = {"calibration": lambda: calibration(table), "table2": lambda: table2(ev, pools),
-              "table4": lambda: table4(ev, max(pools)), "b2": lambda: table_b2(ev, mid), "fig3": lambda: fig3(ev, mid),
-              "predictive": lambda: predictive(table)}
+              "table4": lambda: table4(ev, max(pools)), "b2": lambda: table_b2(ev, mid, tops), "fig3": lambda: fig3(ev, mid),
+              "predictive": lambda: predictive(table, tops)}
     for name in args.sections.split(","):
         print("\n".join(makers[name]()) + "\n")
         sys.stdout.flush()

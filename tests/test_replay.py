@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from lsh_tune.errors import LSHUsageError
 from lsh_tune.lyapunov import ls_distances
 from lsh_tune.seeds import derive_seed
 from lsh_tune.table import REFERENCE_KEY, ReplaySettings, Table, replay_search, replay_sequential, time_to_targets
@@ -118,6 +120,65 @@ def test_predictive_power_rows_and_the_last_validation_loss_predicts_test_perple
     last = next(r for r in rows if r["signal"] == "val_loss" and r["epoch"] == table.settings.epochs)
     assert last["n"] == 12 and last["rho"] > 0.5 and last["lo"] <= last["rho"] <= last["hi"]
     assert rows == predictive_power(table, boot=50)
+
+
+def _truncated_copy(dst: Path, top: int) -> Table:
+    """tables/tiny with every stored spectrum cut to its ``top`` leading exponents, by hand."""
+    import shutil
+
+    shutil.copytree(TABLE, dst, ignore=shutil.ignore_patterns("partial"))
+    for path in (dst / "rows").glob("*.json"):
+        run = json.loads(path.read_text())
+        for rec in run["epochs"]:
+            rec["ls"] = {state: spectrum[:top] for state, spectrum in rec["ls"].items()}
+        path.write_text(json.dumps(run))
+    return Table(dst)
+
+
+def test_a_top_k_replay_ranks_by_the_leading_exponents_only(table, tmp_path):
+    top = 3
+    cut = _truncated_copy(tmp_path / "cut", top)
+    def result(t, s):
+        out = replay_search(t, s)
+        assert out.pop("settings")["ls_top"] == s.ls_top
+        return out
+
+    for hpo in ("grid", "tpe"):
+        s = ReplaySettings(hpo=hpo, metric="ls", pool=6, rounds_every=1, seed=1)
+        assert result(table, replace(s, ls_top=top)) == result(cut, s)
+    n = len(table.run(REFERENCE_KEY, 0)["epochs"][0]["ls"]["h"])
+    full = ReplaySettings(hpo="grid", metric="ls", pool=6, rounds_every=1, seed=1)
+    assert result(table, replace(full, ls_top=n)) == result(table, full)
+    assert result(table, replace(full, ls_top=1)) != result(table, full)  # the cut is not a no-op here
+    with pytest.raises(LSHUsageError, match=f"ls_top={n + 1} exceeds the {n} exponents"):
+        replay_search(table, replace(full, ls_top=n + 1))
+
+
+def test_top_k_predictive_signals_are_computed_from_the_leading_exponents(table):
+    from lsh_tune.table.analysis import predictive_power, signals
+
+    n = len(table.run(REFERENCE_KEY, 0)["epochs"][0]["ls"]["h"])
+    rows = {(r["signal"], r["epoch"]): r for r in predictive_power(table, boot=20, tops=(1, n))}
+    assert len(rows) == len(signals(table, (1, n))) * table.settings.epochs
+    for e in range(1, table.settings.epochs + 1):
+        assert rows["h/raw/l2/top%d" % n, e]["rho"] == pytest.approx(rows["h/raw/l2", e]["rho"], abs=1e-12)
+    # one exponent, no embedding: the distance is |λ1 of the run at e - λ1 of the reference's last epoch|
+    from lsh_tune.table.analysis import _top_distances
+    from scipy.stats import spearmanr
+
+    d = _top_distances(table, "h/raw/l2/top1")
+    e = 2
+    x, y = [], []
+    for key in table.keys:
+        for s in table.settings.seeds:
+            lam = table.run(key, s)["epochs"][e]["ls"]["h"][0]
+            ref = table.run(REFERENCE_KEY, s)["epochs"][-1]["ls"]["h"][0]
+            assert d[key, s][e] == pytest.approx(abs(lam - ref), rel=1e-9)
+            x.append(abs(lam - ref))
+            y.append(table.run(key, s)["final"]["test_ppl"])
+    assert rows["h/raw/l2/top1", e]["rho"] == pytest.approx(spearmanr(x, y).statistic, abs=1e-12)
+    with pytest.raises(LSHUsageError, match=f"top {n + 1}"):
+        predictive_power(table, boot=2, tops=(n + 1,))
 
 
 def test_replay_command_reports_time_to_each_target(capsys):

@@ -44,6 +44,8 @@ def register(sub) -> None:
     p.add_argument("--ls-distance", choices=LS_METRICS, default="l2")
     p.add_argument("--ls-history", choices=LS_HISTORIES, default="epoch",
                    help="epoch (every epoch from 0, paper) or boundary (one spectrum per round)")
+    p.add_argument("--ls-top", type=int, default=None, metavar="K",
+                   help="rank by only the K leading exponents (as a search's --ls-top)")
     p.add_argument("--reduction-factor", type=float, default=2.0, help="asha/hyperband: reduction factor")
     p.add_argument("--targets", type=comma_list(float, "--targets", "400,450"), default=None,
                    help="test perplexities: simulated time to reach each (Fig. 3-right), e.g. 400,450")
@@ -91,7 +93,7 @@ def _one(table, args: argparse.Namespace, seed: int) -> dict:
     s = ReplaySettings(hpo=args.hpo, metric=args.metric, pool=args.pool, rounds_every=args.rounds_every,
                        final_k=args.final_k, max_rounds=_max_rounds(table, args), seed=seed, gpus=args.gpus,
                        ls_state=args.ls_state, ls_embedding=args.ls_embedding, ls_distance=args.ls_distance,
-                       ls_history=args.ls_history)
+                       ls_history=args.ls_history, ls_top=args.ls_top)
     return replay_search(table, s)
 
 

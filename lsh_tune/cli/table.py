@@ -43,6 +43,8 @@ def register(sub) -> None:
     a.add_argument("--boot", type=int, default=1000, help="bootstrap resamples of the 95%% intervals")
     a.add_argument("--table-seeds", type=comma_list(int, "--table-seeds", "0"), default=None,
                    help="use only these training seeds of the table, e.g. 0 (while later seeds build)")
+    a.add_argument("--ls-tops", type=comma_list(int, "--ls-tops", "16,64"), default=(),
+                   help="also the distances of only the k leading exponents, for each k (as --ls-top k of a search)")
     a.add_argument("--json", action="store_true", help="print the rows as one JSON object")
     a.set_defaults(func=analyze)
 
@@ -51,16 +53,16 @@ def analyze(args: argparse.Namespace) -> int:
     from lsh_tune.table import Table
     from lsh_tune.table.analysis import predictive_power
 
-    rows = predictive_power(Table(args.table, seeds=args.table_seeds), boot=args.boot)
+    rows = predictive_power(Table(args.table, seeds=args.table_seeds), boot=args.boot, tops=tuple(args.ls_tops))
     if args.json:
         from lsh_tune.cli import print_json
         print_json({"rows": rows})
         return 0
     epochs = sorted({r["epoch"] for r in rows})
-    print("signal".ljust(22) + "".join(f"epoch {e}".ljust(24) for e in epochs))
+    print("signal".ljust(26) + "".join(f"epoch {e}".ljust(24) for e in epochs))
     for name in dict.fromkeys(r["signal"] for r in rows):
         cells = [f"{r['rho']:+.2f} [{r['lo']:+.2f}, {r['hi']:+.2f}]".ljust(24) for r in rows if r["signal"] == name]
-        print(name.ljust(22) + "".join(cells))
+        print(name.ljust(26) + "".join(cells))
     return 0
 
 

@@ -16,26 +16,35 @@ import numpy as np
 from lsh_tune.lyapunov import ls_distances
 from lsh_tune.table._format import REFERENCE_KEY, TableSettings, read_run, write_run
 
-__all__ = ["annotate_run", "annotate_table", "history"]
+__all__ = ["annotate_run", "annotate_table", "history", "run_distances"]
 
 
-def history(run: dict, state: str, upto: int | None = None) -> np.ndarray:
-    """(epochs, N) spectra of ``run`` under ``state`` for epochs 0…``upto`` (all when ``None``)."""
+def history(run: dict, state: str, upto: int | None = None, top: int | None = None) -> np.ndarray:
+    """(epochs, N) spectra of ``run`` under ``state`` for epochs 0…``upto`` (all when ``None``);
+    (epochs, ``top``) with only the leading exponents (what ``LSConfig(top=…)`` computes: the
+    spectra are stored sorted descending)."""
     recs = run["epochs"] if upto is None else run["epochs"][:upto + 1]
-    return np.asarray([r["ls"][state] for r in recs], dtype=np.float64)
+    spectra = np.asarray([r["ls"][state] for r in recs], dtype=np.float64)
+    return spectra if top is None else spectra[:, :top]
+
+
+def run_distances(run: dict, reference: dict, state: str, embedding: str, metric: str, *, top: int | None = None,
+                  seed: int = 0) -> list[float]:
+    """Distance at every epoch 0…E of ``run`` (see the module docstring), from the ``top`` leading
+    exponents only if set."""
+    ref, full = history(reference, state, top=top), history(run, state, top=top)
+    return [float(ls_distances(ref, {"c": full[:e + 1]}, embedding=embedding, metric=metric, seed=seed)[0]["c"])
+            for e in range(len(full))]
 
 
 def annotate_run(run: dict, reference: dict, settings: TableSettings, *, seed: int = 0) -> dict:
     """``run`` with ``distance`` set on every epoch record (see the module docstring)."""
     for state in settings.ls_states:
-        ref = history(reference, state)
-        full = history(run, state)
-        for e, rec in enumerate(run["epochs"]):
-            dist = rec.setdefault("distance", {})
-            for emb in settings.embeddings:
-                for metric in settings.metrics:
-                    d, _ = ls_distances(ref, {"c": full[:e + 1]}, embedding=emb, metric=metric, seed=seed)
-                    dist[f"{state}/{emb}/{metric}"] = float(d["c"])
+        for emb in settings.embeddings:
+            for metric in settings.metrics:
+                values = run_distances(run, reference, state, emb, metric, seed=seed)
+                for rec, d in zip(run["epochs"], values):
+                    rec.setdefault("distance", {})[f"{state}/{emb}/{metric}"] = d
     return run
 
 

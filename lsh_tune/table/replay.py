@@ -58,6 +58,7 @@ class ReplaySettings:
         gpus: parallel workers of the simulated wall time.
         ls_state, ls_embedding, ls_distance, ls_fit: the LS settings ranked with.
         ls_history: ``epoch`` (every epoch from 0) or ``boundary``.
+        ls_top: rank by only the ``ls_top`` leading exponents (a search's ``--ls-top``); ``None`` = all.
         grid_death_rate: death rate of the ``grid`` variants.
     """
 
@@ -74,6 +75,7 @@ class ReplaySettings:
     ls_distance: str = "l2"
     ls_fit: str = "pool"
     ls_history: str = "epoch"
+    ls_top: int | None = None
     grid_death_rate: float = DEFAULT_DEATH_RATE_GRID
 
     def __post_init__(self) -> None:
@@ -84,6 +86,7 @@ class ReplaySettings:
         check_choice("ls_fit", self.ls_fit, LS_FITS)
         check_choice("ls_history", self.ls_history, LS_HISTORIES)
         check_int("gpus", self.gpus, 1)
+        check_int("ls_top", self.ls_top, 1, allow_none=True)
         check_int("seed", self.seed, 0)
         check_int("pool", self.pool, 2)
         if self.final_k >= self.pool:
@@ -115,8 +118,11 @@ class _Replay:
             final_k=s.final_k, max_rounds=s.max_rounds, metric=s.metric, seed=s.seed)
         fit = None
         if s.metric == "ls":
-            fit = PoolLSFit(history(table.run(REFERENCE_KEY, self.ref_seed), s.ls_state),
-                            LSSpace(s.ls_embedding, s.ls_distance, s.seed), fit=s.ls_fit)
+            reference = history(table.run(REFERENCE_KEY, self.ref_seed), s.ls_state)
+            if s.ls_top is not None and s.ls_top > reference.shape[1]:
+                raise LSHUsageError(f"ls_top={s.ls_top} exceeds the {reference.shape[1]} exponents the table logged "
+                                    f"under ls_state={s.ls_state!r}; use 1…{reference.shape[1]}")
+            fit = PoolLSFit(reference[:, :s.ls_top], LSSpace(s.ls_embedding, s.ls_distance, s.seed), fit=s.ls_fit)
         self.ledger = SearchLedger.create(schedule, s.hpo, space, None, ls_fit=fit, **kwargs)
         self.answer: dict[str, tuple[str, int]] = {}
         self.substituted = 0
@@ -154,7 +160,7 @@ class _Replay:
             return
         first = 0 if previous == 0 else previous + 1
         epochs = range(first, epoch + 1) if self.s.ls_history == "epoch" else [epoch]
-        spectra = {e: run["epochs"][e]["ls"][self.s.ls_state] for e in epochs}
+        spectra = {e: run["epochs"][e]["ls"][self.s.ls_state][:self.s.ls_top] for e in epochs}
         self.ledger.on_boundary(cid, epoch, None, info, spectra=spectra)
 
     def round(self, first_round: bool) -> None:
