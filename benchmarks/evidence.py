@@ -22,6 +22,7 @@ from pathlib import Path
 
 from lsh_tune.cli.replay import replay_many
 from lsh_tune.search import HPO_METHODS
+from lsh_tune.space import DEFAULT_DEATH_RATE_GRID
 from lsh_tune.storage import atomic_write_json
 from lsh_tune.table import Table
 from lsh_tune.table.analysis import predictive_power
@@ -40,6 +41,13 @@ class Evidence:
 
     def replay(self, **options) -> dict:
         """The summary of ``lsh-tune replay`` with ``options`` (over ``seeds`` replay seeds)."""
+        return self._result(options)["summary"]
+
+    def chosen(self, **options) -> list[str]:
+        """The configuration each replay seed chose, with ``options``."""
+        return self._result(options)["chosen"]
+
+    def _result(self, options: dict) -> dict:
         args = {**REPLAY_DEFAULTS, "seeds": self.seeds, **options}
         if args["metric"] in ("ls", "loss") and args["max_rounds"] is None:  # what the table's epochs allow
             args["max_rounds"] = (self.table.settings.epochs - 1) // args["rounds_every"]
@@ -50,7 +58,7 @@ class Evidence:
             self.done[key] = {"summary": out["summary"],
                               "chosen": [r["chosen"]["key"] for r in out["replays"]]}
             atomic_write_json(self.done, self.cache, indent=None)
-        return self.done[key]["summary"]
+        return self.done[key]
 
 
 def _ci(v: dict, digits: int = 1) -> str:
@@ -116,6 +124,36 @@ def table2(ev: Evidence, pools: list[int]) -> list[str]:
     for metric, name in (("asha", "Ray Tune ASHA / val loss"), ("hyperband", "Ray Tune HyperBand / val loss"),
                          ("sequential", "sequential full training")):
         lines.append(f"| {name} | " + " | ".join(_cell(ev.replay(metric=metric, pool=p)) for p in pools) + " |")
+    return lines
+
+
+def verdict(ev: Evidence, pools: list[int]) -> list[str]:
+    """The counts the conclusions quote: LS vs loss over Table 2's generator × budget pairs, and
+    where each generator's chosen configurations lie (the grid's death rate or off it)."""
+    pairs = [(hpo, p, ev.replay(hpo=hpo, metric="ls", pool=p), ev.replay(hpo=hpo, metric="loss", pool=p))
+             for hpo in HPO_METHODS for p in pools]
+    n = len(pairs)
+    ppl = [loss["test_ppl"]["mean"] - ls["test_ppl"]["mean"] for _, _, ls, loss in pairs]  # < 0: loss ahead
+    rank = [loss["rank"]["mean"] - ls["rank"]["mean"] for _, _, ls, loss in pairs]  # > 0: LS ahead
+    overlap = sum(abs(d) <= ls["test_ppl"]["ci95"] + loss["test_ppl"]["ci95"] for d, (_, _, ls, loss) in zip(ppl, pairs))
+    best = [(ls["best_selected"], loss["best_selected"]) for _, _, ls, loss in pairs]
+    lines = [f"### Verdict counts (Table 2: {n} generator × budget pairs)", "",
+             f"* chosen run's test ppl: loss ahead in {sum(d < 0 for d in ppl)}, LS ahead in {sum(d > 0 for d in ppl)} "
+             f"(largest gap {max(abs(d) for d in ppl):.1f}); 95 % intervals overlap in {overlap} of {n};",
+             f"* chosen configuration's mean rank: LS ahead in {sum(r > 0 for r in rank)}, loss ahead in "
+             f"{sum(r < 0 for r in rank)}, mean difference {statistics.mean(rank):+.2f} ranks (+ = LS better);",
+             f"* best configuration selected: LS more often in {sum(a > b for a, b in best)}, loss in "
+             f"{sum(a < b for a, b in best)}, equal in {sum(a == b for a, b in best)};"]
+    rates = {k: ev.table.config(k)["death_rate"] for k in ev.table.keys}
+    grid_rate = DEFAULT_DEATH_RATE_GRID  # what a grid replay tabulates
+    off = sum(abs(r - grid_rate) > 1e-9 for r in rates.values())
+    lines.append(f"* chosen off the grid's death rate {grid_rate} ({off} of the {len(rates)} tabulated configurations "
+                 "are), per generator over all budgets and both signals:")
+    for hpo in HPO_METHODS:
+        keys = [k for p in pools for m in ("ls", "loss") for k in ev.chosen(hpo=hpo, metric=m, pool=p)]
+        subs = sum(ev.replay(hpo=hpo, metric=m, pool=p)["substituted"] for p in pools for m in ("ls", "loss"))
+        lines.append(f"  {hpo}: {sum(abs(rates[k] - grid_rate) > 1e-9 for k in keys)} of {len(keys)} choices off it; "
+                     f"{subs / len(keys):.1f} nearest-configuration answers per replay")
     return lines
 
 
@@ -195,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=10, help="replay seeds per cell")
     p.add_argument("--pools", default="8,12,16", help="Table 2's three budgets (initial pools)")
     p.add_argument("--cache", default=None, help="where each replay's result is kept (default TABLE/evidence.json)")
-    p.add_argument("--sections", default="calibration,table2,table4,b2,fig3,predictive")
+    p.add_argument("--sections", default="calibration,table2,verdict,table4,b2,fig3,predictive")
     p.add_argument("--table-seeds", default=None, help="only these training seeds of the table, e.g. 0")
     p.add_argument("--ls-tops", default="16,64", help="top-k rows (leading exponents only) of Table B2 and the "
                                                       "predictive power; '' for none")
@@ -207,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     pools = [int(x) for x in args.pools.split(",")]
     mid = pools[len(pools) // 2]
     makers = {"calibration": lambda: calibration(table), "table2": lambda: table2(ev, pools),
+              "verdict": lambda: verdict(ev, pools),
               "table4": lambda: table4(ev, max(pools)), "b2": lambda: table_b2(ev, mid, tops), "fig3": lambda: fig3(ev, mid),
               "predictive": lambda: predictive(table, tops)}
     for name in args.sections.split(","):

@@ -41,3 +41,25 @@ def test_cells_are_the_replays_and_a_rerun_reads_the_cache(tmp_path, capsys, mon
     monkeypatch.setattr(evidence, "replay_many", lambda *a, **k: pytest.fail("replayed again despite the cache"))
     assert evidence.main(argv) == 0
     assert capsys.readouterr().out == first
+
+
+def test_verdict_counts_match_the_table2_cells(tmp_path, capsys):
+    from lsh_tune.search import HPO_METHODS
+    from lsh_tune.table import Table
+
+    evidence = _load()
+    cache = tmp_path / "evidence.json"
+    assert evidence.main([str(TINY), "--seeds", "2", "--pools", "3,6", "--cache", str(cache),
+                          "--sections", "verdict"]) == 0
+    out = capsys.readouterr().out
+    ev = evidence.Evidence(Table(TINY), cache, 2)
+    loss_ahead = ls_ahead = 0
+    for hpo in HPO_METHODS:
+        for pool in (3, 6):
+            ls = ev.replay(hpo=hpo, metric="ls", pool=pool)["test_ppl"]["mean"]
+            loss = ev.replay(hpo=hpo, metric="loss", pool=pool)["test_ppl"]["mean"]
+            loss_ahead += loss < ls
+            ls_ahead += ls < loss
+    assert f"loss ahead in {loss_ahead}, LS ahead in {ls_ahead} " in out
+    assert f"(Table 2: {2 * len(HPO_METHODS)} generator × budget pairs)" in out
+    assert "grid: 0 of 8 choices off it; 0.0 nearest-configuration answers per replay" in out
