@@ -63,3 +63,20 @@ def test_verdict_counts_match_the_table2_cells(tmp_path, capsys):
     assert f"loss ahead in {loss_ahead}, LS ahead in {ls_ahead} " in out
     assert f"(Table 2: {2 * len(HPO_METHODS)} generator × budget pairs)" in out
     assert "grid: 0 of 8 choices off it; 0.0 nearest-configuration answers per replay" in out
+
+
+def test_b2_at_e2_replays_with_rounds_every_2(tmp_path, capsys):
+    from lsh_tune.cli.replay import replay_many
+    from lsh_tune.table import Table
+
+    evidence = _load()
+    assert evidence.main([str(TINY), "--seeds", "2", "--pools", "3,4,6", "--cache", str(tmp_path / "c.json"),
+                          "--sections", "b2e2", "--ls-tops", "8"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("### Table B2, E = 2 (1 round): LS settings (LSH-TPE, pool 4;")
+    args = argparse.Namespace(**{**evidence.REPLAY_DEFAULTS, "seeds": 2, "hpo": "tpe", "metric": "ls", "pool": 4,
+                                 "rounds_every": 2, "max_rounds": 1, "ls_top": 8})
+    s = replay_many(Table(TINY), args)["summary"]
+    row = next(line for line in out.splitlines() if line.startswith("| h | pca | l2 | epoch | 8 |"))
+    assert row == (f"| h | pca | l2 | epoch | 8 | {s['test_ppl']['mean']:.1f} ± {s['test_ppl']['ci95']:.1f} | "
+                   f"{s['best_selected']:.0%} | {s['rank']['mean']:.1f} |")

@@ -109,9 +109,9 @@ class SearchConfig:
     ls_k: int = field(default=2, metadata={"help": "validation sequences K of every spectrum"})
     ls_steps: int = field(default=35, metadata={"help": "averaged steps T of every spectrum"})
     ls_warmup: int = field(default=10, metadata={"help": "warm-up steps before averaging"})
-    ls_top: int | None = field(default=None, metadata={"help": "compute only the top exponents"})
+    ls_top: int | None = field(default=None, metadata={"help": "compute only the top exponents (16 ranks well under h after 1-2 epochs)"})
     ls_state: str = field(default="h", metadata={
-        "choices": CONVENTIONS, "help": "h (paper: c held fixed) or hc (full LSTM state)"})
+        "choices": CONVENTIONS, "help": "h (paper: c held fixed) or hc (full LSTM state; ranks better after 1-2 epochs, BENCHMARKS.md)"})
     ls_qr: str = field(default="layered", metadata={
         "choices": QR_ORDERS, "help": "layered (one QR per layer) or joint (the authors' one QR over all layers)"})
     ls_embedding: str = field(default="pca", metadata={"choices": EMBEDDINGS, "help": "LS-space embedding"})
