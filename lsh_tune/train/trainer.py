@@ -170,7 +170,9 @@ class Trainer:
         t0 = time.perf_counter()
         self.model.train()
         state = self.model.init_state(self.spec.batch_size)
-        total, count = 0.0, 0
+        # Σ loss·seq_len in float64 on the model's device, read once per epoch: no host-device
+        # synchronisation per batch (the same float64 sums as Python floats: bit-identical on CPU)
+        total, count = torch.zeros((), dtype=torch.float64, device=self.device), 0
         for x, y, seq_len in bptt_batches(self.train_data, self.spec.bptt, variable=self.spec.variable_bptt,
                                           rng=self.bptt_rng):
             lr = self.spec.lr * seq_len / self.spec.bptt
@@ -189,7 +191,7 @@ class Trainer:
                 h.after_optimizer_step(self)
             if self.averager is not None:
                 self.averager.update(self.model)
-            total += loss.item() * seq_len
+            total += loss.detach().double() * seq_len
             count += seq_len
         for h in self.hooks:
             h.on_epoch_end(self)
@@ -199,7 +201,7 @@ class Trainer:
             self.state.asgd_epoch = self.state.epoch + 1
         self.state.val_history.append(val_loss)
         self.state.epoch += 1
-        train_loss = total / max(count, 1)
+        train_loss = total.item() / max(count, 1)
         return {"epoch": self.state.epoch, "train_loss": train_loss, "val_loss": val_loss,
                 "val_ppl": perplexity(val_loss), "lr": self.spec.lr, "asgd": self.averager is not None,
                 "epoch_time_s": time.perf_counter() - t0}
@@ -235,13 +237,13 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         state = self.model.init_state(data.size(1))
-        total, count = 0.0, 0
+        total, count = torch.zeros((), dtype=torch.float64, device=data.device), 0  # read once, as in training
         for x, y, seq_len in bptt_batches(data, self.spec.bptt):
             log_probs, state = self.model(x, state)
-            total += self._loss(log_probs, y).item() * seq_len
+            total += self._loss(log_probs, y).double() * seq_len
             count += seq_len
         self.model.train(was_training)
-        return total / max(count, 1)
+        return total.item() / max(count, 1)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
