@@ -26,3 +26,20 @@ def test_gpu_check_dry_run_on_cpu():
     assert 2000 < n_full < 3000                                   # all of PTB's 929,589 training tokens
     for x in lines[:2]:                                           # a few batches scaled to a full epoch
         assert abs(x["full_epoch_s"] - x["s_per_batch"] * n_full) < 1e-6 * x["full_epoch_s"]
+
+
+def test_gpu_packing_dry_run_on_cpu():
+    """The packing benchmark's processes start together, each trains its batches, and the summary's
+    throughput is n × batches over the slowest process's seconds."""
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_packing.py"), "--device", "cpu",
+                          "--preset", "tiny", "--batches", "3", "--trials", "1,2"],
+                         capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1",
+                                                                             "PATH": "/usr/bin:/bin"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = [json.loads(x) for x in run.stdout.splitlines()]
+    rows, summary = lines[:-1], lines[-1]["summary"]
+    assert [r["trials"] for r in rows] == [1, 2] and rows[0]["speedup"] == 1.0
+    for r in rows:
+        assert r["batches_per_s"] == r["trials"] * r["batches_each"] / r["slowest_s"]
+    assert rows[1]["speedup"] == rows[1]["batches_per_s"] / rows[0]["batches_per_s"]
+    assert summary["best_trials_per_gpu"] == max(rows, key=lambda r: r["batches_per_s"])["trials"]
