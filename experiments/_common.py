@@ -2,8 +2,11 @@
 
 A script fixes the model, corpus, sparsity and the search of one of the paper's results; the
 preset chooses the size (:data:`SCHEDULES`): ``paper`` is the paper's setting (Table A1 models,
-LSH-TPE, E = 3, pool 24, one GPU per trial), ``small`` a few hours on a laptop, ``tiny`` a one-minute
-end-to-end run on a slice. Any ``lsh-tune search`` option given after them overrides them.
+LSH-TPE, E = 3, pool 24), ``small`` a few hours on a laptop, ``tiny`` a one-minute end-to-end run on
+a slice. Every preset runs with ``--gpus-per-trial auto``: no GPU in the Ray cluster → the trials train
+on CPU; GPUs → several trials per GPU from the model's memory and measured throughput
+(:mod:`lsh_tune.search.packing`; the paper stacked LSTM: 4 per H200). Any ``lsh-tune search`` option
+given after them overrides them.
 
 Ray: ``--address auto`` (or ``RAY_ADDRESS``) connects to a running cluster; otherwise a local
 instance is started on this machine. The script says which. Without a GPU here, ``paper`` is
@@ -70,13 +73,12 @@ def main(script: list[str], argv: list[str] | None = None) -> int:
     pre.add_argument("--address", default=os.environ.get("RAY_ADDRESS") or None)
     known, rest = pre.parse_known_args(sys.argv[1:] if argv is None else argv)
     local = known.address in (None, "local")
-    gpus = "1" if known.preset == "paper" or not local or _gpus_here() else "0"
-    args = [*script, "--preset", known.preset, *SCHEDULES[known.preset], "--gpus-per-trial", gpus,
+    args = [*script, "--preset", known.preset, *SCHEDULES[known.preset], "--gpus-per-trial", "auto",
             *([] if local else ["--address", known.address]), *rest]
     try:
         cfg = config_from_args(_parse(args))
         if local and _gpus_here() == 0:
-            check_compute(replace(cfg, gpus_per_trial=0.0))  # paper without a GPU: refused with the estimate
+            check_compute(replace(cfg, gpus_per_trial=0.0))  # paper without a GPU (auto → 0): refused, before Ray
     except LSHUsageError as e:
         sys.stderr.write(f"lsh-tune: error: {' '.join(str(e).split())}\n")
         return 2

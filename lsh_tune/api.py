@@ -24,6 +24,7 @@ from lsh_tune.errors import LSHUsageError
 from lsh_tune.search import STATE_FILE
 from lsh_tune.search.config import CONFIG_FILE, SearchConfig, check_experiment_dir
 from lsh_tune.search.outputs import BEST_MODEL
+from lsh_tune.search.preflight import check_storage
 from lsh_tune.storage import Storage
 
 __all__ = ["LSHTuner", "SearchResult"]
@@ -110,8 +111,9 @@ class LSHTuner:
         **settings: :class:`~lsh_tune.search.SearchConfig` fields that replace ``config``'s.
 
     Raises:
-        LSHUsageError: bad settings (checked here, before Ray starts), or a search already saved
-            in ``<storage_path>/<name>`` (:meth:`restore` continues it).
+        LSHUsageError: bad settings (checked here, before Ray starts), storage that cannot be
+            written (an object store is probed: :func:`~lsh_tune.search.preflight.check_storage`),
+            or a search already saved in ``<storage_path>/<name>`` (:meth:`restore` continues it).
     """
 
     def __init__(self, config: SearchConfig | None = None, /, **settings: Any) -> None:
@@ -121,6 +123,7 @@ class LSHTuner:
             config = replace(config, **settings)
         self.config = config
         self._resume = False
+        check_storage(config.storage_path, config.name)  # an object store: probed, before anything reads it
         check_experiment_dir(config, False)
 
     @staticmethod
@@ -137,10 +140,11 @@ class LSHTuner:
         Its saved settings are kept; ``address`` and ``verbose`` are this run's.
 
         Raises:
-            LSHUsageError: nothing to resume in ``path``.
+            LSHUsageError: storage that cannot be written, or nothing to resume in ``path``.
         """
         parent, name = Storage.split(path)
         exp = parent.child(name)
+        check_storage(parent.uri, name)
         if not cls.can_restore(exp.uri):
             raise LSHUsageError(f"nothing to resume in {exp.uri_of()} (no {CONFIG_FILE}/{STATE_FILE})")
         saved = SearchConfig.load(exp)

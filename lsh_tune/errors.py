@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["LSHStorageError", "LSHTypeError", "LSHUsageError", "check_bool", "check_choice", "check_int",
-           "check_name", "check_range"]
+__all__ = ["LSHAddressError", "LSHStorageError", "LSHTypeError", "LSHUsageError", "check_bool", "check_choice",
+           "check_int", "check_name", "check_range"]
 
 
 class LSHUsageError(ValueError):
@@ -19,6 +19,12 @@ class LSHUsageError(ValueError):
 
 class LSHTypeError(LSHUsageError, TypeError):
     """Bad user input of the wrong type (an ``LSHUsageError`` that is also a ``TypeError``)."""
+
+
+class LSHAddressError(LSHUsageError):
+    """A Ray address where no cluster answers (checked before ``ray.init``,
+    :func:`lsh_tune.search.ray_address.check_ray_address`): one line naming the address and the
+    timeout, exit code 2 on the command line, instead of minutes of Ray's retries."""
 
 
 class LSHStorageError(OSError):

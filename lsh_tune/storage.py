@@ -11,14 +11,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
+from urllib.parse import urlsplit
 
-__all__ = ["Storage", "atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+__all__ = ["Storage", "atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "is_uri"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:
@@ -109,8 +111,75 @@ def _is_temporary(name: str) -> bool:
     return name.startswith(".tmp-") or (name.startswith(".") and name.endswith(".tmp"))
 
 
-def _is_uri(location: str) -> bool:
-    return "://" in location.split("?", 1)[0]
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+#: Schemes :mod:`pyarrow.fs` opens: ``<scheme>:`` without ``//`` is refused rather than taken for a local directory.
+_KNOWN_SCHEMES = ("file", "local", "mock", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
+#: Schemes whose URI names a bucket (the others name a host).
+_BUCKET_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss")
+
+
+def is_uri(location: str | os.PathLike, what: str = "storage_path") -> bool:
+    """Whether ``location`` is an object-store URI (``True``) or a local directory (``False``, also
+    ``file://...``), parsed strictly and without I/O, so no URI is ever taken for a local path.
+
+    Raises:
+        LSHUsageError: naming ``what`` and the value: a URI whose scheme is not one
+            (``runs/a://b``), whose bucket or host is missing (``s3://``, ``s3:///prefix``), or
+            a known scheme without ``//`` (``s3:bucket``, ``s3:/bucket``; ``./s3:/bucket`` is a
+            local directory).
+    """
+    from lsh_tune.errors import LSHUsageError
+
+    location = os.fspath(location)
+    base = location.split("?", 1)[0]
+    scheme, sep, _ = base.partition("://")
+    if not sep:
+        head = base.split(":", 1)[0]
+        if ":" in base and head.lower() in _KNOWN_SCHEMES:
+            raise LSHUsageError(f"{what}={location!r} is not a URI ({head}: needs //): write "
+                                f"{head}://{'BUCKET' if head.lower() in _BUCKET_SCHEMES else 'HOST'}/prefix, or "
+                                f"./{location} for a local directory of that name")
+        return False
+    if not _SCHEME.fullmatch(scheme):
+        raise LSHUsageError(f"{what}={location!r} is not a URI ({scheme!r} is not a scheme) nor a directory; "
+                            "use a directory or a URI such as s3://bucket/prefix")
+    if scheme.lower() == "file":
+        return False
+    if not urlsplit(base).netloc:
+        kind = "bucket" if scheme.lower() in _BUCKET_SCHEMES else "host"
+        raise LSHUsageError(f"{what}={location!r} names no {kind}; write {scheme}://{kind.upper()}/prefix")
+    return True
+
+
+#: The access probe (:meth:`Storage.check_access`) fails in seconds on an object store that does not
+#: answer: seconds to connect, seconds without progress on a request, and attempts per request.
+PROBE_CONNECT_TIMEOUT_S = 2.0
+PROBE_REQUEST_TIMEOUT_S = 3.0  # seconds without a byte moving (not the whole request)
+PROBE_ATTEMPTS = 2
+#: What an object store's error means, by the codes in its text (first match wins).
+_CAUSES = (
+    (("NETWORK_CONNECTION", "curlCode", "Could not resolve host", "Couldn't connect", "Connection refused",
+      "Timeout was reached"), "endpoint unreachable"),
+    (("NO_SUCH_BUCKET", "NoSuchBucket", "bucket does not exist"), "no such bucket"),
+    (("INVALID_ACCESS_KEY_ID", "InvalidAccessKeyId", "SIGNATURE_DOES_NOT_MATCH", "SignatureDoesNotMatch",
+      "EXPIRED_TOKEN", "ExpiredToken", "INVALID_TOKEN", "InvalidToken", "No credentials"),
+     "credentials refused (missing, unknown or wrong access key)"),
+    (("ACCESS_DENIED", "AccessDenied", "Access Denied", "HTTP status 403", "Forbidden"),
+     "access denied (the credentials lack this right, or none were found)"),
+)
+
+
+def _cause(e: BaseException, endpoint: str | None = None) -> str:
+    """An object-store error as one line: what it means (:data:`_CAUSES`; an unreachable endpoint
+    named when known), then its own first line in brackets (without the request id)."""
+    text = " ".join(str(e).split("\n", 1)[0].split())
+    text = re.sub(r"\s*\(Request ID: [^)]*\)", "", re.sub(r"^When [^:]*: ", "", text)).rstrip(" .") or type(e).__name__
+    for codes, meaning in _CAUSES:
+        if any(code in str(e) for code in codes):
+            if meaning == "endpoint unreachable" and endpoint:
+                meaning = f"endpoint {endpoint} unreachable"
+            return f"{meaning} [{text}]"
+    return text
 
 
 class Storage:
@@ -144,12 +213,14 @@ class Storage:
         location = os.fspath(location)
         if not location:
             raise LSHUsageError("storage_path='' is empty; give a directory or a URI such as s3://bucket/prefix")
-        if _is_uri(location) and not location.startswith("file://"):
+        if is_uri(location):
             try:
                 self.fs, root = pafs.FileSystem.from_uri(location)
-            except (ValueError, OSError) as e:
-                raise LSHUsageError(f"storage_path={location!r} is not a usable URI ({e}); use a directory or "
-                                    "s3://bucket/prefix, gs://bucket/prefix, hdfs://host/path") from None
+            except ValueError as e:  # pyarrow.ArrowInvalid: a URI it cannot parse
+                raise LSHUsageError(f"storage_path={location!r} is not a usable URI ({_cause(e)}); use a directory "
+                                    "or s3://bucket/prefix, gs://bucket/prefix, hdfs://host/path") from None
+            except OSError as e:  # the store is asked at once (an S3 bucket's region): unreachable, refused
+                raise LSHUsageError(f"storage_path={location!r} cannot be opened: {_cause(e)}") from None
             self.root = root.rstrip("/")
             self.uri = location
             self.local_root: Path | None = None
@@ -168,11 +239,15 @@ class Storage:
     @classmethod
     def split(cls, location: str | os.PathLike) -> tuple["Storage", str]:
         """A file's location (path or URI, query kept) as (the storage of its directory, its name)."""
+        from lsh_tune.errors import LSHUsageError
+
         location = os.fspath(location)
-        if not _is_uri(location) or location.startswith("file://"):
+        if not is_uri(location, "location"):
             path = Path(os.path.expanduser(location[len("file://"):] if location.startswith("file://") else location))
             return cls(str(path.resolve().parent)), path.name
         base, sep, query = location.partition("?")
+        if not urlsplit(base).path.strip("/"):
+            raise LSHUsageError(f"location={location!r} names a bucket or host, not a file in it")
         parent, _, name = base.rstrip("/").rpartition("/")
         return cls(parent + sep + query), name
 
@@ -278,6 +353,72 @@ class Storage:
         """Every record :meth:`append_record` added to the log ``rel``, oldest first (``[]`` if none)."""
         return [self.read_json(f"{rel}/{name}") for name in self.listdir(rel) if name.endswith(".json")]
 
+    # ----------------------------------------------------------------- access
+    def check_access(self) -> None:
+        """On an object store, write, read back and delete a probe object directly under this root,
+        with requests that fail in seconds (:data:`PROBE_CONNECT_TIMEOUT_S`, ...): what a search does
+        to its storage, tried before it starts. Nothing to do on a local root (see
+        :func:`lsh_tune.search.preflight.check_storage`).
+
+        The probe is deleted again; a failed write writes nothing. (pyarrow keeps an emptied
+        prefix as an empty directory marker, ``<root>/``.)
+
+        Raises:
+            LSHUsageError: one line naming the URI, the operation that failed (write, read back,
+                delete) and the cause: endpoint unreachable, no such bucket, credentials refused,
+                access denied, or the store's own message.
+        """
+        from lsh_tune.errors import LSHUsageError
+
+        if self.local_root is not None:
+            return
+        fs, endpoint = self._probe_fs()
+        name = f".lsh-probe-{uuid.uuid4().hex}"
+        path, data = self.path(name), f"lsh_tune storage probe {name}\n".encode()
+        op = "write"
+        try:
+            with fs.open_output_stream(path) as f:
+                f.write(data)
+            op = "read back"
+            with fs.open_input_stream(path) as f:
+                back = f.read()
+            if back != data:
+                raise OSError(f"read {len(back)} bytes that differ from the {len(data)} written")
+            op = "delete"
+            fs.delete_file(path)
+            return
+        except OSError as e:
+            failure = _cause(e, endpoint)
+        if op == "write":
+            after = "; nothing was written"
+        else:
+            after = ""
+            try:
+                if op == "read back":  # written, not readable: take it away again
+                    fs.delete_file(path)
+                    after = "; the probe was deleted"
+                else:
+                    raise OSError
+            except OSError:
+                after = f"; the probe {self.uri_of(name)} is left behind"
+        raise LSHUsageError(f"storage {self.uri_of()} is not usable: {op} of a probe object failed: {failure}{after}")
+
+    def _probe_fs(self):
+        """(this root's filesystem with :data:`PROBE_CONNECT_TIMEOUT_S`, :data:`PROBE_REQUEST_TIMEOUT_S`
+        and :data:`PROBE_ATTEMPTS`, its endpoint) on S3; any other filesystem as it is, and ``None``."""
+        import pyarrow.fs as pafs
+
+        if not isinstance(self.fs, pafs.S3FileSystem):
+            return self.fs, None
+        try:
+            options = dict(self.fs.__reduce__()[1][0])
+            endpoint = options.get("endpoint_override") or os.environ.get("AWS_ENDPOINT_URL") or "(AWS default)"
+            options.update(connect_timeout=PROBE_CONNECT_TIMEOUT_S, request_timeout=PROBE_REQUEST_TIMEOUT_S,
+                           retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=PROBE_ATTEMPTS))
+            return pafs.S3FileSystem(**options), endpoint
+        except (AttributeError, IndexError, TypeError, ValueError):  # another pyarrow: probe with the defaults
+            return self.fs, None
+
     # ----------------------------------------------------------------- writes
     def write_with(self, rel: str, write: Callable[[IO[bytes]], Any]) -> None:
         """Call ``write(f)`` on a binary stream that becomes ``rel`` all-or-nothing (see the class
@@ -323,6 +464,47 @@ class Storage:
         wall-clock time, which is the order :meth:`read_records` returns.
         """
         self.write_json(f"{rel}/{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.json", record, indent=None)
+
+    def append_bytes(self, rel: str, data: bytes) -> None:
+        """Append ``data`` to the file ``rel`` of a local root (created if absent): one ``write`` on an
+        ``O_APPEND`` descriptor, then ``fsync``, so an append costs its own bytes, not the file's (a log
+        kept this way is written in linear time).
+
+        Not all-or-nothing like the writers above: a kill inside the ``write`` can leave a torn tail
+        (part of ``data``, no newline), which a reader of such a log skips and reports
+        (:func:`lsh_tune.search.events.read_event_file`). A write that fails (full disk) is cut back
+        off, leaving the file as it was, and raised as :class:`~lsh_tune.errors.LSHStorageError`.
+
+        Raises:
+            LSHUsageError: the root is an object store, where nothing can be appended (rewrite the
+                object with :meth:`write_bytes`; :class:`~lsh_tune.search.events.EventLog` batches).
+        """
+        from lsh_tune.errors import LSHUsageError
+
+        if self.local_root is None:
+            raise LSHUsageError(f"cannot append to {self.uri_of(rel)}: an object store has no append; rewrite "
+                                "the object (Storage.write_bytes)")
+        path = self.local_path(rel)
+        fd, start = None, None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            start = os.fstat(fd).st_size
+            view = memoryview(data)
+            while view:  # one write for any log record; a short write (at a size limit) is continued
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except BaseException as e:
+            if fd is not None and start is not None:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+            err = _storage_error(e, str(path))
+            if err is e:
+                raise
+            raise err from e
+        finally:
+            if fd is not None:
+                os.close(fd)
 
     def upload(self, local: str | os.PathLike, rel: str) -> None:
         """Copy the local file ``local`` to ``rel`` (all-or-nothing, streamed)."""

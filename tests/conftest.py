@@ -1,16 +1,13 @@
-"""Shared fixtures: real PTB (vendored copy) and small slices of it."""
+"""Shared fixtures, each defined once: real PTB (vendored copy) and small slices of it, one torch thread,
+a real S3-compatible server, one real tiny search. Plain helper functions are in ``tests/helpers.py``."""
 from __future__ import annotations
 
-import math
 import os
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+from helpers import run_cli
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
@@ -28,28 +25,25 @@ def ptb_slice():
     return load_corpus("ptb", max_tokens=20000)
 
 
-def unigram_perplexity(train: torch.Tensor, valid: torch.Tensor, vocab_size: int) -> float:
-    """Perplexity on ``valid`` of the add-one-smoothed unigram model of ``train``."""
-    counts = torch.bincount(train, minlength=vocab_size).double() + 1.0
-    logp = torch.log(counts / counts.sum())
-    return math.exp(-logp[valid].mean().item())
-
-
-def run_cli(*args: str, timeout: int = 600):
-    """Run ``python -m lsh_tune ARGS`` in a subprocess; returns CompletedProcess."""
-    import subprocess
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "lsh_tune", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=str(REPO))
-
-
 @pytest.fixture
 def one_torch_thread():
-    """Run torch on one thread: small matrices gain nothing from two, and two oversubscribe a busy machine."""
+    """Run torch on one thread: small matrices gain nothing from two, and two oversubscribe a busy machine
+    (torch's CPU LSTM runs ~10x slower with 2 threads than with 1 on the shared 2-core machine)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A real S3-compatible server on 127.0.0.1 (moto's server mode, ``tests/s3_server.py``), one per
+    test module; stopped (by PID) when the module's tests are done."""
+    from s3_server import start_s3_server
+
+    server = start_s3_server()
+    yield server
+    server.stop()
 
 
 #: One real tiny LSH search (pool 5 → 4 → 2 finalists, E = 1, reference 2 epochs), shared by the events,
@@ -57,7 +51,7 @@ def one_torch_thread():
 TINY_SEARCH = ("search", "--model", "stacked_lstm", "--preset", "tiny", "--corpus", "ptb", "--max-tokens", "3000",
                "--sparsity", "0.67", "--hpo", "tpe", "--metric", "ls", "--pool", "5", "--rounds-every", "1",
                "--final-k", "2", "--max-epochs", "3", "--reference-epochs", "2", "--seed", "0",
-               "--gpus-per-trial", "0", "--cpus-per-trial", "1", "--address", "local", "--num-cpus", "2")
+               "--cpus-per-trial", "1", "--address", "local", "--num-cpus", "2")  # --gpus-per-trial: auto
 
 
 @pytest.fixture(scope="session")

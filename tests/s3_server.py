@@ -12,6 +12,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+from helpers import free_port
+
 __all__ = ["S3Server", "start_s3_server"]
 
 
@@ -38,17 +40,11 @@ class S3Server:
             self.process.kill()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_s3_server(bucket: str = "lsh-test", timeout_s: float = 30.0) -> S3Server:
     """Start ``python -m moto.server`` on a free loopback port and create ``bucket``."""
     import pyarrow.fs as pafs
 
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server = S3Server(f"http://127.0.0.1:{port}", bucket, proc)

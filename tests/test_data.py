@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED_DATA
+from helpers import SHARED_DATA
 from lsh_tune.data import batchify, bptt_batches, find_corpus_dir, load_corpus
 from lsh_tune.errors import LSHUsageError
 

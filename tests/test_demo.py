@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 from lsh_tune.data import load_corpus, unigram_perplexity
 from lsh_tune.search.config import SearchConfig
 from lsh_tune.search.history import SearchHistory

@@ -11,7 +11,9 @@ import pytest
 from lsh_tune.errors import LSHUsageError
 from lsh_tune.search import PoolConfig, SearchLedger
 from lsh_tune.search.console import ConsoleView, format_duration
-from lsh_tune.search.events import EVENTS_FILE, EventLog, read_events
+from lsh_tune.search.events import (EVENTS_FILE, FLUSH_AT_ONCE, EventLog, TornEventsWarning, read_event_file,
+                                    read_events)
+from lsh_tune.storage import Storage
 from lsh_tune.search.progress import SearchProgress, config_label
 from lsh_tune.search.session import trial_slots
 from lsh_tune.space import DEFAULT_SPACE
@@ -34,6 +36,140 @@ def test_event_log_persists_every_event_and_reopens(tmp_path):
     (tmp_path / EVENTS_FILE).write_text("{not json\n")
     with pytest.raises(LSHUsageError, match="line 1 is not JSON"):
         read_events(tmp_path)
+
+
+class _CountingStorage(Storage):
+    """A local root that counts the bytes written through the storage layer (every writer ends in
+    ``write_with`` or ``append_bytes``); ``object_store=True`` makes it behave as one (no append)."""
+
+    def __init__(self, root, object_store: bool = False) -> None:
+        super().__init__(root)
+        self.object_store = object_store
+        self.written = 0
+        self.writes = 0
+
+    @property
+    def is_local(self) -> bool:
+        return not self.object_store
+
+    def write_with(self, rel, write):
+        counting = self
+
+        class Counted:
+            def __init__(self, f):
+                self.f = f
+
+            def write(self, data):
+                counting.written += len(data)
+                return self.f.write(data)
+
+        self.writes += 1
+        super().write_with(rel, lambda f: write(Counted(f)))
+
+    def append_bytes(self, rel, data):
+        assert not self.object_store, "an object store cannot append"
+        self.written += len(data)
+        self.writes += 1
+        super().append_bytes(rel, data)
+
+
+N_EVENTS = 300
+
+
+@pytest.mark.parametrize("object_store", [False, True], ids=["local", "object-store"])
+def test_n_events_cost_bytes_linear_in_n_not_a_rewrite_each(tmp_path, object_store):
+    """Writing N events writes each of their bytes once (a rewrite per event would write ~N/2 times the
+    file); on an object store, with no time passing and no event that uploads at once, one upload at
+    close holds them all, and readers see them."""
+    store = _CountingStorage(tmp_path, object_store=object_store)
+    log = EventLog(store, clock=lambda: 5.0)
+    for i in range(N_EVENTS):
+        log.emit("epoch", cid=f"c{i:03d}", epoch=1, val_ppl=100.0 + i)
+    log.close()
+    size = (tmp_path / EVENTS_FILE).stat().st_size
+    assert store.written == size, (store.written, size)  # every byte once: linear in N
+    assert store.writes == (1 if object_store else N_EVENTS)
+    assert [e["cid"] for e in read_events(tmp_path)] == [f"c{i:03d}" for i in range(N_EVENTS)]
+
+
+def test_object_store_uploads_by_time_and_at_once_for_the_events_read_while_it_runs(tmp_path):
+    clock = _Clock()
+    store = _CountingStorage(tmp_path, object_store=True)
+    log = EventLog(store, clock=clock, flush_every_s=30.0)
+    log.emit("epoch", cid="c000", epoch=1)
+    assert not (tmp_path / EVENTS_FILE).exists()              # batched
+    clock.t += 30.0
+    log.emit("epoch", cid="c001", epoch=1)                     # the interval passed: uploaded
+    assert len(read_events(tmp_path)) == 2 and store.writes == 1
+    log.emit("epoch", cid="c002", epoch=1)
+    assert "round" in FLUSH_AT_ONCE
+    log.emit("round", round=0, ranking=[])                     # the TensorBoard rebuild reads it: at once
+    assert [e["kind"] for e in read_events(tmp_path)] == ["epoch"] * 3 + ["round"] and store.writes == 2
+    log.close()
+    assert store.writes == 2                                   # nothing left to upload
+    again = EventLog(_CountingStorage(tmp_path, object_store=True), clock=clock)  # a resume keeps them
+    again.emit("result", best=None, elapsed_s=1.0)
+    assert [e["kind"] for e in read_events(tmp_path)][-2:] == ["round", "result"]
+
+
+def test_the_event_log_on_a_real_object_store(s3):
+    exp = Storage(s3.uri("events/exp"))
+    log = EventLog(exp, clock=lambda: 1.0)
+    log.emit("search_start", name="x")
+    log.emit("epoch", cid="c000", epoch=1)
+    assert [e["kind"] for e in read_events(s3.uri("events/exp"))] == ["search_start"]  # epoch: not yet
+    log.close()
+    assert [e["kind"] for e in read_events(s3.uri("events/exp"))] == ["search_start", "epoch"]
+    assert exp.listdir() == [EVENTS_FILE]  # no temporary objects left
+    with pytest.raises(LSHUsageError, match="an object store has no append"):
+        exp.append_bytes(EVENTS_FILE, b"{}\n")
+
+
+def test_a_torn_last_line_is_skipped_reported_and_cut_off_by_the_next_writer(tmp_path):
+    log = EventLog(tmp_path, clock=lambda: 1.0)
+    log.emit("epoch", cid="c000", epoch=1)
+    log.emit("epoch", cid="c001", epoch=1)
+    torn = b'{"kind": "epoch", "time": 1.0, "cid": "c0'  # an append cut short by a kill
+    with open(tmp_path / EVENTS_FILE, "ab") as f:
+        f.write(torn)
+    read = read_event_file(tmp_path)
+    assert [e["cid"] for e in read.events] == ["c000", "c001"] and read.torn_bytes == len(torn)
+    assert str(tmp_path / EVENTS_FILE) in read.warning and f"{len(torn)} bytes" in read.warning
+    with pytest.warns(TornEventsWarning, match="skipped a torn last line"):
+        assert [e["cid"] for e in read_events(tmp_path, "epoch")] == ["c000", "c001"]
+    again = EventLog(tmp_path, clock=lambda: 2.0)  # a resumed driver: cuts the torn tail off, then appends
+    again.emit("epoch", cid="c002", epoch=1)
+    lines = (tmp_path / EVENTS_FILE).read_bytes().split(b"\n")
+    assert lines[-1] == b"" and [json.loads(x)["cid"] for x in lines[:-1]] == ["c000", "c001", "c002"]
+    assert read_event_file(tmp_path).torn_bytes == 0
+    # a complete last event without its newline is an event; the next append starts a new line
+    (tmp_path / EVENTS_FILE).write_bytes(b'{"kind": "epoch", "cid": "c000"}')
+    assert read_event_file(tmp_path).torn_bytes == 0 and len(read_events(tmp_path)) == 1
+    EventLog(tmp_path).emit("epoch", cid="c001")
+    assert [e["cid"] for e in read_events(tmp_path)] == ["c000", "c001"]
+    # only the last line may be torn: a bad line before it is a damaged file
+    (tmp_path / EVENTS_FILE).write_bytes(b'{"kind": "ep\n{"kind": "epoch"}\n')
+    with pytest.raises(LSHUsageError, match="line 1 is not JSON"):
+        read_events(tmp_path)
+
+
+def test_report_shows_a_torn_event_line_as_one_warning(tmp_path, capsys):
+    from lsh_tune.cli import main
+    from lsh_tune.search.config import SearchConfig
+
+    cfg = SearchConfig(hpo="random", metric="loss", pool=4, rounds_every=1, max_epochs=3, gpus_per_trial=0,
+                       max_tokens=2000, storage_path=str(tmp_path), name="exp")
+    cfg.save()
+    SearchLedger.create(cfg.pool_config(), cfg.hpo, cfg.space, cfg.experiment())
+    SearchLedger.forget(cfg.experiment())
+    log = EventLog(cfg.experiment(), clock=lambda: 1.0)
+    log.emit("search_start", name="exp", unigram={"valid": 700.0, "test": 650.0}, slots=1)
+    with open(tmp_path / "exp" / EVENTS_FILE, "ab") as f:
+        f.write(b'{"kind": "epoch", "ti')
+    assert main(["report", str(tmp_path / "exp"), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["unigram"] == {"valid": 700.0, "test": 650.0}
+    assert err.count("\n") == 1 and err.startswith("lsh-tune: warning: ") and "skipped a torn last line" in err
 
 
 class _Clock:

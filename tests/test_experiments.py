@@ -53,7 +53,7 @@ def test_paper_without_a_gpu_is_refused_with_an_estimate(script, tmp_path):
 
 
 def test_lsh_tune_search_refuses_paper_on_cpu_with_an_estimate(tmp_path):
-    from conftest import run_cli
+    from helpers import run_cli
 
     r = run_cli("search", "--model", "rhn", "--preset", "paper", "--gpus-per-trial", "0", "--storage-path",
                 str(tmp_path / "runs"), timeout=300)

@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,27 +25,11 @@ pytest.importorskip("ray")
 
 from lsh_tune.search.candidate import read_epoch_log  # noqa: E402
 
+from helpers import free_port, kill_processes_using  # noqa: E402
+
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _pids_using(marker: str) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
 
 
 @pytest.fixture
@@ -57,7 +39,7 @@ def fake_cluster():
     temp = Path(f"/tmp/lshfk{os.getpid()}")       # short: Ray's socket paths must fit 107 chars
     shutil.rmtree(temp, ignore_errors=True)
     temp.mkdir()
-    port, ip = _free_port(), get_node_ip_address()
+    port, ip = free_port(), get_node_ip_address()
     config = yaml.safe_load((REPO / "cluster" / "local.yaml").read_text())
     config["provider"]["gcs_address"] = f"{ip}:{port}"
     (temp / "local.yaml").write_text(yaml.safe_dump(config))
@@ -68,11 +50,7 @@ def fake_cluster():
     try:
         yield f"{ip}:{port}", config
     finally:
-        for pid in _pids_using(str(temp)):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_processes_using(str(temp))  # this cluster's processes only (by its temp dir), until gone
         shutil.rmtree(temp, ignore_errors=True)
 
 

@@ -56,20 +56,14 @@ def test_missing_or_corrupt_file_is_a_miss(tmp_path):
     assert cache.load("bad") is None
 
 
-def test_cache_on_an_object_store_and_truncated_entries(tmp_path):
+def test_cache_on_an_object_store_and_truncated_entries(s3):
     """The same cache on a real S3-compatible server; a truncated entry is a miss, not an error."""
-    from s3_server import start_s3_server
-
-    server = start_s3_server()
-    try:
-        cache = ReferenceCache(server.uri("refs"))
-        hist = np.array([[0.1, -np.inf], [0.2, -3.0]])
-        where = cache.save("k", hist, hist[-1], {"val_ppl": 100.0})
-        assert str(where).endswith("refs/k.npz") and "endpoint_override" not in str(where)
-        ref = cache.load("k")
-        np.testing.assert_array_equal(ref.history, hist)
-        assert ref.meta == {"val_ppl": 100.0} and cache.load("absent") is None
-        cache.storage.write_bytes("t.npz", cache.storage.read_bytes("k.npz")[:50])
-        assert cache.load("t") is None
-    finally:
-        server.stop()
+    cache = ReferenceCache(s3.uri("refs"))
+    hist = np.array([[0.1, -np.inf], [0.2, -3.0]])
+    where = cache.save("k", hist, hist[-1], {"val_ppl": 100.0})
+    assert str(where).endswith("refs/k.npz") and "endpoint_override" not in str(where)
+    ref = cache.load("k")
+    np.testing.assert_array_equal(ref.history, hist)
+    assert ref.meta == {"val_ppl": 100.0} and cache.load("absent") is None
+    cache.storage.write_bytes("t.npz", cache.storage.read_bytes("k.npz")[:50])
+    assert cache.load("t") is None

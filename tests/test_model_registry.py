@@ -101,6 +101,24 @@ def test_builtins_in_order_and_a_registered_model_joins_and_leaves():
         get_preset("gru", "tiny")
 
 
+def test_the_registry_says_which_models_have_a_cell_state_and_hc_is_refused_without_one(gru):
+    from lsh_tune.models import model_has_cell_state
+    from lsh_tune.search.config import SearchConfig
+
+    assert {m: model_has_cell_state(m) for m in MODELS} == {"stacked_lstm": True, "rhn": False, "awd_lstm_mos": True,
+                                                            "gru": False}
+    torch.manual_seed(3)
+    expected = torch.rand(2)
+    torch.manual_seed(3)
+    GRU_ENTRY.__dict__.pop("has_cell_state", None)  # asked again: builds the tiny model ...
+    assert not GRU_ENTRY.has_cell_state
+    assert torch.equal(torch.rand(2), expected)  # ... without moving the global RNG
+    for model in ("stacked_lstm", "awd_lstm_mos"):
+        assert SearchConfig(model=model, ls_state="hc").ls_state == "hc"
+    with pytest.raises(LSHUsageError, match="ls_state='hc' does not apply to model='gru': its state has no cell state"):
+        SearchConfig(model="gru", ls_state="hc", metric="loss")
+
+
 def test_entries_are_validated():
     with pytest.raises(LSHUsageError, match="exactly paper, small, tiny"):
         replace(GRU_ENTRY, presets={"tiny": GRU_ENTRY.presets["tiny"]})

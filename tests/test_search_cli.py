@@ -1,14 +1,21 @@
 """``lsh-tune search`` argument handling (no Ray started: every case fails before ray.init)."""
+import os
+import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from lsh_tune.cli.search import main
-from lsh_tune.errors import LSHUsageError
+from lsh_tune.errors import LSHAddressError, LSHUsageError
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO, closed_port
+
+#: Runs ``lsh-tune ARGS`` in this interpreter and says on stdout whether Ray was started.
+_CLI_THEN_RAY_STATE = ("import sys\nfrom lsh_tune.cli import main\nrc = main(sys.argv[1:])\n"
+                       "ray = sys.modules.get('ray')\n"
+                       "print('ray started' if ray is not None and ray.is_initialized() else 'no ray')\n"
+                       "sys.exit(rc)\n")
 
 
 @pytest.mark.parametrize("args,message", [
@@ -22,11 +29,70 @@ REPO = Path(__file__).resolve().parents[1]
     (["--ls-fit", "global"], "ls_fit='global' is not allowed; choose one of: pool, candidate"),
     (["--ls-qr", "blocks"], "ls_qr='blocks' is not allowed; choose one of: layered, joint"),
     (["--ls-embedding", "umap"], "ls_embedding='umap' is not allowed; choose one of: pca, raw, tsne"),
+    (["--address", "headnode"], "address='headnode' is not a Ray address; allowed: auto, local, HOST:PORT or "
+                                "ray://HOST[:PORT]"),
+    (["--address", "headnode:70000"], "address='headnode:70000': port 70000 is out of range"),
 ])
 def test_bad_values_are_one_line_errors_with_exit_2(args, message, capsys, tmp_path):
     assert main([*args, "--storage-path", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("scheme", ["", "ray://"])
+def test_an_address_where_no_cluster_answers_is_one_line_and_exit_2_without_ray(tmp_path, scheme):
+    """Nothing listens on the port (bound, then closed): refused at once (a refused connect; a silent host
+    would take the documented 10 s), where ``ray.init`` would retry for minutes. The subprocess's own
+    limit (120 s) only bounds a hang."""
+    address = f"{scheme}127.0.0.1:{closed_port()}"
+    r = subprocess.run([sys.executable, "-c", _CLI_THEN_RAY_STATE, "search", "--address", address,
+                        "--storage-path", str(tmp_path / "runs"), "--gpus-per-trial", "0", "--max-tokens", "2000"],
+                       capture_output=True, text=True, timeout=120, cwd=str(REPO),
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 2 and r.stdout == "no ray\n", (r.stdout, r.stderr[-2000:])
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"lsh-tune: error: address={address!r}: no Ray cluster answers"), \
+        r.stderr[-2000:]
+    assert "TCP connect timeout 10 s, set by LSH_RAY_CONNECT_TIMEOUT_S" in lines[0]
+    assert not (tmp_path / "runs" / "lsh").exists()  # nothing of the experiment was written
+
+
+def test_the_address_check_and_its_timeout(monkeypatch):
+    from lsh_tune.search.ray_address import check_ray_address
+
+    port = closed_port()
+    monkeypatch.setenv("LSH_RAY_CONNECT_TIMEOUT_S", "0.5")
+    with pytest.raises(LSHAddressError, match=r"timeout 0.5 s") as e:
+        check_ray_address(f"127.0.0.1:{port}")
+    assert isinstance(e.value, LSHUsageError)  # exit 2 on the command line
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")  # no address: what ray.init would use
+    with pytest.raises(LSHAddressError, match=f"RAY_ADDRESS='127.0.0.1:{port}'"):
+        check_ray_address(None)
+    check_ray_address("auto")  # left to Ray
+    monkeypatch.setenv("LSH_RAY_CONNECT_TIMEOUT_S", "soon")
+    with pytest.raises(LSHUsageError, match="LSH_RAY_CONNECT_TIMEOUT_S='soon' is not allowed; give seconds > 0"):
+        check_ray_address(f"127.0.0.1:{port}")
+    monkeypatch.delenv("LSH_RAY_CONNECT_TIMEOUT_S")
+    with socket.socket() as listening:  # something answers: no error
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        check_ray_address(f"127.0.0.1:{listening.getsockname()[1]}")
+        check_ray_address(f"ray://127.0.0.1:{listening.getsockname()[1]}")
+
+
+def test_the_python_api_checks_the_address_before_starting_ray(tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
+    import lsh_tune
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("ray.init was called with an address where nothing answers")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    address = f"127.0.0.1:{closed_port()}"
+    tuner = lsh_tune.LSHTuner(address=address, gpus_per_trial=0, max_tokens=2000, storage_path=str(tmp_path))
+    with pytest.raises(LSHAddressError, match=f"address='{address}': no Ray cluster answers"):
+        tuner.fit()
 
 
 def test_resume_without_a_search_fails_before_starting_ray(tmp_path, capsys):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,8 +21,7 @@ from lsh_tune.search.candidate import read_epoch_log  # noqa: E402
 from lsh_tune.search.config import SearchConfig  # noqa: E402
 from lsh_tune.search.reference import read_reference_log, reference_plan, search_corpus  # noqa: E402
 from lsh_tune.storage import Storage  # noqa: E402
-from s3_server import start_s3_server  # noqa: E402
-from test_search_ray import _descendants  # noqa: E402
+from helpers import kill_tree  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
@@ -34,30 +32,10 @@ SEARCH = dict(model="stacked_lstm", preset="tiny", corpus="ptb", pool=3, rounds_
               sparsity=0.67, hpo="tpe", metric="ls")
 
 
-@pytest.fixture(scope="module")
-def s3():
-    server = start_s3_server()
-    yield server
-    server.stop()
-
-
 def _args(uri: str, temp: Path) -> list[str]:
     return [sys.executable, str(REPO / "experiments" / "ptb_stacked_lstm.py"), "--preset", "tiny",
             "--reference-epochs", str(REFERENCE_EPOCHS), "--storage-path", uri, "--num-cpus", "2",
             "--ray-temp-dir", str(temp), "--verbose", "0", "--json"]
-
-
-def _kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL the driver and every process it started (Ray's GCS, raylet, workers), by PID only."""
-    started = _descendants(proc.pid) if proc.poll() is None else []
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGKILL)
-    for pid in started:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait()
 
 
 def test_s3_search_killed_during_reference_training_resumes_with_outputs_in_the_bucket(s3, tmp_path):
@@ -75,7 +53,7 @@ def test_s3_search_killed_during_reference_training_resumes_with_outputs_in_the_
             time.sleep(0.3)
         assert proc.poll() is None, (tmp_path / "first.err").read_text()[-3000:]
     finally:
-        _kill_tree(proc)
+        kill_tree(proc)  # the driver and every process it started (Ray's GCS, raylet, workers)
     before = read_reference_log(plan)
     assert 2 <= len(before) < REFERENCE_EPOCHS, "the kill came after the reference finished"
     exp = Storage(uri).child("ptb_stacked_lstm")

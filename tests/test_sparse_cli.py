@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 
 BASE = ["train-sparse", "--model", "stacked_lstm", "--preset", "tiny", "--max-tokens", "1500", "--device", "cpu"]
 

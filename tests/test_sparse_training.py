@@ -12,16 +12,10 @@ from lsh_tune.models import build_model, get_preset, with_overrides
 from lsh_tune.sparse import DEATH_MODES, SPARSE_INITS, SparseConfig, build_sparse_hook, er_densities
 from lsh_tune.train import Trainer, TrainingHook
 
-from conftest import unigram_perplexity
+from helpers import unigram_perplexity
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """torch's CPU LSTM runs ~10x slower with 2 threads than with 1 on the shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

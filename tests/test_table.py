@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from lsh_tune.table import Table, plan_configs, read_run, table_preset, train_ru
 from lsh_tune.table._format import REFERENCE_KEY, run_path
 from lsh_tune.table._train import load_table_corpus, partial_path
 from lsh_tune.table.tune_build import missing_runs, prepare_table
+
+from helpers import kill_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,8 +105,7 @@ def test_table_build_killed_and_resumed_retrains_no_finished_run(tmp_path):
             time.sleep(0.2)
         assert run_path(table, REFERENCE_KEY, 0).exists(), "the first run never finished"
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill_tree(proc)  # the driver, its Ray and workers (its own session), until all are gone
     first = run_path(table, REFERENCE_KEY, 0)
     before = (first.stat().st_mtime_ns, first.read_bytes())
     done = subprocess.run(args + ["--json"], env=env, capture_output=True, text=True, timeout=300)

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from conftest import unigram_perplexity
+from helpers import unigram_perplexity
 from lsh_tune.data import load_corpus
 from lsh_tune.errors import LSHUsageError
 from lsh_tune.models import build_model, get_preset

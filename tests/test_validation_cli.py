@@ -187,6 +187,13 @@ CATALOGUE = [
     ("sparse-masked", [*TS, "--masked", "embedding,bias", "--out", "{root}/o"], "masked='bias'"),
     ("ls-qr", ["ls", "--model", "rhn", "--preset", "tiny", "--corpus", "ptb", "--qr", "x"], "qr='x'"),
     ("model-info-model", ["model-info", "--model", "gru"], "'gru'"),
+    # options that do not apply to the chosen model (the registry says which have a cell state)
+    ("search-ls-state-hc-rhn", [*S, "--model", "rhn", "--ls-state", "hc"],
+     "ls_state='hc' does not apply to model='rhn': its state has no cell state c"),
+    ("ls-state-hc-rhn", ["ls", "--model", "rhn", "--preset", "tiny", "--corpus", "ptb", "--state", "hc"],
+     "state='hc' does not apply to model='rhn'"),
+    ("ls-state-hc-rhn-checkpoint", ["ls", "--checkpoint", "{k_rhn}", "--state", "hc"],
+     "state='hc' does not apply to model='rhn'"),
     # out-of-range numbers
     ("search-sparsity-0", [*S, "--sparsity", "0"], "sparsity=0.0 is out of range; allowed: (0.0, 1.0)"),
     ("search-sparsity-1", [*S, "--sparsity", "1"], "sparsity=1.0 is out of range"),

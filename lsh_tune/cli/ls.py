@@ -90,6 +90,26 @@ def _load_model(args: argparse.Namespace):
     return model, corpus, train.bptt, desc
 
 
+def _check_state_applies(state: str, model) -> None:
+    """``--state hc`` only for a model with a cell state (asked of its registry entry).
+
+    Raises:
+        LSHUsageError: ``hc`` for a model whose state is ``h`` alone (RHN), naming both.
+    """
+    if state != "hc":
+        return
+    from lsh_tune.models import entry_for_model
+
+    entry = entry_for_model(model)
+    if entry is None:  # an unregistered model: its own state says
+        name, has_c = type(model).__name__, any(len(layer) > 1 for layer in model.init_state(1))
+    else:
+        name, has_c = entry.name, entry.has_cell_state
+    if not has_c:
+        raise LSHUsageError(f"state='hc' does not apply to model={name!r}: its state has no cell state c (h only), "
+                            "so hc would be h under another name; use --state h")
+
+
 def _check_plot_path(path: str | None) -> None:
     if path is None:
         return
@@ -131,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
     model, corpus, bptt, desc = _load_model(args)
     corpus_name = corpus.name
     cfg = dataclass_from_args(LSConfig, args, steps=args.steps if args.steps is not None else bptt)
+    _check_state_applies(cfg.state, model)
     if len(corpus.vocab) != model.vocab_size:
         raise LSHUsageError(f"corpus {corpus_name!r} has {len(corpus.vocab)} words; the model expects "
                             f"{model.vocab_size}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 __all__ = ["register", "run"]
 
@@ -26,7 +27,10 @@ def run(args: argparse.Namespace) -> int:
     from lsh_tune.search.report import build_report, render_markdown
     from lsh_tune.storage import atomic_write_text
 
-    report = build_report(SearchHistory.load(args.experiment))
+    history = SearchHistory.load(args.experiment)
+    for warning in history.warnings:  # e.g. a torn last event of a killed (or running) search: skipped
+        sys.stderr.write(f"lsh-tune: warning: {warning}\n")
+    report = build_report(history)
     markdown = render_markdown(report)
     if args.md:
         try:

@@ -80,8 +80,10 @@ def _check_ray_args(args: argparse.Namespace, cfg) -> None:
     """The options of a local Ray instance, and whether it can place one trial (before it starts).
 
     Raises:
-        LSHUsageError: local-only options with a remote ``--address``, or a local instance with
-            fewer GPUs than ``--gpus-per-trial`` (CPU-only machines: pass ``--gpus-per-trial 0``).
+        LSHUsageError: local-only options with a remote ``--address``, a local instance with
+            fewer GPUs than ``--gpus-per-trial`` (CPU-only machines: pass ``--gpus-per-trial 0``, or
+            leave the default ``auto``), or ``auto`` on a local instance without GPUs for a ``paper``
+            search (:func:`~lsh_tune.search.estimate.check_compute`, as ``--gpus-per-trial 0``).
     """
     local = cfg.address in (None, "local")
     if not local and (args.num_cpus is not None or args.num_gpus is not None or args.ray_temp_dir):
@@ -95,6 +97,14 @@ def _check_ray_args(args: argparse.Namespace, cfg) -> None:
         gpus, source = torch.cuda.device_count(), "this machine has"
     else:
         gpus, source = args.num_gpus, "--num-gpus gives the local Ray instance"
+    if cfg.gpus_per_trial == "auto":  # resolved once Ray runs (search/packing.py); without GPUs it will be 0
+        if gpus == 0:
+            from dataclasses import replace
+
+            from lsh_tune.search.estimate import check_compute
+
+            check_compute(replace(cfg, gpus_per_trial=0.0))  # preset paper: refused now, before Ray starts
+        return
     if cfg.gpus_per_trial > gpus:
         raise LSHUsageError(f"gpus_per_trial={cfg.gpus_per_trial} but {source} {gpus} GPU(s); pass "
                             "--gpus-per-trial 0 to train on CPU")
@@ -125,9 +135,12 @@ def checked_config(args: argparse.Namespace):
 
     from lsh_tune.cli._dataclass_args import given_fields
     from lsh_tune.search.preflight import preflight, resume_config
+    from lsh_tune.search.ray_address import check_ray_address
 
     if args.resume:
         options = {k: getattr(args, k) for k in given_fields(args)}
+        if options.get("gpus_per_trial") == "auto":
+            del options["gpus_per_trial"]  # auto on resume: the number auto chose when the search started
         options.update(table_options(args))
         cfg, applied = resume_config(args.storage_path, args.name, options)
         if applied:
@@ -137,6 +150,7 @@ def checked_config(args: argparse.Namespace):
         cfg = config_from_args(args)
     cfg = preflight(cfg, resume=args.resume)
     _check_ray_args(args, cfg)
+    check_ray_address(cfg.address)  # a cluster answers there (a TCP connect, LSH_RAY_CONNECT_TIMEOUT_S)
     return cfg
 
 

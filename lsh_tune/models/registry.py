@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any, Callable, Iterator
 
@@ -23,7 +24,7 @@ from lsh_tune.models.base import RNNLanguageModel
 from lsh_tune.models.specs import ModelSpec, TrainSpec
 
 __all__ = ["MASK_GROUPS", "MODELS", "PRESETS", "ModelEntry", "StepperFactory", "entry_for_model",
-           "get_model_entry", "mask_groups_by_name", "register_model", "unregister_model"]
+           "get_model_entry", "mask_groups_by_name", "model_has_cell_state", "register_model", "unregister_model"]
 
 #: Preset names every entry defines: the paper's Table A1, a few CPU minutes per PTB epoch, seconds.
 PRESETS = ("paper", "small", "tiny")
@@ -78,6 +79,17 @@ class ModelEntry:
             if specs[0].model != self.name:
                 raise LSHUsageError(f"model {self.name!r}: preset {preset!r} describes model {specs[0].model!r}")
         object.__setattr__(self, "presets", MappingProxyType(dict(self.presets)))
+
+    @cached_property
+    def has_cell_state(self) -> bool:
+        """Whether the model's state holds more than ``h`` per layer (an LSTM's cell state ``c``): what the
+        ``hc`` state convention of the Lyapunov spectrum adds to ``h``. Read from the state of the
+        ``tiny`` preset's model (built once, with the global RNG left as it was)."""
+        import torch
+
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            state = self.build(self.presets["tiny"][0], 2).init_state(1)
+        return any(len(layer) > 1 for layer in state)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -145,6 +157,15 @@ def get_model_entry(name: str) -> ModelEntry:
     """
     check_choice("model", name, MODELS)
     return _REGISTRY[name]
+
+
+def model_has_cell_state(name: str) -> bool:
+    """Whether the registered model ``name`` has a cell state (:attr:`ModelEntry.has_cell_state`).
+
+    Raises:
+        LSHUsageError: ``name`` is not registered.
+    """
+    return get_model_entry(name).has_cell_state
 
 
 def entry_for_model(model: object) -> ModelEntry | None:

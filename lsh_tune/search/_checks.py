@@ -14,11 +14,14 @@ from lsh_tune.errors import LSHTypeError, LSHUsageError, check_choice, check_int
 from lsh_tune.lyapunov import CONVENTIONS
 from lsh_tune.lyapunov.distance import EMBEDDINGS, METRICS
 from lsh_tune.lyapunov.spectrum import QR_ORDERS
-from lsh_tune.models import MODELS, PRESETS
+from lsh_tune.models import MODELS, PRESETS, model_has_cell_state
 from lsh_tune.search._generators import HPO_METHODS
 from lsh_tune.search._ls_fit import LS_FITS
 from lsh_tune.search._pool import RANKING_METRICS
+from lsh_tune.search.packing import AUTO
+from lsh_tune.search.ray_address import parse_ray_address
 from lsh_tune.space import SearchSpace
+from lsh_tune.storage import is_uri
 
 if TYPE_CHECKING:  # pragma: no cover
     from lsh_tune.search.config import SearchConfig
@@ -81,10 +84,19 @@ def _check_rates_and_resources(cfg: "SearchConfig") -> None:
     check_range("grid_death_rate", cfg.grid_death_rate, 0.0, 1.0, low_open=True, high_open=True)
     if cfg.lr is not None:
         check_range("lr", cfg.lr, 0.0, None, low_open=True)
-    check_range("gpus_per_trial", cfg.gpus_per_trial, 0.0, None)
+    _check_gpus(cfg)
     check_range("cpus_per_trial", cfg.cpus_per_trial, 0.0, None)
     if cfg.gpus_per_trial == 0 and cfg.cpus_per_trial == 0:
         raise LSHUsageError("gpus_per_trial=0 and cpus_per_trial=0: a trial needs some resource")
+
+
+def _check_gpus(cfg: "SearchConfig") -> None:
+    """``gpus_per_trial``: ``auto`` or a number >= 0; ``gpus_per_trial_auto`` (why auto chose it): text or None."""
+    if isinstance(cfg.gpus_per_trial, str) and cfg.gpus_per_trial != AUTO:
+        raise LSHUsageError(f"gpus_per_trial={cfg.gpus_per_trial!r} is not allowed; use auto or a number >= 0")
+    if cfg.gpus_per_trial != AUTO:
+        check_range("gpus_per_trial", cfg.gpus_per_trial, 0.0, None)
+    _text("gpus_per_trial_auto", cfg.gpus_per_trial_auto, allow_none=True)
 
 
 def _text(name: str, value: object, *, allow_none: bool = False) -> None:
@@ -97,6 +109,7 @@ def _text(name: str, value: object, *, allow_none: bool = False) -> None:
 def _check_places(cfg: "SearchConfig") -> None:
     _text("corpus", cfg.corpus)
     _text("storage_path", cfg.storage_path)
+    is_uri(cfg.storage_path, "storage_path")  # a malformed URI (s3://, s3:/bucket) is refused, never a local path
     check_name("name", cfg.name)
     if cfg.name in RESERVED_NAMES:
         raise LSHUsageError(f"name={cfg.name!r} is the storage path's own directory ({', '.join(RESERVED_NAMES)}); "
@@ -104,6 +117,7 @@ def _check_places(cfg: "SearchConfig") -> None:
     _text("data_dir", cfg.data_dir, allow_none=True)
     _text("reference_checkpoint", cfg.reference_checkpoint, allow_none=True)
     _text("address", cfg.address, allow_none=True)
+    parse_ray_address(cfg.address)  # its form only; whether a cluster answers: check_ray_address, before ray.init
 
 
 def _check_ls(cfg: "SearchConfig") -> None:
@@ -112,6 +126,9 @@ def _check_ls(cfg: "SearchConfig") -> None:
     check_int("ls_warmup", cfg.ls_warmup, 0)
     check_int("ls_top", cfg.ls_top, 1, allow_none=True)
     check_choice("ls_state", cfg.ls_state, CONVENTIONS)
+    if cfg.ls_state == "hc" and not model_has_cell_state(cfg.model):
+        raise LSHUsageError(f"ls_state='hc' does not apply to model={cfg.model!r}: its state has no cell state c (h "
+                            "only), so hc would be h under another name; use --ls-state h")
     check_choice("ls_qr", cfg.ls_qr, QR_ORDERS)
     check_choice("ls_embedding", cfg.ls_embedding, EMBEDDINGS)
     check_choice("ls_distance", cfg.ls_distance, METRICS)

@@ -22,6 +22,7 @@ from lsh_tune.search._generators import HPO_METHODS, generator_class
 from lsh_tune.search._ledger import STATE_FILE, SearchLedger
 from lsh_tune.search._ls_fit import LS_FITS, LSSpace
 from lsh_tune.search._pool import RANKING_METRICS, PoolConfig, plan_schedule, required_max_epochs
+from lsh_tune.search.packing import AUTO, parse_gpus_per_trial
 from lsh_tune.space import DEFAULT_DEATH_RATE_GRID, DEFAULT_SPACE, SearchSpace
 from lsh_tune.storage import Storage
 
@@ -48,7 +49,11 @@ class SearchConfig:
         max_epochs: total epochs of a finalist (``None``: the preset's epochs, raised to the
             smallest value the schedule allows).
         max_rounds, epoch_budget: optional selection budgets.
-        gpus_per_trial, cpus_per_trial: Ray resources per trial (fractional allowed).
+        gpus_per_trial, cpus_per_trial: Ray resources per trial (fractional allowed); ``gpus_per_trial``
+            ``auto`` (the default) is resolved once Ray runs (:mod:`lsh_tune.search.packing`): 0 without
+            GPUs, else 1/k for k trials per GPU from the model's memory and measured throughput.
+        gpus_per_trial_auto: why ``auto`` chose the saved ``gpus_per_trial`` (``None``: it was given;
+            not a command-line option). A resumed search keeps the number.
         storage_path, name: experiment directory ``<storage_path>/<name>``.
         seed: search seed (also the LS space's t-SNE random state, see :class:`LSSpace`).
         max_tokens: keep the first ``max_tokens`` tokens of each split (quick runs).
@@ -63,7 +68,9 @@ class SearchConfig:
             the reference and that candidate's history only). Same result for ``raw``.
         grid_death_rate: death rate of the ``grid`` variants.
         lr: override the preset's learning rate.
-        address: Ray address (``auto`` for a running cluster); ``None`` starts/uses a local Ray.
+        address: Ray address (``auto`` for a running cluster, ``HOST:PORT``, ``ray://HOST[:PORT]``);
+            ``None`` starts/uses a local Ray. Checked before Ray starts
+            (:func:`~lsh_tune.search.ray_address.check_ray_address`).
         verbose: what the terminal shows: 0 the summary only, 1 (default) the live view of the search
             (:mod:`lsh_tune.search.console`), 2 also Tune's reporter and Ray's logs, 3 Tune's details.
         max_failures: Tune's ``FailureConfig(max_failures)``: a trial whose worker process or node
@@ -95,7 +102,11 @@ class SearchConfig:
         "help": "total epochs of a finalist (default: the preset's, raised to what the schedule needs)"})
     max_rounds: int | None = field(default=None, metadata={"help": "cap on halving rounds"})
     epoch_budget: int | None = field(default=None, metadata={"help": "cap on candidate-epochs in selection"})
-    gpus_per_trial: float = field(default=1.0, metadata={"help": "GPUs per trial, fractional ok"})
+    gpus_per_trial: float | str = field(default=AUTO, metadata={
+        "type": parse_gpus_per_trial, "metavar": "{auto,N}",
+        "help": "GPUs per trial, fractional ok; auto: 0 where the Ray cluster has no GPU, else several trials per "
+                "GPU from the model's estimated memory and measured throughput (the paper stacked LSTM: 4 per H200)"})
+    gpus_per_trial_auto: str | None = field(default=None, metadata={"cli": False})
     cpus_per_trial: float = field(default=1.0, metadata={"help": "CPUs per trial"})
     storage_path: str = field(default="~/lsh_results", metadata={"help": "experiment root (shared on a cluster)"})
     name: str = field(default="lsh", metadata={"help": "experiment name (directory under --storage-path)"})
@@ -121,7 +132,8 @@ class SearchConfig:
     grid_death_rate: float = field(default=DEFAULT_DEATH_RATE_GRID, metadata={"help": "death rate of the grid"})
     lr: float | None = field(default=None, metadata={"help": "override the preset's learning rate"})
     address: str | None = field(default=None, metadata={
-        "help": "Ray address: auto (running cluster), local, or host:port"})
+        "help": "Ray address: auto (running cluster), local, host:port or ray://host[:port]; one where nothing "
+                "answers a TCP connect within 10 s (LSH_RAY_CONNECT_TIMEOUT_S) is refused"})
     verbose: int = field(default=1, metadata={
         "help": "0 summary only, 1 live view of the search (default), 2 + Tune's reporter and Ray's logs, 3 + details"})
     max_failures: int = field(default=3, metadata={

@@ -211,13 +211,16 @@ def time_table() -> str:
 
 
 def check_compute(cfg: "SearchConfig") -> None:
-    """A ``paper`` search needs GPUs: with ``gpus_per_trial=0`` it is refused with the estimates.
+    """A ``paper`` search needs GPUs: with ``gpus_per_trial=0`` it is refused with the estimates
+    (``auto`` once it is resolved: ``lsh-tune search`` predicts a local instance's GPUs before Ray
+    starts, :func:`lsh_tune.search.tuner.resolve_gpus` checks again what Ray has).
 
     Raises:
         LSHUsageError: ``preset='paper'`` and ``gpus_per_trial=0`` (the message names the CPU time,
             measured, the GPU time, from FLOP counts, and the ``small`` preset's CPU time).
     """
-    if cfg.preset != "paper" or cfg.gpus_per_trial > 0 or (cfg.model, cfg.preset) not in EPOCH_COSTS:
+    if cfg.preset != "paper" or cfg.gpus_per_trial == "auto" or cfg.gpus_per_trial > 0 \
+            or (cfg.model, cfg.preset) not in EPOCH_COSTS:
         return
     from dataclasses import replace
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lsh_tune.lyapunov.distance import REFERENCE, ls_distances
-from lsh_tune.search.events import read_events
+from lsh_tune.search.events import read_event_file
 from lsh_tune.storage import Storage
 
 __all__ = ["SearchHistory", "RankedCandidate", "RoundSpace", "SUMMARY_FILE"]
@@ -73,7 +73,7 @@ class SearchHistory:
     """Everything a search left behind (see the module docstring). Use :meth:`load`."""
 
     def __init__(self, storage: Storage, config, ledger, events: list[dict], epoch_log: list[dict],
-                 summary: dict | None) -> None:
+                 summary: dict | None, warnings: tuple[str, ...] = ()) -> None:
         self.storage = storage
         self.config = config
         self.pool = ledger.pool
@@ -82,6 +82,8 @@ class SearchHistory:
         self.events = events
         self.epoch_log = epoch_log
         self.summary = summary
+        #: What was skipped while reading (a torn last line of ``events.jsonl``), for the caller to show.
+        self.warnings = tuple(warnings)
 
     @classmethod
     def load(cls, experiment: Storage | str | os.PathLike) -> "SearchHistory":
@@ -100,8 +102,9 @@ class SearchHistory:
         if missing:
             raise LSHUsageError(f"{store.uri_of()} holds no LSH search (no {' or '.join(missing)})")
         summary = store.read_json(SUMMARY_FILE) if store.is_file(SUMMARY_FILE) else None
-        return cls(store, SearchConfig.load(store.uri), SearchLedger.load(store.uri), read_events(store),
-                   read_epoch_log(store.uri), summary)
+        events = read_event_file(store)
+        return cls(store, SearchConfig.load(store.uri), SearchLedger.load(store.uri), events.events,
+                   read_epoch_log(store.uri), summary, tuple(w for w in (events.warning,) if w))
 
     # ------------------------------------------------------------ scores
     @property

@@ -3,9 +3,10 @@
 :func:`preflight` is called by ``lsh-tune search`` (and the experiment scripts) before ``ray.init``
 and by :func:`~lsh_tune.search.tuner.run_search` before it starts Ray: the values of the fields are
 checked when the :class:`~lsh_tune.search.config.SearchConfig` is built (``search/_checks.py``); this
-module checks what needs the file system — the experiment directory (a new search, or one to
-resume and its saved files), the storage path, the corpus (readable, long enough for the batches
-and the LS sequences) and a ``--reference-checkpoint`` (readable, dense, same architecture and
+module checks what needs the file system — the storage path first (:func:`check_storage`: a local
+directory writable, an object store probed by a write, a read back and a delete), the experiment
+directory (a new search, or one to resume and its saved files), the corpus (readable, long enough
+for the batches and the LS sequences) and a ``--reference-checkpoint`` (readable, dense, same architecture and
 vocabulary as the search). Each failure is one :class:`~lsh_tune.errors.LSHUsageError` naming the
 value or file and what is allowed.
 
@@ -26,7 +27,7 @@ from lsh_tune.search._ledger import STATE_FILE, SearchLedger
 from lsh_tune.search.config import CONFIG_FILE, SearchConfig, check_experiment_dir
 from lsh_tune.storage import Storage
 
-__all__ = ["RESUME_MAY_CHANGE", "preflight", "read_saved_config", "resume_config"]
+__all__ = ["RESUME_MAY_CHANGE", "check_storage", "preflight", "read_saved_config", "resume_config"]
 
 #: Settings a resumed search takes from this run (every other given option must equal the saved one).
 RESUME_MAY_CHANGE = ("address", "storage_path", "verbose")
@@ -43,10 +44,10 @@ def preflight(cfg: SearchConfig, *, resume: bool = False) -> SearchConfig:
     Raises:
         LSHUsageError: one line naming the value or file at fault.
     """
+    check_storage(cfg.storage_path, cfg.name)  # first: every check after it reads the storage
     if resume:
         _check_resumable(cfg)
     cfg = check_experiment_dir(cfg, resume)
-    _check_storage_writable(cfg)
     _check_corpus(cfg)
     return cfg
 
@@ -111,6 +112,7 @@ def resume_config(storage_path: str, name: str, options: Mapping[str, Any]) -> t
     """
     check_name("name", name)
     base = SearchConfig(storage_path=storage_path, name=name)  # a stand-in that only locates the directory
+    check_storage(storage_path, name)
     _check_resumable(base)
     saved = read_saved_config(_experiment(base))
     contradict = [f"--{k.replace('_', '-')} {v!r} (saved: {getattr(saved, k)!r})" for k, v in sorted(options.items())
@@ -125,20 +127,30 @@ def resume_config(storage_path: str, name: str, options: Mapping[str, Any]) -> t
     return replace(saved, **{"storage_path": storage_path, "name": name, "address": None, **changes}), applied
 
 
-def _check_storage_writable(cfg: SearchConfig) -> None:
-    """A local storage path must be (or be creatable in) a writable directory (checked without writing)."""
-    exp = _experiment(cfg)
+def check_storage(storage_path: str, name: str) -> None:
+    """The experiment ``<storage_path>/<name>`` can be written, checked before anything reads or writes it.
+
+    A local directory must be (or be creatable in) a writable directory, checked without writing.
+    An object-store URI gets :meth:`~lsh_tune.storage.Storage.check_access`: a probe object is
+    written under the experiment prefix, read back and deleted, each request failing in seconds.
+
+    Raises:
+        LSHUsageError: one line naming the path or URI, and on an object store the operation and
+            the cause (endpoint unreachable, no such bucket, credentials refused, access denied).
+    """
+    exp = Storage(storage_path).child(name)
     if not exp.is_local:
+        exp.check_access()
         return
     path = Path(exp.local_root)
     while not path.exists():
         path = path.parent
     if not path.is_dir():
-        raise LSHUsageError(f"storage_path={cfg.storage_path!r}: {path} is a file, not a directory")
+        raise LSHUsageError(f"storage_path={storage_path!r}: {path} is a file, not a directory")
     read_only = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
     if read_only or not os.access(path, os.W_OK | os.X_OK):
         why = "a read-only file system" if read_only else "no write permission"
-        raise LSHUsageError(f"storage_path={cfg.storage_path!r} is not writable ({path}: {why})")
+        raise LSHUsageError(f"storage_path={storage_path!r} is not writable ({path}: {why})")
 
 
 def _check_corpus(cfg: SearchConfig) -> None:

@@ -15,7 +15,10 @@ settings, or the dense checkpoint used instead of training):
   optimizer, NT-ASGD averages, RNG, the LS history so far), written after every epoch, so a
   reference trial that is killed resumes where it stopped; when done it is the trained dense
   model (``lsh-tune ls --checkpoint``, or ``--reference-checkpoint`` of another search);
-* ``<key>/epochs/`` — one record per trained reference epoch (:func:`read_reference_log`).
+* ``<key>/epochs/`` — one record per trained reference epoch (:func:`read_reference_log`);
+* ``<key>.lease.json`` — while a worker trains it: who (host, pid, heartbeat), so that a second
+  search with the same key waits for it and loads it instead of training it too
+  (:func:`reference_lease`, :mod:`lsh_tune.search._lease`).
 """
 from __future__ import annotations
 
@@ -27,16 +30,17 @@ from typing import Any, Callable
 
 import numpy as np
 
+from lsh_tune.search._lease import Lease
 from lsh_tune.search.config import SearchConfig
 from lsh_tune.storage import Storage
 
 __all__ = ["REFERENCE_CACHE", "ReferencePlan", "prepare_reference", "read_reference_log", "reference_history",
-           "reference_plan", "search_corpus", "train_reference"]
+           "reference_lease", "reference_plan", "search_corpus", "train_reference"]
 
 logger = logging.getLogger(__name__)
 #: The reference cache, relative to the storage path (shared by the searches stored there).
 REFERENCE_CACHE = "reference_cache"
-_STATE, _META, _LOG = "state.pt", "state.json", "epochs"
+_STATE, _META, _LOG, _LEASE = "state.pt", "state.json", "epochs", ".lease.json"
 _CORPORA: dict[tuple, Any] = {}
 
 
@@ -137,8 +141,18 @@ def read_reference_log(plan: ReferencePlan) -> list[dict]:
     return plan.store().read_records(f"{plan.key}/{_LOG}")
 
 
+def reference_lease(plan: ReferencePlan, *, timeout_s: float | None = None,
+                    say: Callable[[str], None] | None = None) -> Lease:
+    """The lease ``<key>.lease.json`` that lets one worker at a time train the reference ``plan``
+    (:class:`~lsh_tune.search._lease.Lease`; stale after ``timeout_s`` seconds without a heartbeat,
+    default ``$LSH_REFERENCE_LEASE_TIMEOUT_S`` or 120 s)."""
+    return Lease(plan.store(), f"{plan.key}{_LEASE}", what=f"dense reference {plan.key}", timeout_s=timeout_s,
+                 say=say)
+
+
 def train_reference(plan: ReferencePlan, corpus, *, device: str = "cpu", tags: dict | None = None,
-                    on_epoch: Callable[[dict], None] | None = None):
+                    on_epoch: Callable[[dict], None] | None = None, lease_timeout_s: float | None = None,
+                    say: Callable[[str], None] | None = None):
     """Train the dense reference of ``plan`` (or evaluate its checkpoint), resuming from its newest
     saved epoch, and cache it; returns the cached :class:`~lsh_tune.lyapunov.ReferenceLS`.
 
@@ -146,6 +160,12 @@ def train_reference(plan: ReferencePlan, corpus, *, device: str = "cpu", tags: d
     record to ``<key>/epochs/`` (with ``tags``), then ``on_epoch(progress)`` with ``epoch``,
     ``epochs``, ``val_ppl``, ``train_loss``, ``epoch_time_s``, ``ls_time_s``. A cached reference
     is returned at once.
+
+    Only the holder of :func:`reference_lease` trains (released on return and on error): while
+    another live worker holds it, this one says so in one line (``say``, default stdout) and waits
+    for the cached reference, which it then returns without training; a stale lease (its holder's
+    process gone, or no heartbeat for ``lease_timeout_s`` seconds) is taken over, and the training
+    resumes from the newest epoch the previous holder saved.
     """
     from lsh_tune.lyapunov import ReferenceCache
 
@@ -153,13 +173,20 @@ def train_reference(plan: ReferencePlan, corpus, *, device: str = "cpu", tags: d
     hit = cache.load(plan.key)
     if hit is not None:
         return hit
-    if plan.checkpoint:
-        history, final, scores = _checkpoint_reference(plan, corpus, device)
-    else:
-        history, final, scores = _train(plan, corpus, device, dict(tags or {}), on_epoch)
-    meta = {"key": plan.key, "plan": asdict(plan), **scores}
-    cache.save(plan.key, history, final, meta)
-    return cache.load(plan.key)
+    lease = reference_lease(plan, timeout_s=lease_timeout_s, say=say)
+    hit = lease.wait_for(lambda: cache.load(plan.key))
+    if hit is not None:
+        return hit
+    try:
+        if plan.checkpoint:
+            history, final, scores = _checkpoint_reference(plan, corpus, device)
+        else:
+            history, final, scores = _train(plan, corpus, device, dict(tags or {}), on_epoch)
+        meta = {"key": plan.key, "plan": asdict(plan), **scores}
+        cache.save(plan.key, history, final, meta)
+        return cache.load(plan.key)
+    finally:
+        lease.release()
 
 
 def _tokens(plan: ReferencePlan, corpus):

@@ -114,6 +114,10 @@ def search_session(cfg, ledger_opener, corpus, *, slots: int, reference: dict | 
             log.emit("reference_done", val_ppl=meta.get("val_ppl"), test_ppl=meta.get("test_ppl"), cached=True)
         yield progress
     finally:
+        try:
+            log.close()  # an object store: the events not uploaded yet (a local file has them all already)
+        except Exception:  # noqa: BLE001 - the event file is a view; the search's own state is saved apart
+            logger.warning("could not save the last events of %s", exp.uri_of(), exc_info=True)
         if board is not None:
             board.close()
         if view is not None:

@@ -32,13 +32,14 @@ from lsh_tune.search.config import SearchConfig
 from lsh_tune.search._ray_output import quiet_tune, ray_init_kwargs, tune_verbosity
 from lsh_tune.search.outputs import write_outputs
 from lsh_tune.search.preflight import preflight
+from lsh_tune.search.ray_address import check_ray_address
 from lsh_tune.search.keys import REFERENCE_CID
 from lsh_tune.search.reference import prepare_reference, search_corpus
 from lsh_tune.search.session import publish_views, search_session, trial_slots
 from lsh_tune.space import SearchSpace
 from lsh_tune.storage import Storage
 
-__all__ = ["run_search", "trainable_for", "make_trainable", "check_resources", "tune_storage"]
+__all__ = ["run_search", "trainable_for", "make_trainable", "check_resources", "resolve_gpus", "tune_storage"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,9 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, space: SearchSpace | 
     exp = cfg.experiment()
     quiet_tune(cfg.verbose)
     if not ray.is_initialized():
+        check_ray_address(cfg.address)  # one line and exit 2 where no cluster answers, not minutes of retries
         ray.init(address=cfg.address, include_dashboard=False, **ray_init_kwargs(cfg.verbose))
+    cfg = resolve_gpus(cfg)  # --gpus-per-trial auto → a number, before anything is saved or placed
     check_resources(cfg, ray.cluster_resources())
     corpus = search_corpus(cfg)
     reference = prepare_reference(cfg, corpus) if cfg.metric == "ls" else None
@@ -202,6 +205,77 @@ def _lsh_error(error: BaseException) -> BaseException:
         seen.add(id(e))
         e = e.__cause__ or e.__context__
     return error
+
+
+def resolve_gpus(cfg: SearchConfig) -> SearchConfig:
+    """``cfg`` with ``gpus_per_trial="auto"`` resolved against the running Ray instance (any other
+    value, a resumed search's saved number included, is returned unchanged).
+
+    The pure choice is :func:`lsh_tune.search.packing.resolve_gpus_per_trial`; here: the cluster's
+    GPUs (``ray.cluster_resources()``) and one GPU's memory (the driver's own GPU where it sees one,
+    else the nodes' ``accelerator_type``, else unknown). One line on stderr says what was chosen and
+    why; the config keeps the reason (``gpus_per_trial_auto``, saved with the search).
+
+    Raises:
+        LSHUsageError: ``auto`` chose 0 (no GPU) for a ``paper`` search
+            (:func:`~lsh_tune.search.estimate.check_compute`).
+    """
+    import sys
+
+    import ray
+
+    from lsh_tune.search.estimate import check_compute
+    from lsh_tune.search.packing import AUTO, resolve_gpus_per_trial
+
+    if cfg.gpus_per_trial != AUTO:
+        return cfg
+    resources = _cluster_resources(ray.cluster_resources())
+    memory, source = _gpu_memory(resources)
+    model_spec, train_spec = cfg.specs()
+    choice = resolve_gpus_per_trial(AUTO, float(resources.get("GPU", 0.0)), memory, model_spec, train_spec,
+                                    vocab_size=len(search_corpus(cfg).vocab), memory_source=source)
+    print(f"lsh-tune: {choice.line()}", file=sys.stderr, flush=True)
+    if choice.warning:
+        print(f"lsh-tune: warning: {choice.warning}", file=sys.stderr, flush=True)
+    cfg = replace(cfg, gpus_per_trial=choice.gpus_per_trial, gpus_per_trial_auto=choice.reason)
+    check_compute(cfg)
+    return cfg
+
+
+def _cluster_resources(now: dict) -> dict:
+    """``now`` (``ray.cluster_resources()``), where it has no GPU but the autoscaler's node types do
+    (a CPU head whose GPU workers scale from 0, ``cluster/gpu.yaml``): the GPUs and accelerator types
+    those node types would bring (the cluster config Ray Train also reads)."""
+    if float(now.get("GPU", 0.0)) > 0:
+        return now
+    try:
+        from ray._private.state import state
+
+        most = state.get_max_resources_from_cluster_config() or {}
+    except Exception:  # noqa: BLE001 - a private API (a Ray client, another version): what runs now
+        logger.debug("no autoscaler cluster config", exc_info=True)
+        return now
+    if float(most.get("GPU", 0) or 0) <= 0:
+        return now
+    return {**now, "GPU": float(most["GPU"]), **{k: v for k, v in most.items() if k.startswith("accelerator_type:")}}
+
+
+def _gpu_memory(resources: dict) -> tuple[float | None, str]:
+    """(bytes, where from) of one GPU of the cluster: the smallest GPU this driver sees, else the
+    smallest ``accelerator_type:<name>`` of the nodes (:data:`~lsh_tune.search.packing.ACCELERATOR_MEMORY`),
+    else ``(None, why not)``."""
+    from lsh_tune.search.packing import accelerator_memory
+
+    try:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.device_count():
+            props = min((torch.cuda.get_device_properties(i) for i in range(torch.cuda.device_count())),
+                        key=lambda p: p.total_memory)
+            return float(props.total_memory), f"{props.name}, seen by the driver"
+    except Exception:  # noqa: BLE001 - a broken CUDA setup: fall back to what Ray knows
+        logger.debug("no GPU memory from torch.cuda", exc_info=True)
+    return accelerator_memory(k.split(":", 1)[1] for k in resources if k.startswith("accelerator_type:"))
 
 
 def check_resources(cfg: SearchConfig, available: dict) -> None:

@@ -182,13 +182,33 @@ def test_a_log_record_is_all_or_nothing(tmp_path):
                     lambda: store.read_records("epochs"), [{"epoch": 1}], tmp_path / "epochs" / "x")
 
 
-@pytest.fixture(scope="module")
-def s3():
-    from s3_server import start_s3_server
+def test_an_event_append_cut_by_a_full_disk_or_a_kill(tmp_path):
+    """``events.jsonl`` is appended to, not replaced: a full disk inside the append leaves the file
+    byte for byte as it was (the part written is cut back off); a kill inside it leaves a torn last
+    line, which readers skip and report, and which the next writer (a resumed driver) cuts off."""
+    from lsh_tune.search.events import EVENTS_FILE, EventLog, read_event_file
 
-    server = start_s3_server()
-    yield server
-    server.stop()
+    log = EventLog(tmp_path, clock=lambda: 1.0)
+    log.emit("epoch", cid="c000", epoch=1)
+    path = tmp_path / EVENTS_FILE
+    old = path.read_bytes()
+    assert len(old) < LIMIT
+
+    def append():
+        log.emit("epoch", cid="c001", epoch=1, pad="p" * LIMIT)
+
+    code, sig, why = _in_child(append, full_disk=True)
+    assert (code, sig) == (10, None), f"a full disk must raise LSHStorageError (EFBIG) naming the file: {why}"
+    assert path.read_bytes() == old
+    code, sig, why = _in_child(append, full_disk=False)
+    assert sig == signal.SIGXFSZ, f"the child was not killed inside the append (exit {code}: {why})"
+    read = read_event_file(tmp_path)
+    assert [e["cid"] for e in read.events] == ["c000"] and read.torn_bytes == LIMIT - len(old) > 0
+    assert "torn last line" in read.warning
+    EventLog(tmp_path, clock=lambda: 2.0).emit("epoch", cid="c002", epoch=1)
+    read = read_event_file(tmp_path)
+    assert [e["cid"] for e in read.events] == ["c000", "c002"] and read.torn_bytes == 0
+    assert not _temporaries(tmp_path)
 
 
 def test_object_store_write_that_fails_or_is_killed_mid_stream_leaves_the_old_object(s3, tmp_path):

@@ -35,6 +35,8 @@ import pytest
 
 pytest.importorskip("ray")
 
+from helpers import kill_tree  # noqa: E402
+
 pytestmark = pytest.mark.ray
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -54,7 +56,7 @@ def _drive(store: Path, name: str, faults: dict, resume: bool) -> subprocess.Com
     """One driver process with ``faults``; everything it started is gone when this returns."""
     temp = Path("/tmp") / f"lshrel{os.getpid()}"
     env = dict(os.environ, LSH_FAULTS=json.dumps(faults), TUNE_GLOBAL_CHECKPOINT_S="1", RAY_DEDUP_LOGS="0",
-               PYTHONPATH=os.pathsep.join([str(REPO), str(HERE)]), OMP_NUM_THREADS="1")
+               PYTHONPATH=os.pathsep.join([str(REPO), str(HERE), str(HERE.parent)]), OMP_NUM_THREADS="1")
     argv = [sys.executable, str(HERE / "_faulty_driver.py"), *ARGS, "--storage-path", str(store), "--name", name,
             "--ray-temp-dir", str(temp), *(["--resume"] if resume else [])]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -62,11 +64,7 @@ def _drive(store: Path, name: str, faults: dict, resume: bool) -> subprocess.Com
     try:
         out, err = proc.communicate(timeout=600)
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # anything of that session still alive (by its group id)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+        kill_tree(proc)  # anything of that session still alive (by its group id), until it is gone
     shutil.rmtree(temp, ignore_errors=True)
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
