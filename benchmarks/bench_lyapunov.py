@@ -1,6 +1,7 @@
 """Benchmarks of the Lyapunov-spectrum engine (issue 4). Not part of the test suite.
 
-    PYTHONPATH=. python benchmarks/bench_lyapunov.py [--only a,b,c] [--threads N]
+    PYTHONPATH=. python benchmarks/bench_lyapunov.py [--only a,b,c,d,e] [--threads N] [--device D]
+        [--repeat R] [--width W]
 
 (a) LS time (K=2, T=35, warm-up 10) / one training epoch on full PTB, ``small`` preset (epoch
     timed in full) and ``paper`` preset (epoch extrapolated from timed batches); target ≤ 2 %.
@@ -13,9 +14,16 @@
     spectra (Kendall τ ≥ 0.8).
 (d) the same pool: ``layered`` (default) vs ``joint`` (the authors' order) full spectra, against
     the K = 2 vs K = 10 difference, and the rankings they give.
+(e) the fast spectrum (``qr="cholesky"``) against ``qr="layered"`` in one run: a 2 × 650 stacked
+    LSTM (N = 1300 under ``h``, 2600 under ``hc``; recurrent weights ×3 as in (b), dense and 80 %
+    magnitude-pruned), K = 2, T = 35 + 10 warm-up, float32: times (best of ``--repeat``,
+    interleaved; with the process CPU time, the fair measure with ``--threads 1`` on a shared machine),
+    max |Δλ| against ``layered`` and against the float64 ``layered`` spectrum, and the
+    Cholesky QRs factorised with a float64 Gram matrix or by Householder (breakdowns). ``--device
+    cuda`` runs (e) on a GPU; ``--width 1500`` at the paper's width (N = 3000 under ``h``).
 
-(a) times the default ``layered`` QR and the authors' ``joint`` one; (b) and (c) use a one-layer
-model, where the two are the same computation.
+(a) times the ``layered`` QR, its Cholesky-QR twin ``cholesky`` and the authors' ``joint`` one; (b)
+and (c) use a one-layer model, where ``layered`` and ``joint`` are the same computation.
 """
 from __future__ import annotations
 
@@ -70,7 +78,8 @@ QUICK = False  # --quick: a smoke test of the script, numbers meaningless
 def bench_a(corpus) -> None:
     print("(a) LS time (K=2, T=35, warm-up 10) / one training epoch on full PTB (stacked LSTM)")
     steps, warmup = (2, 0) if QUICK else (35, 10)
-    configs = {"full layered": LSConfig(k=2, steps=steps, warmup=warmup),
+    configs = {"full layered": LSConfig(k=2, steps=steps, warmup=warmup, qr="layered"),
+               "full cholesky": LSConfig(k=2, steps=steps, warmup=warmup, qr="cholesky"),
                "full joint": LSConfig(k=2, steps=steps, warmup=warmup, qr="joint"),
                "top-64": LSConfig(k=2, steps=steps, warmup=warmup, top=64)}
     for preset in ("small", "paper"):
@@ -224,9 +233,59 @@ def bench_ranking(corpus, parts: str) -> None:
                   f"layered vs joint K=10 {_kendall(ranks[emb, 'joint K=10'], ranks[emb, 'full']):.3f}")
 
 
+def _two_layer_model(vocab: int, width: int, pruned: bool) -> StackedLSTM:
+    torch.manual_seed(0)
+    model = StackedLSTM(vocab, width, (width, width))
+    with torch.no_grad():
+        for lstm in model.rnns:
+            lstm.weight_hh_l0.mul_(3.0)  # trained-like recurrent scale, as in (b)
+            if pruned:
+                for w in (lstm.weight_hh_l0, lstm.weight_ih_l0):
+                    w[w.abs() <= w.abs().flatten().kthvalue(int(0.8 * w.numel())).values] = 0
+    return model.eval()
+
+
+def bench_fast(corpus, device: str, repeat: int, width: int = 650) -> None:
+    steps, warmup = (3, 1) if QUICK else (35, 10)
+    print(f"(e) fast (qr='cholesky') vs qr='layered', 2x{width} stacked LSTM, K=2, T={steps} + {warmup} warm-up, "
+          f"float32, {device}; times: best of {repeat}, interleaved")
+    tokens = validation_tokens(corpus, 2, steps + warmup)
+    for pruned in (False, True):
+        model = _two_layer_model(len(corpus.vocab), width, pruned).to(device)
+        for state in ("h", "hc"):
+            cfgs = {qr: LSConfig(k=2, steps=steps, warmup=warmup, state=state, qr=qr) for qr in ("layered", "cholesky")}
+            times = {qr: [] for qr in cfgs}
+            cpu = {qr: [] for qr in cfgs}
+            spectra, stats = {}, {}
+            for _ in range(repeat):
+                for qr, cfg in cfgs.items():
+                    stats[qr] = {}
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    spectra[qr] = lyapunov_spectrum(model, tokens, cfg, stats=stats[qr])
+                    times[qr].append(time.perf_counter() - t0)
+                    cpu[qr].append(time.process_time() - c0)
+            ref = lyapunov_spectrum(model, tokens, LSConfig(k=2, steps=steps, warmup=warmup, state=state,
+                                                            qr="layered", dtype="float64"))
+            lay, fast = spectra["layered"], spectra["cholesky"]
+            t_lay, t_fast = min(times["layered"]), min(times["cholesky"])
+            c_lay, c_fast = min(cpu["layered"]), min(cpu["cholesky"])
+            st = stats["cholesky"]
+            print(f"  {'pruned 80%' if pruned else 'dense'} {state}: N={lay.size}; layered {t_lay:.2f} s, "
+                  f"cholesky {t_fast:.2f} s: {t_lay / t_fast:.2f}x (process CPU time {c_lay:.2f} s vs "
+                  f"{c_fast:.2f} s: {c_lay / c_fast:.2f}x); max |Δλ| cholesky vs layered "
+                  f"{np.abs(fast - lay).max():.2e}; vs float64 layered: cholesky {np.abs(fast - ref).max():.2e}, "
+                  f"layered {np.abs(lay - ref).max():.2e} (leading 10: {np.abs(fast[:10] - ref[:10]).max():.1e}, "
+                  f"{np.abs(lay[:10] - ref[:10]).max():.1e}); λ_1 {ref[0]:.3f}, λ_N {ref[-1]:.3f}; "
+                  f"Cholesky QRs {st['qr_steps']}, with a float64 Gram matrix {st['float64_gram']}, "
+                  f"Householder fallbacks {st['householder_fallbacks']}", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", default="a,b,c,d", help="comma-separated subset of a,b,c,d")
+    p.add_argument("--only", default="a,b,c,d,e", help="comma-separated subset of a,b,c,d,e")
+    p.add_argument("--device", default="cpu", help="device of part (e) (default cpu)")
+    p.add_argument("--repeat", type=int, default=2, help="timed runs of each spectrum in (e) (default 2)")
+    p.add_argument("--width", type=int, default=650, help="layer width of (e)'s 2-layer LSTM (paper: 1500)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--quick", action="store_true", help="smoke test with tiny sizes (numbers meaningless)")
     args = p.parse_args()
@@ -241,6 +300,8 @@ def main() -> None:
         bench_bc(corpus, "".join(parts))
     if "c" in parts or "d" in parts:
         bench_ranking(corpus, "".join(parts))
+    if "e" in parts:
+        bench_fast(corpus, args.device, args.repeat, args.width)
     if "a" in parts:
         bench_a(corpus)
     print(f"load average at the end {os.getloadavg()}")

@@ -4,48 +4,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-from lsh_tune.data import batchify, load_corpus
+from lsh_tune.data import load_corpus
 from lsh_tune.errors import LSHUsageError
 from lsh_tune.lyapunov import LSConfig, ls_summary, lyapunov_spectrum, reference_spectrum, validation_tokens
 from lsh_tune.lyapunov.spectrum import qr_exponents
-from lsh_tune.models import RNNLanguageModel, build_model, get_preset
+from lsh_tune.models import build_model, get_preset
+
+from ls_models import VOCAB, LinearRNN, LinearStack, _orthogonal, _prune, _tokens, _train_tiny
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-class LinearRNN(RNNLanguageModel):
-    """h_t = A h_{t-1} + B x_t: the Jacobian is A at every step (user model: only ``step``)."""
-
-    def __init__(self, a: torch.Tensor, emb: int = 3) -> None:
-        super().__init__()
-        n = a.shape[0]
-        self.encoder = nn.Embedding(20, emb)
-        self.a = nn.Parameter(a.clone())
-        self.b = nn.Parameter(torch.randn(n, emb, dtype=a.dtype))
-        self.hidden_sizes = (n,)
-        self.to(a.dtype)
-
-    def init_state(self, batch_size):
-        return ((self._zeros(batch_size, self.hidden_sizes[0]),),)
-
-    def embed(self, tokens):
-        return self.encoder(tokens)
-
-    def step(self, state, x):
-        return ((state[0][0] @ self.a.T + x @ self.b.T,),)
-
-
-def _orthogonal(n: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    q, _ = torch.linalg.qr(torch.randn(n, n, dtype=torch.float64, generator=g))
-    return q
-
-
-def _tokens(rows: int, k: int = 2) -> torch.Tensor:
-    return torch.randint(20, (rows, k), generator=torch.Generator().manual_seed(0))
 
 
 def test_linear_rnn_normal_matrix_gives_log_abs_eigenvalues():
@@ -71,31 +40,6 @@ def test_scaled_orthogonal_gives_n_equal_exponents():
     model = LinearRNN(s * _orthogonal(10, 2))
     ls = lyapunov_spectrum(model, _tokens(35), LSConfig(k=2, steps=35, warmup=0, dtype="float64"))
     np.testing.assert_allclose(ls, np.full(10, np.log(s)), atol=1e-10)
-
-
-class LinearStack(RNNLanguageModel):
-    """Two linear layers: h1_t = A h1_{t-1} + B x_t, h2_t = D h2_{t-1} + C h1_t (+ E h2_{t-1} into layer 1 if
-    ``feedback``, which breaks the block lower-triangular structure). Exponents: log|eig A| ∪ log|eig D|."""
-
-    def __init__(self, a: torch.Tensor, d: torch.Tensor, feedback: bool = False) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(5)
-        self.encoder = nn.Embedding(20, 3).double()
-        self.a, self.d = nn.Parameter(a.clone()), nn.Parameter(d.clone())
-        self.b = nn.Parameter(torch.randn(a.shape[0], 3, dtype=a.dtype, generator=g))
-        self.c = nn.Parameter(torch.randn(d.shape[0], a.shape[0], dtype=a.dtype, generator=g))
-        self.e = nn.Parameter(torch.randn(a.shape[0], d.shape[0], dtype=a.dtype, generator=g) * float(feedback))
-        self.hidden_sizes = (a.shape[0], d.shape[0])
-
-    def init_state(self, batch_size):
-        return tuple((self._zeros(batch_size, n),) for n in self.hidden_sizes)
-
-    def embed(self, tokens):
-        return self.encoder(tokens)
-
-    def step(self, state, x):
-        h1 = state[0][0] @ self.a.T + x @ self.b.T + state[1][0] @ self.e.T
-        return ((h1,), (state[1][0] @ self.d.T + h1 @ self.c.T,))
 
 
 def test_linear_stack_gives_the_union_of_the_layers_exponents_in_both_orders():
@@ -185,45 +129,6 @@ def test_inputs_are_checked_before_computing():
 # ---------------------------------------------------------------------------------------------
 # A tiny model trained on a real PTB slice: K = 2 vs K = 10 (paper Table 3)
 # ---------------------------------------------------------------------------------------------
-VOCAB = 2000  # PTB ids >= VOCAB - 1 (the rarer words: ids follow first appearance) share one id
-
-
-def _train_tiny(corpus, steps: int = 100, seed: int = 0):
-    """Plain SGD (lr 20, clip 0.25) on a real PTB slice, vocabulary cut to ``VOCAB``."""
-    torch.manual_seed(seed)
-    return _sgd(build_model(get_preset("stacked_lstm", "tiny")[0], VOCAB), corpus, steps)
-
-
-def _sgd(model, corpus, steps):
-    data = batchify(corpus.train.clamp(max=VOCAB - 1), 20)
-    opt = torch.optim.SGD(model.parameters(), lr=20.0)
-    state = model.init_state(20)
-    for i in range(steps):
-        j = (i * 35) % (data.size(0) - 36)
-        x, y = data[j:j + 35], data[j + 1:j + 36]
-        state = model.detach_state(state) if j else model.init_state(20)
-        logp, state = model(x, state)
-        loss = nn.functional.nll_loss(logp.view(-1, logp.size(-1)), y.reshape(-1))
-        opt.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 0.25)
-        opt.step()
-    return model.eval()
-
-
-def _prune(model, fraction: float, *, by_magnitude: bool, seed: int):
-    import copy
-
-    pruned = copy.deepcopy(model)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for lstm in pruned.rnns:
-            for w in (lstm.weight_hh_l0, lstm.weight_ih_l0):
-                score = w.abs() if by_magnitude else torch.rand(w.shape, generator=g)
-                w[score <= score.flatten().kthvalue(int(fraction * w.numel())).values] = 0
-    return pruned
-
-
 @pytest.fixture(scope="module")
 def ptb():
     return load_corpus("ptb", max_tokens=60_000)

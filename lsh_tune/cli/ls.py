@@ -34,7 +34,8 @@ def _ls_options() -> dict[str, dict]:
         "dtype": {"choices": DTYPES, "help": "dtype of the Jacobians and the QR"},
         "jacobian": {"choices": JACOBIAN_METHODS, "help": "closed-form Jacobians (built-in models) or autograd"},
         "qr": {"choices": QR_ORDERS,
-               "help": "layered (one QR per layer) or joint (the authors' one QR over all layers)"},
+               "help": "layered (one QR per layer), joint (the authors' one QR over all layers) or cholesky "
+                       "(layered's exponents by batched Cholesky QR: for GPUs)"},
     }
 
 

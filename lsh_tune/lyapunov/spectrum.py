@@ -26,7 +26,15 @@ its diagonal blocks' exponents. At K = 2, T = 35 the two differ by about as much
 from K = 10 (``BENCHMARKS.md``, (d)), and they rank candidates alike. Single-layer models (RHN,
 one-layer stacks) give identical results in both orders.
 
-Two QR paths:
+* ``cholesky``: the ``layered`` order and the same exponents (equal to ``layered`` up to roundoff),
+  computed by Cholesky QR instead of Householder: see "Cholesky QR" below. Built for GPUs, where
+  Householder QR is slow (cuSOLVER ``geqrf`` at 3000 × 3000 float32: 18.2 ms on an H200 against
+  3.0 ms for a Cholesky QR). On a CPU it is slower than ``layered`` (``BENCHMARKS.md``, (e): 0.75×
+  under ``h``, 0.45× under ``hc`` on one core): LAPACK's blocked Householder runs near GEMM speed
+  there, and a Cholesky QR step costs more flops (J·B, ZᵀZ, Cholesky, triangular solve: 5.3 n³
+  against 3.3 n³ for ``geqrf`` + ``ormqr``).
+
+Householder QR paths (``layered``, ``joint``):
 
 * full spectrum (``top=None``): Householder QR (``geqrf``) whose Q is never formed; the next
   step's J·Q is ``ormqr`` applied to the dense J from the right.
@@ -37,9 +45,39 @@ Two QR paths:
 
 The sign fix does not change |r_ii| (column signs of Q only flip signs of R's columns), so both
 paths give the same exponents.
+
+Cholesky QR (``qr="cholesky"``, full spectrum and top-k alike). Per layer, a basis B_t of shape
+(n, m) (m = n, or min(top, n)) is carried instead of an orthonormal Q: Z = A_t·B_{t-1}, the Gram
+matrix G = ZᵀZ, its Cholesky factor U (G = UᵀU, upper triangular), B_t = Z·U⁻¹ (triangular solve),
+and log|u_ii| is summed. The K sequences and the equal-sized layers are one batch of each call.
+B_t = Z·U⁻¹ with U upper triangular spans the same nested subspaces (columns 1..i) as Z, so for
+*any* upper-triangular U_t the product U_T ⋯ U_1 equals the R factor of the Jacobian product up to
+the R factor of B_T itself: with B_0 = I,
+
+    Σ_{t=w+1}^{T} log|r_ii^t| = Σ_{t=w+1}^{T} log|u_ii^t| + log|r_ii(B_T)| − log|r_ii(B_w)|
+
+(r(B): R of a Householder QR of B, computed twice per run). The engine adds those two corrections,
+so B_t need not stay exactly orthonormal and one Cholesky QR per step suffices; re-orthonormalising
+passes (CholeskyQR2/3) would cost another 3.3 n³ each. What B_t must keep is a good conditioning of
+its columns' directions (their lengths do not matter: every operation is column-scale invariant),
+which Cholesky QR keeps as long as G's Cholesky factorisation is accurate. Breakdown is detected,
+not prevented: a sequence whose factorisation fails (a non-positive pivot, or u_ii² < ε·g_ii with
+ε the dtype's machine epsilon) is redone with G and U in float64 (from a float32 Z), and one that
+fails again by a Householder QR of Z for that step (an exactly zero column of Z, e.g. a dead unit
+at the first step, gives r_ii = 0, −inf, exactly as ``layered`` does; after that step a direction
+J maps to zero gives roundoff, log ε + O(1) per step, in both QRs but not the same roundoff).
+``stats`` of :func:`lyapunov_spectrum` counts both. Measured (``BENCHMARKS.md``, (e)): in float32 the ``h``
+Jacobians of a 2 × 650 LSTM break down in about one step in twenty, ``hc`` ones (cell-state
+directions contracting by up to e⁻¹¹ per step) in nearly every step, so under ``hc`` a layer batch
+soon factorises in float64 throughout. Rejected after measuring: a *shifted* Cholesky QR
+(G + s·diag(G), s = 1e-5) never breaks down but gave errors of O(1) under ``hc``; one QR per two
+Jacobians lost the trailing exponents (errors up to 8e-3, 3.5e-3 with a float64 Gram matrix); so
+every step is factorised, once. Matrix products run in IEEE float32 (TF32 is switched off for the
+duration: a Gram matrix needs every bit).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict, dataclass
 
@@ -55,7 +93,7 @@ __all__ = ["DTYPES", "JACOBIAN_METHODS", "LSConfig", "QR_ORDERS", "ls_summary", 
 
 DTYPES = ("float32", "float64")
 JACOBIAN_METHODS = ("analytic", "autograd")
-QR_ORDERS = ("layered", "joint")
+QR_ORDERS = ("layered", "joint", "cholesky")
 
 
 
@@ -71,8 +109,9 @@ class LSConfig:
         top: compute only the ``top`` leading exponents (Q is N × top); ``None`` = all N.
         dtype: ``"float32"`` or ``"float64"`` for Jacobians and QR.
         jacobian: ``"analytic"`` (closed form where the model has one) or ``"autograd"``.
-        qr: ``"layered"`` (top layer first: one QR per layer, exact split) or ``"joint"`` (the
-            authors' bottom-up order: one QR over all layers); see the module docstring.
+        qr: ``"layered"`` (top layer first: one Householder QR per layer, exact split),
+            ``"joint"`` (the authors' bottom-up order: one QR over all layers) or ``"cholesky"``
+            (the ``layered`` exponents by Cholesky QR, batched: for GPUs); see the module docstring.
 
     Raises:
         TypeError: a count is not an int.
@@ -143,7 +182,7 @@ def _check_inputs(model: RNNLanguageModel, tokens: torch.Tensor, cfg: LSConfig) 
 
 
 def lyapunov_spectrum(model: RNNLanguageModel, tokens: torch.Tensor, config: LSConfig | None = None,
-                      *, stepper: Stepper | None = None) -> np.ndarray:
+                      *, stepper: Stepper | None = None, stats: dict | None = None) -> np.ndarray:
     """Lyapunov spectrum of ``model`` driven by ``tokens`` (Eq. 1).
 
     Args:
@@ -152,6 +191,10 @@ def lyapunov_spectrum(model: RNNLanguageModel, tokens: torch.Tensor, config: LSC
             ``config.warmup + config.steps`` rows are used (see :func:`validation_tokens`).
         config: :class:`LSConfig`; default ``LSConfig()``.
         stepper: override the Jacobian stepper (testing).
+        stats: a dict to fill with counts (``qr="cholesky"`` only): ``qr_steps`` (Cholesky QRs
+            tried: sequences × layers × steps), ``float64_gram`` (of those, factorised with a float64
+            Gram matrix: float32 runs, after a breakdown or once a layer batch switched to float64)
+            and ``householder_fallbacks`` (done by Householder QR after a float64 breakdown).
 
     Returns:
         float64 array (N,) or (top,), sorted descending, in nats per time step. A singular
@@ -176,7 +219,7 @@ def lyapunov_spectrum(model: RNNLanguageModel, tokens: torch.Tensor, config: LSC
             xs = model.embed(tokens).to(dtype)
             state = cast_state(model.init_state(cfg.k), dtype)
         step = stepper or make_stepper(model, convention=cfg.state, dtype=dtype, method=cfg.jacobian)
-        logs = qr_exponents(step, state, xs, n, cfg)
+        logs = qr_exponents(step, state, xs, n, cfg, stats)
     finally:
         model.train(was_training)
     return _finish(logs, cfg)
@@ -190,9 +233,16 @@ def _finish(logs: torch.Tensor, cfg: LSConfig) -> np.ndarray:
     return lam if cfg.top is None else lam[: cfg.top]
 
 
-def qr_exponents(step: Stepper, state, xs: torch.Tensor, n: int, cfg: LSConfig) -> torch.Tensor:
-    """Run the QR algorithm; returns Σ_t log|r_ii| per sequence, shape (K, N or ≥ top)."""
+def qr_exponents(step: Stepper, state, xs: torch.Tensor, n: int, cfg: LSConfig,
+                 stats: dict | None = None) -> torch.Tensor:
+    """Run the QR algorithm; returns Σ_t log|r_ii| per sequence, shape (K, N or ≥ top).
+
+    ``stats``: filled with the Cholesky QR counts (see :func:`lyapunov_spectrum`).
+    """
     with torch.no_grad() if cfg.jacobian == "analytic" else torch.enable_grad():
+        if cfg.qr == "cholesky":
+            with _ieee_float32_matmul():
+                return _cholesky_qr(step, state, xs, cfg, stats if stats is not None else {})
         if cfg.top is None:
             return _full_qr(step, state, xs, cfg)
         return _topk_qr(step, state, xs, cfg)
@@ -249,6 +299,120 @@ def _topk_qr(step: Stepper, state, xs: torch.Tensor, cfg: LSConfig) -> torch.Ten
             acc += torch.cat(logs, dim=-1)
         state = _detach(state)
     return acc
+
+
+@contextlib.contextmanager
+def _ieee_float32_matmul():
+    """float32 matrix products in IEEE float32 (not TF32) while inside: a Gram matrix needs every bit."""
+    before = torch.get_float32_matmul_precision()
+    if before != "highest":
+        torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        if before != "highest":
+            torch.set_float32_matmul_precision(before)
+
+
+class _Group:
+    """Layers of one size batched together: ``layers`` (indices), ``b`` (len(layers)·K, n, m) the
+    carried bases (layer-major), ``acc`` (len(layers)·K, m) the float64 sums of log|u_ii| on the device,
+    ``gram64``: factorise in float64 from the start (set for the rest of the run once more than half
+    the batch broke down in the working dtype in one step: ``hc`` LSTM Jacobians do in every step)."""
+
+    def __init__(self, layers: list[int], b: torch.Tensor) -> None:
+        self.layers, self.b = layers, b
+        self.acc = torch.zeros(b.shape[0], b.shape[-1], dtype=torch.float64, device=b.device)
+        self.gram64 = False  # start from a float64 Gram matrix: most of the batch broke down in float32 once
+
+
+def _cholesky_qr(step: Stepper, state, xs: torch.Tensor, cfg: LSConfig, stats: dict) -> torch.Tensor:
+    """Cholesky QR path (module docstring): bases B (K, n_l, m_l) per layer, batched by size; returns (K, Σ m_l)."""
+    dtype, device, k = xs.dtype, xs.device, cfg.k
+    for key in ("qr_steps", "float64_gram", "householder_fallbacks"):
+        stats.setdefault(key, 0)
+    groups: list[_Group] = []
+    for t in range(cfg.total_steps):
+        jac, state = step(state, xs[t])
+        blocks = jac.diagonal_blocks()
+        if not groups:
+            sizes: dict[int, list[int]] = {}
+            for i, blk in enumerate(blocks):
+                sizes.setdefault(blk.n, []).append(i)
+            for n, layers in sizes.items():
+                m = n if cfg.top is None else min(cfg.top, n)
+                eye = torch.eye(n, m, dtype=dtype, device=device)
+                groups.append(_Group(layers, eye.expand(len(layers) * k, -1, -1).contiguous()))
+        for g in groups:
+            zs = [blocks[i].matmul(g.b[j * k:(j + 1) * k]) for j, i in enumerate(g.layers)]
+            g.b, logs, broke = _cholesky_qr_step((zs[0] if len(zs) == 1 else torch.cat(zs)).detach(), stats,
+                                                 g.gram64)
+            g.gram64 = g.gram64 or 2 * broke > g.b.shape[0]
+            if t >= cfg.warmup:
+                g.acc += logs
+            if t + 1 == cfg.warmup:
+                g.acc -= _log_abs_r(g.b)
+        state = _detach(state)
+    per_layer = {}
+    for g in groups:
+        g.acc += _log_abs_r(g.b)
+        for j, i in enumerate(g.layers):
+            per_layer[i] = g.acc[j * k:(j + 1) * k]
+    return torch.cat([per_layer[i] for i in sorted(per_layer)], dim=-1).cpu()
+
+
+def _log_abs_r(b: torch.Tensor) -> torch.Tensor:
+    """log|r_ii| (float64) of a Householder QR of each (n, m) basis in the batch b: the correction term."""
+    return torch.log(torch.diagonal(torch.geqrf(b)[0], dim1=-2, dim2=-1).abs()).double()
+
+
+def _cholesky_factor(z: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """U (batch, m, m) with UᵀU = ZᵀZ, computed in ``dtype``, and which batch entries broke down (bool)."""
+    zz = z.to(dtype)
+    g = zz.mT @ zz
+    u, info = torch.linalg.cholesky_ex(g, upper=True)
+    d = torch.diagonal(u, dim1=-2, dim2=-1)
+    small = d * d < torch.finfo(dtype).eps * torch.diagonal(g, dim1=-2, dim2=-1)
+    return u, (info != 0) | small.any(dim=-1) | ~torch.isfinite(d).all(dim=-1)
+
+
+def _cholesky_qr_step(z: torch.Tensor, stats: dict,
+                      gram64: bool = False) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One Cholesky QR of each Z (batch, n, m): B = Z·U⁻¹ (dtype of z), log|u_ii| (float64, (batch, m))
+    and how many entries broke down in the working dtype (0 when it was skipped).
+
+    Breakdowns are redone with a float64 Gram matrix (float32 z), then by Householder QR (counted in
+    ``stats``). ``gram64``: factorise every entry in float64 from the start (counted in ``float64_gram``).
+    """
+    stats["qr_steps"] += z.shape[0]
+    if gram64 or z.dtype == torch.float64:
+        b, logs, bad = _cholesky_in(z, torch.float64)
+        if z.dtype != torch.float64:
+            stats["float64_gram"] += z.shape[0]
+        broke = 0
+    else:
+        b, logs, bad = _cholesky_in(z, z.dtype)
+        idx = bad.nonzero().flatten()
+        broke = idx.numel()
+        if broke:
+            stats["float64_gram"] += broke
+            b[idx], logs[idx], bad64 = _cholesky_in(z[idx], torch.float64)
+            bad = torch.zeros_like(bad).index_put_((idx,), bad64)
+    idx = bad.nonzero().flatten()
+    if idx.numel():
+        stats["householder_fallbacks"] += idx.numel()
+        q, r = torch.linalg.qr(z[idx])
+        b[idx] = q
+        logs[idx] = torch.log(torch.diagonal(r, dim1=-2, dim2=-1).abs()).double()
+    return b, logs, broke
+
+
+def _cholesky_in(z: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cholesky QR of each Z with G, U and the solve in ``dtype``: B (dtype of z), log|u_ii| (float64),
+    broke down (bool, (batch,); those entries of B and the logs are garbage)."""
+    u, bad = _cholesky_factor(z, dtype)
+    b = torch.linalg.solve_triangular(u, z.to(dtype), upper=True, left=False).to(z.dtype)
+    return b, torch.log(torch.diagonal(u, dim1=-2, dim2=-1).abs()).double(), bad
 
 
 def _detach(state):
