@@ -2,7 +2,8 @@
 
 1. A sparse candidate (sparsity 0.67, ER / magnitude / nonzeros / random, death rate 0.8) and the
    dense reference of the ``paper`` preset train for a few batches on CUDA (an epoch over a slice
-   of PTB of ``--batches`` batches); the time per batch is scaled to a full PTB epoch.
+   of the preset's corpus (PTB; WikiText-2 for AWD-LSTM-MoS) of ``--batches`` batches); the time per batch
+   is scaled to a full epoch of that corpus.
 2. The full Lyapunov spectrum (the search's LS settings: K = 2, 35 + 10 steps, layered QR) of the
    trained candidate on CUDA, timed, and its share of a full epoch.
 3. The same model's LS on CUDA and on CPU in float64 (top ``--top`` exponents, fewer steps so the
@@ -54,10 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     from lsh_tune.train import Trainer
 
     model_spec, train_spec = get_preset(args.model, args.preset)
-    full = load_corpus("ptb")
+    corpus_name = "wikitext-2" if args.model == "awd_lstm_mos" else "ptb"   # the presets' corpora (Table A1)
+    full = load_corpus(corpus_name)
     full_batches = (len(full.train) // train_spec.batch_size - 1) // train_spec.bptt
     tokens_needed = train_spec.batch_size * train_spec.bptt * args.batches + train_spec.batch_size
-    corpus = load_corpus("ptb", max_tokens=max(tokens_needed, 2_000))
+    corpus = load_corpus(corpus_name, max_tokens=max(tokens_needed, 2_000))
     out: dict = {"gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else "none (cpu dry run)", "torch": torch.__version__, "model": args.model,
                  "full_epoch_batches": full_batches}
 

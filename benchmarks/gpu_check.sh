@@ -2,14 +2,23 @@
 # GPU check for a lent GPU machine (never a test dependency). One prepared run, <= 8 minutes:
 #   bash benchmarks/gpu_check.sh            # from the repository root
 # Uses the machine's own python3 with PyTorch + CUDA (no network needed); lsh_tune is put on the
-# path from this checkout. Prints JSON lines: epoch time of the paper-preset candidate and dense
-# reference on CUDA (scaled from a few batches to a full PTB epoch), the full LS time and its
-# share of an epoch, and the CUDA-vs-CPU float64 LS difference (must be <= 1e-6).
+# path from this checkout. Prints JSON lines, in this order (each step has its own time limit):
+#   1. per paper model (stacked LSTM, RHN, AWD-LSTM-MoS): seconds per batch of the sparse candidate
+#      and the dense reference, scaled to a full epoch; the full LS (layered QR) time and its share
+#      of an epoch; the CUDA-vs-CPU float64 LS difference (must be <= 1e-6);
+#   2. the LS of the paper stacked LSTM (2x1500, N = 3000) with qr='cholesky' vs qr='layered',
+#      h and hc: seconds, ratio, max |dlambda| and the fallbacks (target: h <= 0.18 s, 1 % of an epoch);
+#   3. training throughput of 1/2/4/8 trial processes sharing the GPU (stacked LSTM, RHN): the
+#      measurement behind --gpus-per-trial auto (lsh_tune/search/packing.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 "$PY" -c "import torch, sklearn, scipy; assert torch.cuda.is_available(), 'no CUDA'; print('torch', torch.__version__, torch.cuda.get_device_name(0))"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-timeout 300 "$PY" benchmarks/gpu_check.py --model stacked_lstm
-timeout 150 "$PY" benchmarks/gpu_check.py --model rhn --batches 10
+timeout 120 "$PY" benchmarks/gpu_check.py --model stacked_lstm
+timeout 90 "$PY" benchmarks/gpu_check.py --model rhn --batches 5
+timeout 90 "$PY" benchmarks/gpu_check.py --model awd_lstm_mos --batches 10 || true
+timeout 90 "$PY" benchmarks/bench_lyapunov.py --only e --device cuda --width 1500 --repeat 3
+timeout 100 "$PY" benchmarks/gpu_packing.py --model stacked_lstm --batches 20 --trials 1,2,4,8
+timeout 80 "$PY" benchmarks/gpu_packing.py --model rhn --batches 4 --trials 1,4
