@@ -16,9 +16,9 @@ PY="${PYTHON:-python3}"
 "$PY" -c "import torch, sklearn, scipy; assert torch.cuda.is_available(), 'no CUDA'; print('torch', torch.__version__, torch.cuda.get_device_name(0))"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-timeout 120 "$PY" benchmarks/gpu_check.py --model stacked_lstm
-timeout 90 "$PY" benchmarks/gpu_check.py --model rhn --batches 5
-timeout 90 "$PY" benchmarks/gpu_check.py --model awd_lstm_mos --batches 10 || true
-timeout 90 "$PY" benchmarks/bench_lyapunov.py --only e --device cuda --width 1500 --repeat 3
-timeout 100 "$PY" benchmarks/gpu_packing.py --model stacked_lstm --batches 20 --trials 1,2,4,8
-timeout 80 "$PY" benchmarks/gpu_packing.py --model rhn --batches 4 --trials 1,4
+timeout 100 "$PY" benchmarks/gpu_check.py --model stacked_lstm
+timeout 75 "$PY" benchmarks/gpu_check.py --model rhn --batches 5
+timeout 75 "$PY" benchmarks/gpu_check.py --model awd_lstm_mos --batches 10 || true
+timeout 75 "$PY" benchmarks/bench_lyapunov.py --only e --device cuda --width 1500 --repeat 3
+timeout 80 "$PY" benchmarks/gpu_packing.py --model stacked_lstm --batches 20 --trials 1,2,4,8
+timeout 60 "$PY" benchmarks/gpu_packing.py --model rhn --batches 4 --trials 1,4
