@@ -1,17 +1,22 @@
 # make demo  — install into .venv if needed, then run a small LSH search (local Ray, CPU, real PTB slice)
 # make test  — install into .venv if needed, then run the test suite
+# make install TORCH_INDEX=https://download.pytorch.org/whl/cpu  — torch's CPU build first (any machine; without
+#   TORCH_INDEX pip takes PyPI's wheel: on Linux the CUDA 13.0 build, several GB, for an NVIDIA driver >= 580)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTHON ?= python3
 OUT    ?= runs
+TORCH_INDEX ?=
+TORCH  := $(shell sed -n 's/^torch==/torch==/p' requirements.txt)
 
 .PHONY: install test test-fast test-reliability demo bench clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-test.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(if $(TORCH_INDEX),$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH) --index-url $(TORCH_INDEX))
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 

@@ -1,6 +1,6 @@
 """Cost of one epoch and one Lyapunov spectrum per model and preset: measured CPU seconds, counted FLOPs.
 
-What ``lsh_tune/search/estimate.py`` (``EPOCH_COSTS``) holds and ``docs/cluster.md`` tabulates:
+What ``lsh_tune/search/run/cost.py`` (``EPOCH_COSTS``) holds and ``docs/cluster.md`` tabulates:
 
 * ``train_s_per_token`` / ``eval_s_per_token``: CPU seconds per training token (one SGD step on the
   preset's batch size and BPTT: forward, backward, clipping, update, as ``Trainer`` does) and per

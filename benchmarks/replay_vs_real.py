@@ -42,7 +42,7 @@ def _spearman(a: list[float], b: list[float]) -> float | None:
 def compare(cfg, table) -> dict:
     """The comparison of the finished search ``cfg`` with its replay on ``table``."""
     from lsh_tune.search import SearchLedger
-    from lsh_tune.search.reference import prepare_reference, search_corpus
+    from lsh_tune.search.run.reference import prepare_reference, search_corpus
     from lsh_tune.table import ReplaySettings, replay_search
 
     pool = SearchLedger.load(cfg.experiment_dir).pool
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from lsh_tune.cli import build_parser
     from lsh_tune.cli.search import _init_ray, checked_config
-    from lsh_tune.search.tuner import run_search
+    from lsh_tune.search.tune.tuner import run_search
     from lsh_tune.table import Table
 
     search = ["search", "--table", args.table, "--hpo", args.hpo, "--metric", args.metric, "--pool", str(args.pool),

@@ -21,16 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from lsh_tune.errors import LSHUsageError
-from lsh_tune.search import STATE_FILE
-from lsh_tune.search.config import CONFIG_FILE, SearchConfig, check_experiment_dir
-from lsh_tune.search.outputs import BEST_MODEL
-from lsh_tune.search.preflight import check_storage
+from lsh_tune.search.config import SearchConfig
+from lsh_tune.search.layout import BEST_MODEL, CONFIG_FILE, RESULTS_CSV, STATE_FILE, SUMMARY_FILE
+from lsh_tune.search.run.preflight import check_experiment_dir, check_storage
 from lsh_tune.storage import Storage
 
 __all__ = ["LSHTuner", "SearchResult"]
-
-#: The summary file of a finished search (what :meth:`SearchResult.load` reads).
-SUMMARY_FILE = "best.json"
 
 
 @dataclass(frozen=True)
@@ -86,7 +82,7 @@ class SearchResult:
     @property
     def results_csv(self) -> Path | str:
         """One row per candidate: config, metric per round, status, final perplexities."""
-        return _join(self.experiment_dir, "results.csv")
+        return _join(self.experiment_dir, RESULTS_CSV)
 
 
 def _location(text: str) -> Path | str:
@@ -112,7 +108,7 @@ class LSHTuner:
 
     Raises:
         LSHUsageError: bad settings (checked here, before Ray starts), storage that cannot be
-            written (an object store is probed: :func:`~lsh_tune.search.preflight.check_storage`),
+            written (an object store is probed: :func:`~lsh_tune.search.run.preflight.check_storage`),
             or a search already saved in ``<storage_path>/<name>`` (:meth:`restore` continues it).
     """
 
@@ -155,6 +151,6 @@ class LSHTuner:
 
     def fit(self) -> SearchResult:
         """Run the search (or continue it, after :meth:`restore`) to its end and write its outputs."""
-        from lsh_tune.search.tuner import run_search
+        from lsh_tune.search.tune.tuner import run_search
 
         return SearchResult.from_summary(run_search(self.config, resume=self._resume))

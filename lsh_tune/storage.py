@@ -358,7 +358,7 @@ class Storage:
         """On an object store, write, read back and delete a probe object directly under this root,
         with requests that fail in seconds (:data:`PROBE_CONNECT_TIMEOUT_S`, ...): what a search does
         to its storage, tried before it starts. Nothing to do on a local root (see
-        :func:`lsh_tune.search.preflight.check_storage`).
+        :func:`lsh_tune.search.run.preflight.check_storage`).
 
         The probe is deleted again; a failed write writes nothing. (pyarrow keeps an emptied
         prefix as an empty directory marker, ``<root>/``.)
@@ -472,12 +472,12 @@ class Storage:
 
         Not all-or-nothing like the writers above: a kill inside the ``write`` can leave a torn tail
         (part of ``data``, no newline), which a reader of such a log skips and reports
-        (:func:`lsh_tune.search.events.read_event_file`). A write that fails (full disk) is cut back
+        (:func:`lsh_tune.search.views.events.read_event_file`). A write that fails (full disk) is cut back
         off, leaving the file as it was, and raised as :class:`~lsh_tune.errors.LSHStorageError`.
 
         Raises:
             LSHUsageError: the root is an object store, where nothing can be appended (rewrite the
-                object with :meth:`write_bytes`; :class:`~lsh_tune.search.events.EventLog` batches).
+                object with :meth:`write_bytes`; :class:`~lsh_tune.search.views.events.EventLog` batches).
         """
         from lsh_tune.errors import LSHUsageError
 

@@ -2,8 +2,8 @@
 
 Each module belongs to the unit with the longest matching name in :data:`LAYERS`; a module may
 import modules of its own layer or below, never above; units (top-level packages and modules,
-and the two halves of ``search``) import each other without cycles; the Ray-free layers import
-``ray`` nowhere, not even inside a function.
+and each folder of ``search``, one layer each) import each other without cycles, and the modules of
+``search`` do too; the Ray-free layers import ``ray`` nowhere, not even inside a function.
 """
 from __future__ import annotations
 
@@ -14,26 +14,32 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lsh_tune"
 
-#: (layer, units) from the bottom up — the table of docs/architecture.md.
-LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("ground floor", ("lsh_tune.errors", "lsh_tune.seeds", "lsh_tune.storage")),
-    ("data", ("lsh_tune.data",)),
-    ("models", ("lsh_tune.models",)),
-    ("train", ("lsh_tune.train",)),
-    ("sparse", ("lsh_tune.sparse",)),
-    ("sparse training", ("lsh_tune.train_sparse",)),
-    ("lyapunov", ("lsh_tune.lyapunov",)),
-    ("space", ("lsh_tune.space",)),
-    ("search core", ("lsh_tune.search",)),
-    ("tables", ("lsh_tune.table",)),
-    ("search on Ray", ("lsh_tune.search._ray", "lsh_tune.search._trainable", "lsh_tune.search._loggers",
-                       "lsh_tune.search._events_callback", "lsh_tune.search._ray_output", "lsh_tune.search.tuner")),
-    ("tables on Ray", ("lsh_tune.table.tune_build", "lsh_tune.table.tune_replay")),
-    ("entry points", ("lsh_tune.api", "lsh_tune.cli", "lsh_tune.__main__", "lsh_tune")),
-)
+#: The table of docs/architecture.md from the bottom up: layer | units | whether it may import Ray.
+_TABLE = """
+ground floor    | lsh_tune.errors lsh_tune.seeds lsh_tune.storage      | no
+data            | lsh_tune.data                                        | no
+models          | lsh_tune.models                                      | no
+train           | lsh_tune.train                                       | no
+sparse          | lsh_tune.sparse                                      | no
+sparse training | lsh_tune.train_sparse                                | no
+lyapunov        | lsh_tune.lyapunov                                    | no
+space           | lsh_tune.space                                       | no
+search core     | lsh_tune.search                                      | no
+search run      | lsh_tune.search.run                                  | no
+search views    | lsh_tune.search.views                                | no
+tables          | lsh_tune.table                                       | no
+search on Ray   | lsh_tune.search.tune                                 | yes
+tables on Ray   | lsh_tune.table.tune_build lsh_tune.table.tune_replay | yes
+entry points    | lsh_tune.api lsh_tune.cli lsh_tune.__main__ lsh_tune | yes
+"""
+_ROWS = [[cell.strip() for cell in line.split("|")] for line in _TABLE.strip().splitlines()]
+#: (layer, units) from the bottom up.
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = tuple((layer, tuple(units.split())) for layer, units, _ in _ROWS)
 #: Layers that must work without Ray installed.
-RAY_FREE = ("ground floor", "data", "models", "train", "sparse", "sparse training", "lyapunov", "space", "search core",
-            "tables")
+RAY_FREE = tuple(layer for layer, _, ray in _ROWS if ray == "no")
+#: The most modules ``lsh_tune/search/`` may hold at its top level (``__init__`` included): the
+#: rest lives in the folders of its layers.
+SEARCH_TOP_LEVEL_MAX = 14
 RANK = {name: i for i, (name, _) in enumerate(LAYERS)}
 
 
@@ -127,9 +133,29 @@ def test_units_import_each_other_without_cycles():
     assert cycle is None, " -> ".join(cycle)
 
 
+def test_search_modules_import_each_other_without_cycles():
+    """Module by module, inside ``lsh_tune.search`` (TYPE_CHECKING and function-level imports count too)."""
+    graph: dict[str, set[str]] = {}
+    for m, t in _internal_edges():
+        if m.startswith("lsh_tune.search") and t.startswith("lsh_tune.search"):
+            graph.setdefault(m, set()).add(t)
+    cycle = _find_cycle(graph)
+    assert cycle is None, " -> ".join(cycle)
+
+
+def test_search_is_split_by_layer_into_folders():
+    """Each folder of ``lsh_tune/search/`` is a layer of its own; the top level keeps only the core."""
+    search = PACKAGE / "search"
+    folders = sorted(p.name for p in search.iterdir() if (p / "__init__.py").is_file())
+    units = {u for _, us in LAYERS for u in us}
+    assert folders and all(f"lsh_tune.search.{f}" in units for f in folders), folders
+    top = sorted(p.name for p in search.glob("*.py"))
+    assert len(top) <= SEARCH_TOP_LEVEL_MAX, top
+
+
 def test_imports_inside_functions_and_from_packages_are_seen():
     assert "ray" in _imports("lsh_tune.cli.search")  # imported inside _init_ray only
-    assert "lsh_tune.search.tuner" in _imports("lsh_tune.api")
+    assert "lsh_tune.search.tune.tuner" in _imports("lsh_tune.api")
     assert "lsh_tune.sparse._modes" in _imports("lsh_tune.sparse._hook")  # from lsh_tune.sparse import _modes
 
 

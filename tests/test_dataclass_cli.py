@@ -113,3 +113,119 @@ def test_train_sparse_and_ls_options_follow_their_dataclasses():
     ls = _options_of("ls")
     assert {f.name for f in dataclasses.fields(LSConfig)} <= set(ls)
     assert ls["k"].option_strings == ["-k"] and ls["steps"].default is None
+
+
+def _parser_of(*path: str) -> argparse.ArgumentParser:
+    parser = build_parser()
+    for name in path:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = sub.choices[name]
+    return parser
+
+
+def _generated(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """The options ``add_dataclass_args`` made (they note themselves as given), by field name."""
+    from lsh_tune.cli._dataclass_args import _Store
+
+    return {a.dest: a for a in parser._actions if isinstance(a, _Store)}
+
+
+def _cli_fields(cls) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("cli", True)]
+
+
+@pytest.mark.parametrize("path,cls", [(("search",), "lsh_tune.search.config:SearchConfig"),
+                                      (("replay",), "lsh_tune.table:ReplaySettings"),
+                                      (("table", "build"), "lsh_tune.table:TableSettings")],
+                         ids=["search", "replay", "table-build"])
+def test_every_setting_has_its_generated_option_and_every_generated_option_a_setting(path, cls):
+    """A field added to the dataclass is on the command line, an option is not kept for a removed one."""
+    import importlib
+
+    module, name = cls.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    generated = _generated(_parser_of(*path))
+    assert set(generated) == {f.name for f in _cli_fields(cls)}
+    for f in _cli_fields(cls):
+        assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help"
+        assert generated[f.name].help, f.name
+
+
+def test_replay_options_follow_replay_settings_with_the_same_defaults():
+    from lsh_tune.cli.replay import METRICS, OVERRIDES
+    from lsh_tune.table import ReplaySettings
+
+    options = _generated(_parser_of("replay"))
+    for f in dataclasses.fields(ReplaySettings):
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        assert options[f.name].option_strings == [flag] and options[f.name].default == f.default, f.name
+    assert options["metric"].metavar == "{" + ",".join(METRICS) + "}" and set(OVERRIDES) <= set(options)
+    assert options["ls_top"].metavar == "K"
+    hand = {a.dest for a in _parser_of("replay")._actions} - set(options)
+    assert hand == {"help", "table", "seeds", "reduction_factor", "targets", "table_seeds", "json"}
+
+
+def test_every_replay_setting_is_reachable_from_the_command_line():
+    from lsh_tune.cli.replay import replay_settings
+    from lsh_tune.table import ReplaySettings
+
+    given = ReplaySettings(hpo="tpe", metric="loss", pool=9, rounds_every=2, final_k=3, max_rounds=2, seed=4, gpus=2,
+                           ls_state="hc", ls_embedding="raw", ls_distance="cosine", ls_fit="candidate",
+                           ls_history="boundary", ls_top=5, grid_death_rate=0.5)
+    argv = ["replay", "T"]
+    for f in dataclasses.fields(ReplaySettings):
+        argv += ["--" + f.name.replace("_", "-"), str(getattr(given, f.name))]
+    assert replay_settings(build_parser().parse_args(argv)) == given
+    assert replay_settings(build_parser().parse_args(["replay", "T"])) == ReplaySettings()
+
+
+def test_table_build_options_override_the_preset_and_keep_documented_spellings():
+    from lsh_tune.cli import table as table_cli
+    from lsh_tune.table import table_preset
+
+    generated = _generated(_parser_of("table", "build"))
+    assert all(a.default is None for a in generated.values())  # None: the preset's value
+    args = build_parser().parse_args(["table", "build", "T", "--preset", "tiny", "--seeds", "0", "--epochs", "2",
+                                      "--embeddings", "pca", "--train-tokens", "5000", "--first", "2",
+                                      "--sample", "1", "--sample-seed", "3", "--num-cpus", "1"])
+    settings, configs = table_cli._plan(args)
+    assert settings == table_preset("tiny", seeds=(0,), epochs=2, embeddings=("pca",), train_tokens=5000,
+                                    train_spec={**table_preset("tiny").train_spec, "epochs": 2})
+    assert len(configs) == 2 and args.num_cpus == 1
+    with pytest.raises(LSHUsageError, match="--epochs/--seeds set a new table's settings: pass --preset too"):
+        table_cli._plan(build_parser().parse_args(["table", "build", "T", "--seeds", "0", "--epochs", "2"]))
+    with pytest.raises(LSHUsageError, match="metrics='l1' is not allowed"):
+        table_cli._plan(build_parser().parse_args(["table", "build", "T", "--preset", "tiny", "--metrics", "l2,l1"]))
+
+
+def test_version_is_the_packages_and_printed_by_lsh_tune_version(capsys, monkeypatch):
+    import tomllib
+    from importlib import metadata
+    from pathlib import Path
+
+    import lsh_tune
+    from lsh_tune.cli import main
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    expected = pyproject["project"]["version"]
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out == f"lsh-tune {expected}\n"
+
+    def not_installed(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", not_installed)  # a checkout run without install
+    assert lsh_tune.package_version() == expected
+
+
+def test_top_level_help_is_one_paragraph_naming_the_main_commands():
+    from lsh_tune.cli import DESCRIPTION
+
+    text = build_parser().format_help()
+    paragraphs = text.split("\n\n")
+    description = " ".join(paragraphs[1].split())
+    assert description == " ".join(DESCRIPTION.split()) and "\n\n" not in DESCRIPTION.strip()
+    for command in ("search", "report", "train-dense", "train-sparse", "ls", "table build", "replay"):
+        assert f"`{command}`" in description, command
+    assert "register(" not in text and "--version" in text

@@ -14,8 +14,8 @@ import pytest
 from helpers import REPO
 from lsh_tune.data import load_corpus, unigram_perplexity
 from lsh_tune.search.config import SearchConfig
-from lsh_tune.search.history import SearchHistory
-from lsh_tune.search.report import build_report
+from lsh_tune.search.views.history import SearchHistory
+from lsh_tune.search.views.report import build_report
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 #: Far above the ≈ 4 min the demo takes on 2 idle cores: a guard against a demo grown out of its budget.

@@ -10,12 +10,12 @@ import pytest
 
 from lsh_tune.errors import LSHUsageError
 from lsh_tune.search import PoolConfig, SearchLedger
-from lsh_tune.search.console import ConsoleView, format_duration
-from lsh_tune.search.events import (EVENTS_FILE, FLUSH_AT_ONCE, EventLog, TornEventsWarning, read_event_file,
+from lsh_tune.search.views.console import ConsoleView, format_duration
+from lsh_tune.search.views.events import (EVENTS_FILE, FLUSH_AT_ONCE, EventLog, TornEventsWarning, read_event_file,
                                     read_events)
 from lsh_tune.storage import Storage
-from lsh_tune.search.progress import SearchProgress, config_label
-from lsh_tune.search.session import trial_slots
+from lsh_tune.search.views.progress import SearchProgress, config_label
+from lsh_tune.search.views.session import trial_slots
 from lsh_tune.space import DEFAULT_SPACE
 
 
@@ -239,7 +239,7 @@ def test_console_view_prints_one_block_per_round(tmp_path):
 
 def test_ray_output_switches(monkeypatch):
     pytest.importorskip("ray")
-    from lsh_tune.search._ray_output import quiet_tune, ray_init_kwargs, tune_verbosity
+    from lsh_tune.search.tune.ray_output import quiet_tune, ray_init_kwargs, tune_verbosity
 
     assert [tune_verbosity(v) for v in (0, 1, 2, 3)] == [0, 0, 1, 2]
     assert ray_init_kwargs(2) == {} and ray_init_kwargs(1)["logging_level"] == 30

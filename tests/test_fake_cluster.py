@@ -1,12 +1,14 @@
 """``cluster/local.yaml`` really starts: a fake multi-node cluster that autoscales GPU workers from 0.
 
 The shipped YAML (``fake_multinode`` provider) is started the way its header says —
-``RAY_FAKE_CLUSTER=1 ray start --head --autoscaling-config=cluster/local.yaml`` — on a free port
-and a private temp dir (the provider is told that port through ``provider.gcs_address``; nothing
-else of the YAML changes). A tiny LSH search then runs on it through ``lsh-tune search
---address``: its trials ask for a GPU the head does not have, so the autoscaler must launch worker
-nodes, and every trained epoch must come from one of them. Teardown kills exactly the processes
-of this cluster (by their temp dir), never ``ray stop`` (which would stop every Ray on the machine).
+``RAY_FAKE_CLUSTER=1 ray start --head --autoscaling-config=cluster/local.yaml`` — on free ports and a
+private temp dir (the provider is told the GCS port through ``provider.gcs_address``; nothing else
+of the YAML changes), once for this module. On it: a tiny LSH search through ``lsh-tune search
+--address`` (its trials ask for a GPU the head does not have, so the autoscaler must launch worker
+nodes, and every trained epoch must come from one of them), and an experiment script submitted
+the documented way, as a Ray job (``ray job submit --working-dir ... -- python
+experiments/ptb_rhn.py``). Teardown kills exactly the processes of this cluster (by their temp
+dir), never ``ray stop`` (which would stop every Ray on the machine).
 """
 from __future__ import annotations
 
@@ -32,23 +34,28 @@ REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def fake_cluster():
+    """``(GCS address, dashboard URL, the YAML as started, temp dir)`` of one fake cluster for this module."""
     from ray._private.services import get_node_ip_address
 
     temp = Path(f"/tmp/lshfk{os.getpid()}")       # short: Ray's socket paths must fit 107 chars
     shutil.rmtree(temp, ignore_errors=True)
     temp.mkdir()
-    port, ip = free_port(), get_node_ip_address()
+    port, dashboard, agent, ip = free_port(), free_port(), free_port(), get_node_ip_address()
     config = yaml.safe_load((REPO / "cluster" / "local.yaml").read_text())
     config["provider"]["gcs_address"] = f"{ip}:{port}"
     (temp / "local.yaml").write_text(yaml.safe_dump(config))
-    env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
+    # PATH: a Ray job's entrypoint (`python ...`) runs with the cluster's environment: this venv's python.
+    env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("RAY_ADDRESS", None)
     subprocess.run([RAY, "start", "--head", f"--port={port}", f"--temp-dir={temp}", "--num-cpus=1",
-                    f"--autoscaling-config={temp / 'local.yaml'}", "--include-dashboard=false"],
+                    f"--autoscaling-config={temp / 'local.yaml'}", "--dashboard-host=127.0.0.1",
+                    f"--dashboard-port={dashboard}", f"--dashboard-agent-listen-port={agent}"],
                    env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
     try:
-        yield f"{ip}:{port}", config
+        yield f"{ip}:{port}", f"http://127.0.0.1:{dashboard}", config, temp
     finally:
         kill_processes_using(str(temp))  # this cluster's processes only (by its temp dir), until gone
         shutil.rmtree(temp, ignore_errors=True)
@@ -69,8 +76,8 @@ def _nodes(address: str) -> list[dict]:
 
 
 def test_local_yaml_autoscales_gpu_workers_and_runs_a_search(fake_cluster, tmp_path):
-    address, config = fake_cluster
-    assert [n["gpu"] for n in _nodes(address)] == [0]          # the head alone, no GPU: workers from 0
+    address, _, config, _ = fake_cluster
+    assert [n["gpu"] for n in _nodes(address) if n["alive"]] == [0]   # the head alone, no GPU: workers from 0
     cmd = [sys.executable, "-m", "lsh_tune", "search", "--address", address, "--model", "stacked_lstm",
            "--preset", "tiny", "--max-tokens", "2000", "--sparsity", "0.67", "--hpo", "random", "--metric", "loss",
            "--pool", "4", "--rounds-every", "1", "--final-k", "2", "--max-epochs", "2", "--gpus-per-trial", "1",
@@ -81,10 +88,53 @@ def test_local_yaml_autoscales_gpu_workers_and_runs_a_search(fake_cluster, tmp_p
     summary = json.loads(run.stdout.strip().splitlines()[-1])
     assert summary["best"] is not None and summary["phase"] == "done"
 
-    nodes = _nodes(address)
-    workers = {n["id"] for n in nodes if n["gpu"] > 0}
+    workers = {n["id"] for n in _nodes(address) if n["gpu"] > 0}
     max_workers = config["available_node_types"]["ray.worker.gpu"]["max_workers"]
     assert 1 <= len(workers) <= max_workers                  # launched by the autoscaler, within bounds
     log = read_epoch_log(tmp_path / "fake")
     assert log and {r["node_id"] for r in log} <= workers     # every epoch on an autoscaled GPU worker
     print(f"fake cluster search: {time.time() - t0:.0f} s, {len(log)} epochs on {len(workers)} worker(s)")
+
+
+def test_experiment_script_runs_as_a_ray_job(fake_cluster):
+    """``ray job submit`` — the documented way to run a script on a cluster (README) — against the fake
+    cluster's job server: the working directory is uploaded and its ``lsh_tune`` is the one imported;
+    ``experiments/ptb_rhn.py --preset tiny`` runs to the end as a job, finds the cluster through the
+    ``RAY_ADDRESS`` the job sets (no ``--address``), and trains every epoch on an autoscaled GPU worker.
+
+    The search job's working directory is given as ``local://`` (Ray 2.60's in-place working dir: the
+    same cwd and PYTHONPATH, without an upload) because the fake nodes share one session directory,
+    where each node's runtime-env agent would unpack an uploaded package again over the directory the
+    others run in; on a real cluster every node has its own disk.
+    """
+    address, dashboard, config, temp = fake_cluster
+    submit = [RAY, "job", "submit", "--address", dashboard]
+    shipped = subprocess.run(
+        [*submit, "--working-dir", str(REPO), "--", "python", "-c",
+         "import lsh_tune, sys; print('lsh_tune from', lsh_tune.__file__); sys.argv = ['ptb_rhn.py', '--help']; "
+         "import runpy; runpy.run_path('experiments/ptb_rhn.py', run_name='__main__')"],
+        env=_client_env(), capture_output=True, text=True, timeout=300, cwd=str(REPO))
+    assert shipped.returncode == 0, shipped.stdout[-3000:] + shipped.stderr[-3000:]
+    shipped_from = next(line for line in shipped.stdout.splitlines() if line.startswith("lsh_tune from"))
+    assert "working_dir_files" in shipped_from and str(REPO) not in shipped_from  # the uploaded copy
+    assert "usage: ptb_rhn.py" in shipped.stdout and "(default: 0.53)" in shipped.stdout
+
+    store = temp / "job-runs"                 # under the cluster's temp dir: the teardown finds the job's driver
+    t0 = time.time()
+    job = subprocess.run(
+        [*submit, "--working-dir", f"local://{REPO}", "--", "python", "experiments/ptb_rhn.py", "--preset", "tiny",
+         "--gpus-per-trial", "1", "--storage-path", str(store), "--verbose", "0", "--json"],
+        env=_client_env(), capture_output=True, text=True, timeout=600, cwd=str(REPO))
+    out = job.stdout + job.stderr
+    assert job.returncode == 0, out[-4000:]
+    assert f"connecting to the running Ray cluster at '{address}'" in out   # RAY_ADDRESS, set by the job
+    summary = json.loads(next(line for line in reversed(job.stdout.splitlines()) if line.startswith("{")))
+    assert summary["best"] is not None and summary["phase"] == "done"
+    exp = store / "ptb_rhn"
+    assert json.loads((exp / "best.json").read_text())["best"] is not None
+    saved = json.loads((exp / "lsh" / "search.json").read_text())
+    assert saved["model"] == "rhn" and saved["preset"] == "tiny" and saved["pool"] == 3
+    workers = {n["id"] for n in _nodes(address) if n["gpu"] > 0}
+    log = read_epoch_log(exp)
+    assert log and {r["node_id"] for r in log} <= workers      # trained on autoscaled GPU workers
+    print(f"ray job on the fake cluster: {time.time() - t0:.0f} s, {len(log)} epochs")

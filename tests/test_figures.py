@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from lsh_tune.search.figures import fig1, ranking_vs_final, round_space_figure
-from lsh_tune.search.history import SearchHistory
+from lsh_tune.search.views.figures import fig1, ranking_vs_final, round_space_figure
+from lsh_tune.search.views.history import SearchHistory
 
 pytestmark = pytest.mark.ray
 

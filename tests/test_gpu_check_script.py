@@ -11,13 +11,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_gpu_check_dry_run_on_cpu():
-    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--device", "cpu",
-                          "--preset", "tiny", "--batches", "3", "--top", "8"],
-                         capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1",
-                                                                             "PATH": "/usr/bin:/bin"})
+def _dry_run(script: str, *args: str) -> list[dict]:
+    """The JSON lines ``benchmarks/<script>`` prints with ``--device cpu --preset tiny --batches 3 *args``."""
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--device", "cpu", "--preset", "tiny",
+                          "--batches", "3", *args], capture_output=True, text=True, timeout=300,
+                         env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     assert run.returncode == 0, run.stderr[-2000:]
-    lines = [json.loads(x) for x in run.stdout.splitlines()]
+    return [json.loads(x) for x in run.stdout.splitlines()]
+
+
+def test_gpu_check_dry_run_on_cpu():
+    lines = _dry_run("gpu_check.py", "--top", "8")
     steps = [x.get("step") for x in lines[:-1]]
     assert steps == ["train_reference", "train_candidate", "ls_cuda_float32", "ls_cpu_vs_cuda_float64"]
     summary = lines[-1]
@@ -31,12 +35,7 @@ def test_gpu_check_dry_run_on_cpu():
 def test_gpu_packing_dry_run_on_cpu():
     """The packing benchmark's processes start together, each trains its batches, and the summary's
     throughput is n × batches over the slowest process's seconds."""
-    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_packing.py"), "--device", "cpu",
-                          "--preset", "tiny", "--batches", "3", "--trials", "1,2"],
-                         capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1",
-                                                                             "PATH": "/usr/bin:/bin"})
-    assert run.returncode == 0, run.stderr[-2000:]
-    lines = [json.loads(x) for x in run.stdout.splitlines()]
+    lines = _dry_run("gpu_packing.py", "--trials", "1,2")
     rows, summary = lines[:-1], lines[-1]["summary"]
     assert [r["trials"] for r in rows] == [1, 2] and rows[0]["speedup"] == 1.0
     for r in rows:

@@ -108,7 +108,7 @@ def test_the_autoscalers_gpu_node_types_count_where_none_runs_yet(monkeypatch):
     pytest.importorskip("ray")
     from ray._private import state as ray_state
 
-    from lsh_tune.search.tuner import _cluster_resources, _gpu_memory
+    from lsh_tune.search.tune.tuner import _cluster_resources, _gpu_memory
 
     monkeypatch.setattr(ray_state.state, "get_max_resources_from_cluster_config",
                         lambda: {"CPU": 32, "GPU": 8, "accelerator_type:A10G": 8})
@@ -129,7 +129,7 @@ def test_auto_with_declared_gpus_of_unknown_memory_is_one_per_gpu_and_says_so(tm
     ray = pytest.importorskip("ray")
     import torch
 
-    from lsh_tune.search.tuner import resolve_gpus
+    from lsh_tune.search.tune.tuner import resolve_gpus
 
     if torch.cuda.is_available():
         pytest.skip("the driver sees a GPU: its memory is known")

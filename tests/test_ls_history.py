@@ -35,8 +35,8 @@ def fits(monkeypatch):
 
 def test_epoch0_and_every_epoch_reach_the_rounds_pool_fit(fits):
     pytest.importorskip("ray")
-    from lsh_tune.search._ray import LSHScheduler
-    from lsh_tune.search._trainable import _append_spectrum, _train_epoch
+    from lsh_tune.search.tune.adapters import LSHScheduler
+    from lsh_tune.search.tune.trainable import _append_spectrum, _train_epoch
 
     E = 2
     corpus = load_corpus("ptb", max_tokens=2500)

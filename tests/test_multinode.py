@@ -22,7 +22,7 @@ from ray.cluster_utils import Cluster  # noqa: E402
 from lsh_tune.search import SearchLedger, plan_rounds  # noqa: E402
 from lsh_tune.search.candidate import read_epoch_log  # noqa: E402
 from lsh_tune.search.config import SearchConfig  # noqa: E402
-from lsh_tune.search.tuner import run_search  # noqa: E402
+from lsh_tune.search.tune.tuner import run_search  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

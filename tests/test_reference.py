@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lsh_tune.search.config import SearchConfig
-from lsh_tune.search.reference import (prepare_reference, read_reference_log, reference_plan, search_corpus,
+from lsh_tune.search.run.reference import (prepare_reference, read_reference_log, reference_plan, search_corpus,
                                        train_reference)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

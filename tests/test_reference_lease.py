@@ -21,9 +21,9 @@ import pytest
 
 from helpers import REPO, descendants, kill_tree
 from lsh_tune.errors import LSHUsageError
-from lsh_tune.search._lease import TIMEOUT_ENV, Lease, _pid_namespace, lease_timeout_s
+from lsh_tune.search.run._lease import TIMEOUT_ENV, Lease, _pid_namespace, lease_timeout_s
 from lsh_tune.search.config import SearchConfig
-from lsh_tune.search.reference import (read_reference_log, reference_lease, reference_plan, search_corpus,
+from lsh_tune.search.run.reference import (read_reference_log, reference_lease, reference_plan, search_corpus,
                                        train_reference)
 from lsh_tune.storage import Storage
 
@@ -234,7 +234,7 @@ def test_a_trainer_killed_holding_the_lease_is_taken_over_at_once_and_no_finishe
         import json, os, signal, sys, torch
         torch.set_num_threads(1)
         from lsh_tune.search.config import SearchConfig
-        from lsh_tune.search.reference import reference_plan, search_corpus, train_reference
+        from lsh_tune.search.run.reference import reference_plan, search_corpus, train_reference
         cfg = SearchConfig.from_dict(json.loads(sys.argv[1]))
         corpus = search_corpus(cfg)
         def die(p):
@@ -326,7 +326,7 @@ def test_two_concurrent_searches_with_the_same_reference_train_it_once(tmp_path)
     while search B starts; B's reference trial says it waits for A's trainer, then, once A's trainer
     goes on, loads A's reference. From the reference's epoch log: every epoch once, all by A's trainer."""
     pytest.importorskip("ray")
-    from lsh_tune.search.events import read_events
+    from lsh_tune.search.views.events import read_events
 
     cfg = SearchConfig(storage_path=str(tmp_path), model="stacked_lstm", preset="tiny", max_tokens=2000,
                        sparsity=0.67, hpo="random", metric="ls", pool=2, rounds_every=1, final_k=1, max_epochs=2,

@@ -205,3 +205,40 @@ def test_replay_command_caps_rounds_at_what_the_tables_epochs_allow(capsys):
     assert main(argv + ["--max-rounds", "1"]) == 0
     assert json.loads(capsys.readouterr().out)["replays"][0]["chosen"] == capped["chosen"]
     assert main(argv + ["--max-rounds", "2"]) == 2  # more rounds than 3 epochs allow: the schedule's one-line error
+
+
+def test_replay_command_reaches_every_setting_and_starts_at_seed(table, capsys):
+    """``--seed S --seeds K`` replays S…S+K-1, each the replay of those settings (``--ls-fit`` and
+    ``--grid-death-rate`` included, once out of the command line's reach)."""
+    from lsh_tune.cli import main
+
+    argv = ["replay", str(TABLE), "--pool", "6", "--seed", "2", "--seeds", "2", "--ls-fit", "candidate",
+            "--grid-death-rate", "0.8", "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["seeds"] == [2, 3]
+    for seed, got in zip((2, 3), out["replays"]):
+        s = ReplaySettings(pool=6, seed=seed, ls_fit="candidate", max_rounds=table.settings.epochs - 1)
+        assert got["settings"] == json.loads(json.dumps(replay_search(table, s)["settings"]))
+        assert got["chosen"] == json.loads(json.dumps(replay_search(table, s)["chosen"]))
+    assert main(argv[:-1]) == 0
+    assert "  seed 3: " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("options,needle", [
+    (["--hpo", "smac"], "hpo='smac' is not allowed; choose one of: grid"),
+    (["--metric", "acc"], "metric='acc' is not allowed; choose one of: ls, loss, asha, hyperband, sequential"),
+    (["--ls-fit", "global"], "ls_fit='global' is not allowed"),
+    (["--metric", "sequential", "--ls-state", "c"], "ls_state='c' is not allowed"),
+    (["--seeds", "0"], "--seeds 0: must be at least 1"),
+    (["--pool", "x"], "argument --pool: invalid int value: 'x'"),
+])
+def test_replay_command_refuses_bad_options_in_one_line_before_reading_the_table(tmp_path, capsys, options, needle):
+    from lsh_tune.cli import main
+
+    try:
+        rc = main(["replay", str(tmp_path / "no-table"), *options])
+    except SystemExit as e:  # argparse
+        rc = e.code
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("lsh-tune: error: ") and needle in err, err

@@ -8,8 +8,8 @@ import shutil
 import pytest
 from scipy.stats import spearmanr
 
-from lsh_tune.search.history import SearchHistory
-from lsh_tune.search.report import build_report, render_markdown
+from lsh_tune.search.views.history import SearchHistory
+from lsh_tune.search.views.report import build_report, render_markdown
 
 pytestmark = pytest.mark.ray
 

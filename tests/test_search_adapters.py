@@ -11,7 +11,7 @@ from ray.tune.schedulers import TrialScheduler  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
 
 from lsh_tune.search import SearchLedger  # noqa: E402
-from lsh_tune.search._ray import LSHScheduler, LSHSearcher  # noqa: E402
+from lsh_tune.search.tune.adapters import LSHScheduler, LSHSearcher  # noqa: E402
 from lsh_tune.search.keys import BOUNDARY_KEY, FINAL_KEY  # noqa: E402
 from lsh_tune.space import DEFAULT_SPACE  # noqa: E402
 
@@ -111,7 +111,7 @@ def test_tune_calls_on_trial_error_for_retried_failures_while_still_running():
 
     from ray.tune.execution.tune_controller import TuneController
 
-    from lsh_tune.search._ray import tune_will_retry
+    from lsh_tune.search.tune.adapters import tune_will_retry
 
     requeue = inspect.getsource(TuneController._requeue_trial)
     assert requeue.index("on_trial_error") < requeue.index("Trial.PENDING")

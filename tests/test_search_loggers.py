@@ -18,7 +18,7 @@ import pyarrow.fs  # noqa: E402
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: E402
 from ray.tune.logger.logger import LoggerCallback  # noqa: E402
 
-from lsh_tune.search._loggers import (SessionCSVLoggerCallback, SessionJsonLoggerCallback,  # noqa: E402
+from lsh_tune.search.tune.loggers import (SessionCSVLoggerCallback, SessionJsonLoggerCallback,  # noqa: E402
                                       result_logger_callbacks)
 
 

@@ -25,7 +25,7 @@ from lsh_tune.search import HPO_METHODS, STATE_FILE, SearchLedger, plan_rounds  
 from lsh_tune.search._pool import choose_removed  # noqa: E402
 from lsh_tune.search.candidate import read_epoch_log  # noqa: E402
 from lsh_tune.search.config import SearchConfig  # noqa: E402
-from lsh_tune.search.tuner import run_search  # noqa: E402
+from lsh_tune.search.tune.tuner import run_search  # noqa: E402
 
 from helpers import kill_tree  # noqa: E402
 
@@ -130,7 +130,7 @@ def test_ls_rounds_rank_by_pool_wide_ls_distance_and_loss_rounds_by_val_loss(sea
     """Recomputed from what Tune logged: ``loss`` ranks the reported val_loss; ``ls`` ranks the
     distances in one PCA fitted on the reference and every ranked candidate's reported spectra."""
     from lsh_tune.lyapunov import ls_distances
-    from lsh_tune.search.reference import prepare_reference, search_corpus
+    from lsh_tune.search.run.reference import prepare_reference, search_corpus
 
     cfg, _, _ = search("random", "loss")
     reported = {(r["cid"], r["epoch"]): r["val_loss"] for r in _boundary_results(cfg.experiment_dir)}
@@ -177,7 +177,7 @@ def test_at_most_four_trials_at_once_each_with_one_gpu(search):
         peak = max(peak, len(running))
     assert 1 <= peak <= 4
     assert {e["gpu_ids"] for e in log} <= {"0", "1", "2", "3"}
-    from lsh_tune.search.events import read_events
+    from lsh_tune.search.views.events import read_events
 
     assert [e["slots"] for e in read_events(cfg.experiment_dir, "search_start")] == [4]
 
@@ -277,7 +277,7 @@ def test_search_in_a_tables_setting_trains_the_tables_reference(local_ray, stora
 
     from lsh_tune.cli import build_parser
     from lsh_tune.cli.search import config_from_args
-    from lsh_tune.search.reference import prepare_reference, search_corpus
+    from lsh_tune.search.run.reference import prepare_reference, search_corpus
     from lsh_tune.table import Table
 
     tiny = REPO / "tables" / "tiny"

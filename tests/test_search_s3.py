@@ -19,14 +19,14 @@ pytest.importorskip("ray")
 
 from lsh_tune.search.candidate import read_epoch_log  # noqa: E402
 from lsh_tune.search.config import SearchConfig  # noqa: E402
-from lsh_tune.search.reference import read_reference_log, reference_plan, search_corpus  # noqa: E402
+from lsh_tune.search.run.reference import read_reference_log, reference_plan, search_corpus  # noqa: E402
 from lsh_tune.storage import Storage  # noqa: E402
 from helpers import kill_tree  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE_EPOCHS = 5
-#: What the script's tiny preset runs (experiments/_common.py), the reference made longer.
+#: What the script's tiny preset runs (lsh_tune/cli/experiment.py, SCHEDULES), the reference made longer.
 SEARCH = dict(model="stacked_lstm", preset="tiny", corpus="ptb", pool=3, rounds_every=1, final_k=2, max_epochs=2,
               reference_epochs=REFERENCE_EPOCHS, max_tokens=2000, gpus_per_trial=0.0, cpus_per_trial=1.0, seed=0,
               sparsity=0.67, hpo="tpe", metric="ls")

@@ -14,7 +14,7 @@ import pytest
 from lsh_tune.cli import build_parser
 from lsh_tune.cli.search import config_from_args
 from lsh_tune.errors import LSHUsageError
-from lsh_tune.search.reference import search_corpus
+from lsh_tune.search.run.reference import search_corpus
 from lsh_tune.table import TableSettings, read_manifest
 
 TINY = Path(__file__).resolve().parents[1] / "tables" / "tiny"

@@ -35,6 +35,17 @@ def _fake_trainer(model, *, momentum=0.0, epoch=0, max_epochs=5, step=10, total_
                         step=step, total_steps=total_steps)
 
 
+def _one_step(model, hook):
+    """One SGD step of ``model`` on random tokens with ``hook`` applied after it; returns the fake trainer."""
+    tr = _fake_trainer(model)
+    x = torch.randint(0, 300, (5, 3))
+    out, _ = model(x, model.init_state(3))
+    out.sum().backward()
+    tr.optimizer.step()
+    hook.after_optimizer_step(tr)
+    return tr
+
+
 def test_mode_tuples_are_the_issue_names():
     assert SPARSE_INITS == ("uniform", "ER")
     assert DEATH_MODES == ("magnitude", "SET", "threshold", "global_magnitude", "SET_paper")
@@ -161,12 +172,7 @@ def test_prune_keeps_count_and_drop_grow_disjoint(growth, redistribution):
     model = _lstm()
     cfg = SparseConfig(0.67, "ER", "global_magnitude", growth, redistribution, mask_gradients=growth == "gradient")
     hook = build_sparse_hook(model, cfg, seed=0)
-    tr = _fake_trainer(model)
-    x = torch.randint(0, 300, (5, 3))
-    out, _ = model(x, model.init_state(3))
-    out.sum().backward()
-    tr.optimizer.step()
-    hook.after_optimizer_step(tr)
+    tr = _one_step(model, hook)
     before = {k: m.clone() for k, m in hook.masking.masks.items()}
     changes = hook.prune(tr, 0.5)
     assert hook.masking.active() == hook.masking.target
@@ -201,12 +207,7 @@ def test_state_dict_round_trip_gives_same_next_decision():
     a_model, b_model = _lstm(), _lstm()
     cfg = SparseConfig(0.67, "uniform", "threshold", "momentum", "momentum", 0.6)
     a = build_sparse_hook(a_model, cfg, seed=1)
-    tr = _fake_trainer(a_model)
-    x = torch.randint(0, 300, (5, 3))
-    out, _ = a_model(x, a_model.init_state(3))
-    out.sum().backward()
-    tr.optimizer.step()
-    a.after_optimizer_step(tr)
+    tr = _one_step(a_model, a)
     a.prune(tr, 0.5)
     state = a.state_dict()
     torch.save(state, "/dev/null")

@@ -301,6 +301,16 @@ CATALOGUE = [
     ("name-reserved", [*S, "--name", "reference_cache"], "the storage path's own directory"),
     ("storage-empty", [*S[:2], "", *S[3:]], "storage_path=''"),
     ("storage-is-a-file", [*S[:2], "{k_dense}", *S[3:]], "is a file, not a directory"),
+    # replay and table build: options generated from ReplaySettings / TableSettings, checked by them
+    ("replay-hpo", ["replay", "{root}/no_table", "--hpo", "smac"], "hpo='smac' is not allowed; choose one of"),
+    ("replay-ls-fit", ["replay", str(REPO / "tables" / "tiny"), "--ls-fit", "global"], "ls_fit='global'"),
+    ("replay-seed", ["replay", str(REPO / "tables" / "tiny"), "--seed", "-1"], "seed=-1"),
+    ("table-build-ls-states", ["table", "build", "{root}/new_table", "--preset", "tiny", "--ls-states", "h,x"],
+     "ls_states='x' is not allowed"),
+    ("table-build-corpus", ["table", "build", "{root}/new_table", "--preset", "tiny", "--corpus", "{root}/none"],
+     "is neither a known corpus"),
+    ("table-build-without-preset", ["table", "build", "{root}/new_table", "--epochs", "2"],
+     "--epochs sets a new table's settings: pass --preset too"),
 ]
 
 

@@ -36,8 +36,31 @@ def print_json(obj: dict) -> None:
     sys.stdout.flush()
 
 
+#: What ``lsh-tune --help`` says above the commands: one paragraph.
+DESCRIPTION = (
+    "LS-based hyperpruning (LSH) of recurrent language models on Ray Tune: `search` runs (or resumes) a "
+    "search that ranks sparse candidates by how far their Lyapunov spectra are from the dense model's, "
+    "`report` summarises it; `train-dense` and `train-sparse` train a single model, `ls` computes a "
+    "Lyapunov spectrum, `table build` trains a training table and `replay` replays a search against it in "
+    "seconds; `data-info` and `model-info` describe a corpus and a preset. `lsh-tune COMMAND --help` lists "
+    "a command's options.")
+
+
+class _Paragraph(argparse.HelpFormatter):
+    """Wraps the description as one paragraph without splitting a command name at its hyphen."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap
+
+        return textwrap.fill(" ".join(text.split()), width, initial_indent=indent, subsequent_indent=indent,
+                             break_on_hyphens=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="lsh-tune", description=__doc__.splitlines()[0])
+    from lsh_tune import package_version
+
+    parser = OneLineParser(prog="lsh-tune", description=DESCRIPTION, formatter_class=_Paragraph)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     for name in SUBCOMMANDS:
         importlib.import_module(f"lsh_tune.cli.{name}").register(sub)

@@ -23,8 +23,8 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from lsh_tune.cli import print_json
     from lsh_tune.errors import LSHUsageError
-    from lsh_tune.search.history import SearchHistory
-    from lsh_tune.search.report import build_report, render_markdown
+    from lsh_tune.search.views.history import SearchHistory
+    from lsh_tune.search.views.report import build_report, render_markdown
     from lsh_tune.storage import atomic_write_text
 
     history = SearchHistory.load(args.experiment)

@@ -3,22 +3,35 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any, Mapping
 
 from lsh_tune.cli._dataclass_args import add_dataclass_args, dataclass_from_args
 from lsh_tune.cli.common import non_negative_int, positive_int
 from lsh_tune.errors import LSHUsageError
 
-__all__ = ["register", "run", "checked_config", "config_from_args", "table_options"]
+__all__ = ["add_search_arguments", "register", "run", "run_checked", "checked_config", "config_from_args",
+           "table_options"]
 
 
 def register(sub) -> None:
     """Add ``search``: one option per :class:`~lsh_tune.search.config.SearchConfig` field, plus the
     options that are not settings of the search (``--resume``, ``--json``, a local Ray's resources)."""
-    from lsh_tune.search.config import SearchConfig
-
     p = sub.add_parser("search", help="LS-based hyperpruning search on Ray Tune",
                        description="Run (or --resume) an LSH search; outputs go to STORAGE_PATH/NAME.")
-    add_dataclass_args(p, SearchConfig)
+    add_search_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_search_arguments(p: argparse.ArgumentParser, defaults: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    """The options of ``lsh-tune search`` on the parser ``p``.
+
+    ``defaults`` (field name → ``{"default": ..., "help": ...}``) replaces the defaults (and help) of
+    :class:`~lsh_tune.search.config.SearchConfig` fields, so that ``--help`` shows them: an experiment
+    script's own settings (:mod:`lsh_tune.cli.experiment`).
+    """
+    from lsh_tune.search.config import SearchConfig
+
+    add_dataclass_args(p, SearchConfig, overrides=defaults)
     p.add_argument("--table", default=None, metavar="TABLE",
                    help="train in the setting of a training table (lsh-tune table build): its model and training "
                         "specs, corpus slices and sparse init replace --preset/--max-tokens, and its model, corpus, "
@@ -29,7 +42,6 @@ def register(sub) -> None:
     local.add_argument("--num-cpus", type=positive_int, default=None, help="its CPUs")
     local.add_argument("--num-gpus", type=non_negative_int, default=None, help="its GPUs")
     local.add_argument("--ray-temp-dir", default=None, help="its temp dir")
-    p.set_defaults(func=run)
 
 
 def config_from_args(args: argparse.Namespace):
@@ -83,7 +95,7 @@ def _check_ray_args(args: argparse.Namespace, cfg) -> None:
         LSHUsageError: local-only options with a remote ``--address``, a local instance with
             fewer GPUs than ``--gpus-per-trial`` (CPU-only machines: pass ``--gpus-per-trial 0``, or
             leave the default ``auto``), or ``auto`` on a local instance without GPUs for a ``paper``
-            search (:func:`~lsh_tune.search.estimate.check_compute`, as ``--gpus-per-trial 0``).
+            search (:func:`~lsh_tune.search.run.preflight.check_compute`, as ``--gpus-per-trial 0``).
     """
     local = cfg.address in (None, "local")
     if not local and (args.num_cpus is not None or args.num_gpus is not None or args.ray_temp_dir):
@@ -101,7 +113,7 @@ def _check_ray_args(args: argparse.Namespace, cfg) -> None:
         if gpus == 0:
             from dataclasses import replace
 
-            from lsh_tune.search.estimate import check_compute
+            from lsh_tune.search.run.preflight import check_compute
 
             check_compute(replace(cfg, gpus_per_trial=0.0))  # preset paper: refused now, before Ray starts
         return
@@ -113,7 +125,7 @@ def _check_ray_args(args: argparse.Namespace, cfg) -> None:
 def _init_ray(args: argparse.Namespace, address: str | None, verbose: int = 1) -> None:
     import ray
 
-    from lsh_tune.search._ray_output import quiet_tune, ray_init_kwargs
+    from lsh_tune.search.tune.ray_output import quiet_tune, ray_init_kwargs
 
     quiet_tune(verbose)  # before ray.tune is first imported
     local = address in (None, "local")
@@ -129,12 +141,12 @@ def checked_config(args: argparse.Namespace):
     """The config to run, with everything checked that can be before Ray starts (nothing is written).
 
     A new search: the options. ``--resume``: the saved settings; given options must repeat them,
-    except :data:`~lsh_tune.search.preflight.RESUME_MAY_CHANGE`, which apply (and are named on stderr).
+    except :data:`~lsh_tune.search.run.preflight.RESUME_MAY_CHANGE`, which apply (and are named on stderr).
     """
     import sys
 
     from lsh_tune.cli._dataclass_args import given_fields
-    from lsh_tune.search.preflight import preflight, resume_config
+    from lsh_tune.search.run.preflight import preflight, resume_config
     from lsh_tune.search.ray_address import check_ray_address
 
     if args.resume:
@@ -155,16 +167,20 @@ def checked_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from lsh_tune.cli import print_json
-    from lsh_tune.search.tuner import run_search
+    return run_checked(args, checked_config(args))  # fail before starting Ray
 
-    cfg = checked_config(args)  # fail before starting Ray
+
+def run_checked(args: argparse.Namespace, cfg) -> int:
+    """Start (or join) Ray and run the search ``cfg`` that :func:`checked_config` returned for ``args``."""
+    from lsh_tune.cli import print_json
+    from lsh_tune.search.tune.tuner import run_search
+
     _init_ray(args, cfg.address, cfg.verbose)
     summary = run_search(cfg, resume=args.resume)
     if args.json:
         print_json(summary)
     else:
-        from lsh_tune.search.session import closing_text
+        from lsh_tune.search.views.session import closing_text
 
         print(closing_text(cfg.experiment()), end="")
     return 0 if summary.get("best") is not None else 1

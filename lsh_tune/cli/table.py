@@ -7,12 +7,28 @@ import os
 
 from lsh_tune.errors import LSHUsageError
 
-__all__ = ["register"]
+__all__ = ["SETTINGS_OVERRIDES", "register"]
+
+
+def _seeds_list(text: str) -> tuple:
+    from lsh_tune.cli.common import comma_list
+
+    return comma_list(int, "--seeds", "0,1")(text)
+
+
+#: How ``table build`` shows the :class:`~lsh_tune.table.TableSettings` fields it overrides.
+SETTINGS_OVERRIDES = {
+    "seeds": {"type": _seeds_list},
+    "epochs": {"help": "epochs of every run (also the training spec's)"},
+}
 
 
 def register(sub) -> None:
+    """Add ``table build`` (one option per :class:`~lsh_tune.table.TableSettings` field that has a
+    command-line form, overriding the preset's; beside them what to train and how) and ``table analyze``."""
+    from lsh_tune.cli._dataclass_args import add_dataclass_args
     from lsh_tune.cli.common import comma_list
-    from lsh_tune.table import TABLE_PRESETS
+    from lsh_tune.table import TABLE_PRESETS, TableSettings
 
     p = sub.add_parser("table", help="training tables: every configuration trained once per seed, every epoch logged")
     tsub = p.add_subparsers(dest="table_command", required=True, parser_class=type(p))
@@ -22,21 +38,24 @@ def register(sub) -> None:
     b.add_argument("table", help="table directory (manifest.json, rows/)")
     b.add_argument("--preset", choices=tuple(TABLE_PRESETS), default=None,
                    help="settings of a new table (an existing table keeps its own)")
-    b.add_argument("--no-grid", action="store_true", help="leave out the 24-variant grid at --grid-death-rate")
-    b.add_argument("--grid-death-rate", type=float, default=0.8, help="death rate of the grid variants")
-    b.add_argument("--sample", type=int, default=0,
-                   help="add N seeded configurations of the rest of the lattice (also to an existing table)")
-    b.add_argument("--sample-seed", type=int, default=0, help="seed of that sample")
-    b.add_argument("--first", type=int, default=None, help="keep only the first N configurations (quick tables)")
-    b.add_argument("--seeds", type=comma_list(int, "--seeds", "0,1"), default=None, help="training seeds of a new table, e.g. 0,1")
-    b.add_argument("--epochs", type=int, default=None, help="epochs of a new table (default: the preset's)")
-    b.add_argument("--limit", type=int, default=None, help="train at most N missing runs in this sitting")
-    b.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs (torch threads) per run")
-    b.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per run")
-    b.add_argument("--num-cpus", type=int, default=None, help="CPUs of a Ray instance started here")
-    b.add_argument("--ray-storage", default=None, help="where Tune writes its own files (default: a temp dir)")
-    b.add_argument("--data-dir", default=None, help="extra directory searched for the corpus")
-    b.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    new = b.add_argument_group("settings of a new table (with --preset; default: the preset's)")
+    add_dataclass_args(new, TableSettings, optional=True, overrides=SETTINGS_OVERRIDES)
+    plan = b.add_argument_group("which configurations")
+    plan.add_argument("--no-grid", action="store_true", help="leave out the 24-variant grid at --grid-death-rate")
+    plan.add_argument("--grid-death-rate", type=float, default=0.8, help="death rate of the grid variants (default: 0.8)")
+    plan.add_argument("--sample", type=int, default=0, metavar="N",
+                      help="add N seeded configurations of the rest of the lattice (also to an existing table)")
+    plan.add_argument("--sample-seed", type=int, default=0, help="seed of that sample (default: 0)")
+    plan.add_argument("--first", type=int, default=None, metavar="N",
+                      help="keep only the first N configurations (quick tables)")
+    run = b.add_argument_group("this sitting")
+    run.add_argument("--limit", type=int, default=None, metavar="N", help="train at most N missing runs in this sitting")
+    run.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs (torch threads) per run (default: 1.0)")
+    run.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per run (default: 0.0)")
+    run.add_argument("--num-cpus", type=int, default=None, help="CPUs of a Ray instance started here")
+    run.add_argument("--ray-storage", default=None, help="where Tune writes its own files (default: a temp dir)")
+    run.add_argument("--data-dir", default=None, help="extra directory searched for the corpus")
+    run.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     b.set_defaults(func=build)
     a = tsub.add_parser("analyze", help="Spearman of each epoch's LS distances and validation loss with final perplexity")
     a.add_argument("table", help="a complete table directory")
@@ -69,9 +88,12 @@ def analyze(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace):
     from lsh_tune.table import plan_configs, table_preset
 
+    given = _settings_given(args)
     if args.preset is None:
-        if args.seeds is not None or args.epochs is not None:
-            raise LSHUsageError("--seeds/--epochs set a new table's settings: pass --preset too")
+        if given:
+            flags = "/".join("--" + name.replace("_", "-") for name in given)
+            raise LSHUsageError(f"{flags} set{'s' if len(given) == 1 else ''} a new table's settings: "
+                                "pass --preset too")
         if not args.sample:
             return None, None
         # growing an existing table by a sample: plan it with the table's own settings
@@ -83,14 +105,20 @@ def _plan(args: argparse.Namespace):
         planned = plan_configs(saved, grid=not args.no_grid, sample=args.sample, sample_seed=args.sample_seed,
                                grid_death_rate=args.grid_death_rate)
         return None, _first(args, planned[len(planned) - args.sample:])  # the same sample a new table gets
-    base = table_preset(args.preset)
-    over: dict = {"seeds": args.seeds}
-    if args.epochs is not None:
-        over.update(epochs=args.epochs, train_spec={**base.train_spec, "epochs": args.epochs})
-    settings = table_preset(args.preset, **over)
+    if "epochs" in given:
+        given["train_spec"] = {**table_preset(args.preset).train_spec, "epochs": given["epochs"]}
+    settings = table_preset(args.preset, **given)
     configs = plan_configs(settings, grid=not args.no_grid, sample=args.sample, sample_seed=args.sample_seed,
                            grid_death_rate=args.grid_death_rate)
     return settings, _first(args, configs)
+
+
+def _settings_given(args: argparse.Namespace) -> dict:
+    """The :class:`~lsh_tune.table.TableSettings` options given (a namespace may lack some)."""
+    from lsh_tune.cli._dataclass_args import dataclass_values
+    from lsh_tune.table import TableSettings
+
+    return dataclass_values(TableSettings, args, drop_none=True)
 
 
 def _first(args: argparse.Namespace, configs: list[dict]) -> list[dict]:
@@ -109,6 +137,10 @@ def build(args: argparse.Namespace) -> int:
         from lsh_tune.table import TABLE_PRESETS
 
         raise LSHUsageError(f"{args.table} holds no table yet: pass --preset ({', '.join(TABLE_PRESETS)})")
+    if settings is not None:
+        from lsh_tune.data import find_corpus_dir
+
+        find_corpus_dir(settings.corpus, args.data_dir)  # a new table's corpus exists, before anything is written
     prepare_table(args.table, settings, configs)  # settings errors before Ray starts
     import ray
 

@@ -4,11 +4,12 @@
 :class:`~lsh_tune.errors.LSHUsageError` naming the field, its value and what is allowed, whether it
 came from the command line, an experiment script or Python. What needs the file system (the
 corpus, a reference checkpoint, the experiment directory) is checked by
-:func:`lsh_tune.search.preflight.preflight`, still before Ray starts.
+:func:`lsh_tune.search.run.preflight.preflight`, still before Ray starts.
+
+Every check takes the config being built (a ``SearchConfig``, read by attribute): this module does
+not import :mod:`lsh_tune.search.config`, which imports it.
 """
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 from lsh_tune.errors import LSHTypeError, LSHUsageError, check_choice, check_int, check_name, check_range
 from lsh_tune.lyapunov import CONVENTIONS
@@ -18,25 +19,24 @@ from lsh_tune.models import MODELS, PRESETS, model_has_cell_state
 from lsh_tune.search._generators import HPO_METHODS
 from lsh_tune.search._ls_fit import LS_FITS
 from lsh_tune.search._pool import RANKING_METRICS
+from lsh_tune.search.layout import REFERENCE_CACHE
 from lsh_tune.search.packing import AUTO
 from lsh_tune.search.ray_address import parse_ray_address
 from lsh_tune.space import SearchSpace
 from lsh_tune.storage import is_uri
 
-if TYPE_CHECKING:  # pragma: no cover
-    from lsh_tune.search.config import SearchConfig
-
 __all__ = ["SETTING_KEYS", "VERBOSITY", "check_search_fields"]
 
-#: Tune's verbosity levels.
+#: ``--verbose`` levels: no view, the live view, + Tune's reporter, + Tune's details
+#: (:mod:`lsh_tune.search.tune.ray_output`).
 VERBOSITY = (0, 1, 2, 3)
 #: The keys of ``SearchConfig.setting`` (a training table's setting).
 SETTING_KEYS = ("model_spec", "train_spec", "corpus", "train_tokens", "eval_tokens", "sparse")
 #: Names the storage path already uses for its own directories.
-RESERVED_NAMES = ("reference_cache",)
+RESERVED_NAMES = (REFERENCE_CACHE,)
 
 
-def check_search_fields(cfg: "SearchConfig") -> None:
+def check_search_fields(cfg) -> None:
     """Raise on the first field of ``cfg`` whose value is not allowed.
 
     Raises:
@@ -51,7 +51,7 @@ def check_search_fields(cfg: "SearchConfig") -> None:
     _check_setting(cfg)
 
 
-def _check_choices(cfg: "SearchConfig") -> None:
+def _check_choices(cfg) -> None:
     check_choice("model", cfg.model, MODELS)
     check_choice("preset", cfg.preset, PRESETS)
     check_choice("hpo", cfg.hpo, HPO_METHODS)
@@ -60,7 +60,7 @@ def _check_choices(cfg: "SearchConfig") -> None:
         raise LSHTypeError(f"space={cfg.space!r} must be a lsh_tune.space.SearchSpace")
 
 
-def _check_counts(cfg: "SearchConfig") -> None:
+def _check_counts(cfg) -> None:
     check_int("pool", cfg.pool, 2, allow_none=True)
     check_int("rounds_every", cfg.rounds_every, 1)
     check_int("final_k", cfg.final_k, 1)
@@ -79,7 +79,7 @@ def _check_counts(cfg: "SearchConfig") -> None:
         raise LSHUsageError(f"verbose={cfg.verbose!r} is out of range; allowed: {', '.join(map(str, VERBOSITY))}")
 
 
-def _check_rates_and_resources(cfg: "SearchConfig") -> None:
+def _check_rates_and_resources(cfg) -> None:
     check_range("sparsity", cfg.sparsity, 0.0, 1.0, low_open=True, high_open=True)
     check_range("grid_death_rate", cfg.grid_death_rate, 0.0, 1.0, low_open=True, high_open=True)
     if cfg.lr is not None:
@@ -90,7 +90,7 @@ def _check_rates_and_resources(cfg: "SearchConfig") -> None:
         raise LSHUsageError("gpus_per_trial=0 and cpus_per_trial=0: a trial needs some resource")
 
 
-def _check_gpus(cfg: "SearchConfig") -> None:
+def _check_gpus(cfg) -> None:
     """``gpus_per_trial``: ``auto`` or a number >= 0; ``gpus_per_trial_auto`` (why auto chose it): text or None."""
     if isinstance(cfg.gpus_per_trial, str) and cfg.gpus_per_trial != AUTO:
         raise LSHUsageError(f"gpus_per_trial={cfg.gpus_per_trial!r} is not allowed; use auto or a number >= 0")
@@ -106,7 +106,7 @@ def _text(name: str, value: object, *, allow_none: bool = False) -> None:
         raise LSHUsageError(f"{name}={value!r} must be a non-empty string")
 
 
-def _check_places(cfg: "SearchConfig") -> None:
+def _check_places(cfg) -> None:
     _text("corpus", cfg.corpus)
     _text("storage_path", cfg.storage_path)
     is_uri(cfg.storage_path, "storage_path")  # a malformed URI (s3://, s3:/bucket) is refused, never a local path
@@ -120,7 +120,7 @@ def _check_places(cfg: "SearchConfig") -> None:
     parse_ray_address(cfg.address)  # its form only; whether a cluster answers: check_ray_address, before ray.init
 
 
-def _check_ls(cfg: "SearchConfig") -> None:
+def _check_ls(cfg) -> None:
     check_int("ls_k", cfg.ls_k, 1)
     check_int("ls_steps", cfg.ls_steps, 1)
     check_int("ls_warmup", cfg.ls_warmup, 0)
@@ -135,7 +135,7 @@ def _check_ls(cfg: "SearchConfig") -> None:
     check_choice("ls_fit", cfg.ls_fit, LS_FITS)
 
 
-def _check_setting(cfg: "SearchConfig") -> None:
+def _check_setting(cfg) -> None:
     """``setting`` (a table's training setting): its keys, and that ``model``, ``corpus`` and
     ``max_tokens`` do not contradict it (the specs themselves are checked where they are built)."""
     setting = cfg.setting

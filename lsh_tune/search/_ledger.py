@@ -5,8 +5,9 @@ Ray-free. One :class:`SearchLedger` is given to both :class:`~lsh_tune.search.LS
 passed through Tune. The adapters use only the ledger's methods, each of which holds the
 ledger lock (Tune calls scheduler and searcher from one thread, but the lock keeps that an
 implementation detail of Tune). Every change is written atomically to
-``<experiment>/lsh/state.json`` because Ray restores searcher state but not scheduler state
-(ray-project/ray#30838).
+``<experiment>/lsh/state.json`` (:data:`~lsh_tune.search.layout.STATE_FILE`, in ``lsh/``: Tune's
+restore would overwrite a top-level file with a stale copy) because Ray restores searcher state
+but not scheduler state (ray-project/ray#30838).
 
 Pickling a ledger stores only its path; unpickling re-opens it through a per-process registry,
 so the scheduler and the searcher that ``Tuner.restore`` unpickles separately share one object
@@ -23,16 +24,12 @@ from lsh_tune.search._generators import RefillGenerator, generator_class, make_g
 from lsh_tune.search._ls_fit import PoolLSFit
 from lsh_tune.search._pool import DONE, CandidatePool, PoolConfig, RoundDecision
 from lsh_tune.search.keys import REFERENCE_CID
+from lsh_tune.search.layout import STATE_FILE
 from lsh_tune.space import SearchSpace
 from lsh_tune.storage import Storage
 
 __all__ = ["SearchLedger", "STATE_FILE"]
 
-#: The ledger's file, relative to the experiment directory. It lives in a subdirectory because
-#: Tune copies every top-level ``*.json``/``*.pkl`` of the experiment directory into its driver
-#: staging directory on restore and syncs that copy back up later, which would overwrite a
-#: top-level state file with the stale one from restore time.
-STATE_FILE = "lsh/state.json"
 STATE_VERSION = 1
 _REGISTRY: dict[str, "SearchLedger"] = {}
 _LOCK = threading.RLock()

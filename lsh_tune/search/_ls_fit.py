@@ -10,7 +10,7 @@ reference and its own history: that is the ``ls_distance_own_fit`` it reports fo
 keeps every candidate's spectra so the ledger can refit when the pool is complete. Ray-free.
 
 The reference history may arrive after the candidates' first spectra (the dense reference is a
-trial of the same search, see :mod:`lsh_tune.search.reference`): until :meth:`PoolLSFit.set_reference`
+trial of the same search, see :mod:`lsh_tune.search.run.reference`): until :meth:`PoolLSFit.set_reference`
 the fit has no reference and the ledger keeps the round open. With ``fit="candidate"`` each
 candidate is ranked in a space fitted on the reference and its own history alone (what each trial
 reports as ``ls_distance_own_fit``), computed here from the same spectra.
@@ -30,6 +30,7 @@ import numpy as np
 
 from lsh_tune.errors import LSHUsageError, check_choice, check_int
 from lsh_tune.lyapunov.distance import EMBEDDINGS, METRICS, ls_distances
+from lsh_tune.search.layout import REFERENCE_LS_FILE, SPECTRA_DIR
 from lsh_tune.storage import Storage
 
 __all__ = ["LSSpace", "PoolLSFit", "LS_FITS"]
@@ -37,8 +38,6 @@ __all__ = ["LSSpace", "PoolLSFit", "LS_FITS"]
 #: ``pool``: one embedding per round over the reference and every ranked candidate (the paper);
 #: ``candidate``: rank by the distance each trial reports (reference + its own history).
 LS_FITS = ("pool", "candidate")
-_REFERENCE_FILE = "lsh/reference_ls.json"
-_SPECTRA_DIR = "lsh/spectra"
 
 
 @dataclass(frozen=True)
@@ -131,21 +130,21 @@ class PoolLSFit:
 
     def save_reference(self) -> None:
         if self.storage is not None and self.reference is not None:
-            self.storage.write_json(_REFERENCE_FILE, self.reference.tolist(), indent=None)
+            self.storage.write_json(REFERENCE_LS_FILE, self.reference.tolist(), indent=None)
 
     @classmethod
     def load(cls, directory: Storage | str | os.PathLike, meta: Mapping) -> "PoolLSFit":
         """The fit of a saved search: the reference (if known yet) and every candidate's spectra."""
         store = Storage.of(directory)
         try:
-            reference = store.read_json(_REFERENCE_FILE) if store.is_file(_REFERENCE_FILE) else None
+            reference = store.read_json(REFERENCE_LS_FILE) if store.is_file(REFERENCE_LS_FILE) else None
         except ValueError as e:
-            raise LSHUsageError(f"cannot read {store.uri_of(_REFERENCE_FILE)}: {e}") from None
+            raise LSHUsageError(f"cannot read {store.uri_of(REFERENCE_LS_FILE)}: {e}") from None
         fit = cls(reference, LSSpace(meta["embedding"], meta["distance"], int(meta["seed"])), store,
                   fit=meta.get("fit", "pool"))
-        for name in store.listdir(_SPECTRA_DIR):
+        for name in store.listdir(SPECTRA_DIR):
             if name.endswith(".json"):
-                rel = f"{_SPECTRA_DIR}/{name}"
+                rel = f"{SPECTRA_DIR}/{name}"
                 try:
                     fit.spectra[name[:-len(".json")]] = {int(e): s for e, s in store.read_json(rel).items()}
                 except (ValueError, AttributeError) as e:
@@ -168,7 +167,7 @@ class PoolLSFit:
             _check_length(cid, values, self.reference.shape[1])
         known[int(epoch)] = values
         if self.storage is not None:
-            self.storage.write_json(f"{_SPECTRA_DIR}/{cid}.json", {str(e): s for e, s in sorted(known.items())},
+            self.storage.write_json(f"{SPECTRA_DIR}/{cid}.json", {str(e): s for e, s in sorted(known.items())},
                                     indent=None)
         return True
 

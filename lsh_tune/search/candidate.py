@@ -1,11 +1,11 @@
 """One candidate outside Ray: its settings, how it is built, and where its state lives (Ray-free).
 
 Files of candidate ``cid`` in the experiment's storage (:class:`lsh_tune.storage.Storage`: a
-directory or an object-store URI): ``candidates/<cid>/state.pt`` (the latest full training
-state, :meth:`lsh_tune.train.Trainer.state_dict`), ``state.json`` (``{"epoch", "cid"}`` of that
-state) and ``ls_history.json`` (its spectra, one per epoch from epoch 0 with metric ``ls``; −inf exponents as JSON
-``-Infinity``); every trained epoch of the search is one record of the log ``epochs/``
-(:meth:`Storage.append_record`).
+directory or an object-store URI; names: :mod:`lsh_tune.search.layout`): ``candidates/<cid>/state.pt``
+(the latest full training state, :meth:`lsh_tune.train.Trainer.state_dict`), ``state.json``
+(``{"epoch", "cid"}`` of that state) and ``ls_history.json`` (its spectra, one per epoch from epoch 0
+with metric ``ls``; −inf exponents as JSON ``-Infinity``); every trained epoch of the search is one
+record of the log ``epochs/`` (:meth:`Storage.append_record`).
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Sequence
 from lsh_tune.errors import LSHUsageError
 from lsh_tune.search._ls_fit import LSSpace
 from lsh_tune.search.keys import CID_KEY
+from lsh_tune.search.layout import EPOCH_LOG, LS_NAME, META_NAME, STATE_NAME, candidate_dir
 from lsh_tune.seeds import derive_seed
 from lsh_tune.storage import Storage
 
@@ -30,11 +31,6 @@ __all__ = ["TrialSettings", "trial_settings", "build_candidate", "candidate_dir"
            "EPOCH_LOG"]
 
 logger = logging.getLogger(__name__)
-
-STATE_NAME = "state.pt"
-META_NAME = "state.json"
-LS_NAME = "ls_history.json"  # the candidate's spectra, one per epoch (epoch 0 first)
-EPOCH_LOG = "epochs"          # one record per trained epoch
 
 
 @dataclass(frozen=True)
@@ -79,11 +75,6 @@ def trial_settings(cfg: "SearchConfig", hp_names: tuple[str, ...]) -> TrialSetti
                          hp_names=tuple(hp_names), ls_config=cfg.ls_config().to_dict(), ls_space=cfg.ls_space(),
                          state_dir=cfg.experiment().uri, threads=max(1, int(math.ceil(cfg.cpus_per_trial))),
                          sparse_kwargs=dict(cfg.setting["sparse"]) if cfg.setting else {})
-
-
-def candidate_dir(cid: str) -> str:
-    """Where candidate ``cid``'s mirror lives, relative to the experiment's storage."""
-    return f"candidates/{cid}"
 
 
 def read_epoch_log(experiment: Storage | str | os.PathLike) -> list[dict]:

@@ -1,14 +1,15 @@
 """The settings of one LSH search (:class:`SearchConfig`, the ``lsh-tune search`` options) and their checks.
 
-Ray-free. A search saves its config as ``<experiment>/lsh/search.json`` (:data:`CONFIG_FILE`); a
-resume reads it back (:func:`check_experiment_dir`), so a resumed search keeps the settings it
-started with.
+Ray-free. Every field's value is checked when a config is built (:mod:`lsh_tune.search._checks`). A
+search saves its config as ``<experiment>/lsh/search.json`` (:data:`~lsh_tune.search.layout.CONFIG_FILE`);
+a resume reads it back (:func:`lsh_tune.search.run.preflight.check_experiment_dir`), so a resumed
+search keeps the settings it started with.
 """
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from lsh_tune.data import KNOWN_CORPORA
@@ -19,17 +20,16 @@ from lsh_tune.lyapunov.spectrum import QR_ORDERS
 from lsh_tune.models import MODELS, PRESETS
 from lsh_tune.search._checks import check_search_fields
 from lsh_tune.search._generators import HPO_METHODS, generator_class
-from lsh_tune.search._ledger import STATE_FILE, SearchLedger
+from lsh_tune.search._ledger import SearchLedger
 from lsh_tune.search._ls_fit import LS_FITS, LSSpace
 from lsh_tune.search._pool import RANKING_METRICS, PoolConfig, plan_schedule, required_max_epochs
+from lsh_tune.search.layout import CONFIG_FILE
 from lsh_tune.search.packing import AUTO, parse_gpus_per_trial
 from lsh_tune.space import DEFAULT_DEATH_RATE_GRID, DEFAULT_SPACE, SearchSpace
 from lsh_tune.storage import Storage
 
-__all__ = ["CONFIG_FILE", "SearchConfig", "check_experiment_dir"]
+__all__ = ["CONFIG_FILE", "SearchConfig"]
 
-#: The saved config, relative to the experiment directory.
-CONFIG_FILE = "lsh/search.json"
 #: Default pool size of the generators that sample (``grid`` defaults to its whole grid).
 DEFAULT_POOL = 20
 
@@ -72,7 +72,7 @@ class SearchConfig:
             ``None`` starts/uses a local Ray. Checked before Ray starts
             (:func:`~lsh_tune.search.ray_address.check_ray_address`).
         verbose: what the terminal shows: 0 the summary only, 1 (default) the live view of the search
-            (:mod:`lsh_tune.search.console`), 2 also Tune's reporter and Ray's logs, 3 Tune's details.
+            (:mod:`lsh_tune.search.views.console`), 2 also Tune's reporter and Ray's logs, 3 Tune's details.
         max_failures: Tune's ``FailureConfig(max_failures)``: a trial whose worker process or node
             dies restarts (from its newest state) this many times before the candidate is dropped.
         space: the hyperparameter space searched (not a command-line option; saved with the config).
@@ -246,23 +246,3 @@ class SearchConfig:
         store = experiment if isinstance(experiment, Storage) else Storage(experiment)
         return cls.from_dict(store.read_json(CONFIG_FILE))
 
-
-def check_experiment_dir(cfg: SearchConfig, resume: bool) -> SearchConfig:
-    """The config to run: ``cfg`` for a new search, the saved one (storage/address from ``cfg``) on resume.
-
-    Raises:
-        LSHUsageError: resuming where there is nothing, or starting where a search exists, or a
-            ``paper`` search without GPUs (:func:`lsh_tune.search.estimate.check_compute`).
-    """
-    from lsh_tune.search.estimate import check_compute
-
-    exp = cfg.experiment()
-    if resume:
-        if not exp.is_file(CONFIG_FILE) or not exp.is_file(STATE_FILE):
-            raise LSHUsageError(f"nothing to resume in {exp.uri_of()} (no {CONFIG_FILE}/{STATE_FILE})")
-        saved = SearchConfig.load(exp)
-        cfg = replace(saved, storage_path=cfg.storage_path, address=cfg.address, verbose=cfg.verbose)
-    elif exp.is_file(CONFIG_FILE) or exp.is_file(STATE_FILE):
-        raise LSHUsageError(f"{exp.uri_of()} already holds a search: pass --resume or choose another --name")
-    check_compute(cfg)
-    return cfg

@@ -3,20 +3,26 @@
 Every report carries :data:`CID_KEY` and ``epoch``. A round boundary sets :data:`BOUNDARY_KEY`
 and carries the ranked metric (:data:`METRIC_KEYS`) and, with metric ``ls``, the spectrum
 (:data:`LS_KEY`); a finalist's last report sets :data:`FINAL_KEY` and carries ``val_ppl`` and
-``test_ppl``; a boundary re-reported after a restore sets :data:`REPLAY_KEY`.
+``test_ppl``; a boundary re-reported after a restore sets :data:`REPLAY_KEY`. The trial of the dense
+reference (:data:`REFERENCE_CID`) reports ``epoch`` and :data:`REFERENCE_EPOCHS_KEY` every epoch and
+sets :data:`REFERENCE_DONE_KEY` on its last report.
 """
 from __future__ import annotations
 
 from typing import Any, Mapping
 
-__all__ = ["CID_KEY", "OWN_FIT_DISTANCE_KEY", "REFERENCE_CID", "BOUNDARY_KEY", "FINAL_KEY", "REPLAY_KEY", "LS_KEY",
-           "LS_EPOCHS_KEY", "LS_FIRST_EPOCH_KEY", "METRIC_KEYS",
+__all__ = ["CID_KEY", "OWN_FIT_DISTANCE_KEY", "REFERENCE_CID", "REFERENCE_EPOCHS_KEY", "REFERENCE_DONE_KEY",
+           "BOUNDARY_KEY", "FINAL_KEY", "REPLAY_KEY", "LS_KEY", "LS_EPOCHS_KEY", "LS_FIRST_EPOCH_KEY", "METRIC_KEYS",
            "FINAL_METRIC_KEYS", "ROUND_INFO_KEYS", "require"]
 
 #: The candidate id (also in every trial's config).
 CID_KEY = "cid"
 #: The ``cid`` of the trial that trains the dense reference (its config holds nothing else).
 REFERENCE_CID = "reference"
+#: In the reference trial's reports: the epochs it trains in all.
+REFERENCE_EPOCHS_KEY = "epochs"
+#: True on the reference trial's last report: the reference is in its cache.
+REFERENCE_DONE_KEY = "reference_done"
 #: True on a round boundary (every E epochs of the candidate's own training, and at max_epochs).
 BOUNDARY_KEY = "lsh_boundary"
 #: True on a finalist's last report.

@@ -1,5 +1,5 @@
 """``--gpus-per-trial auto``: how many trials share one GPU (Ray-free, pure; the Ray side is
-:func:`lsh_tune.search.tuner.resolve_gpus`).
+:func:`lsh_tune.search.tune.tuner.resolve_gpus`).
 
 A search's trials are separate processes (Ray Tune trials) that each train one small recurrent
 model; one of them alone leaves most of a large GPU idle, so several per GPU train more batches per

@@ -5,7 +5,7 @@ retries for minutes and fills the terminal with C++ logs; :func:`check_ray_addre
 connection to the address's port first and refuses within :data:`CONNECT_TIMEOUT_S` seconds (the
 environment variable :data:`TIMEOUT_ENV` changes it) with one
 :class:`~lsh_tune.errors.LSHAddressError` naming the address and the timeout. ``lsh-tune search``
-calls it in its checks, :func:`~lsh_tune.search.tuner.run_search` (and so ``LSHTuner.fit``) right
+calls it in its checks, :func:`~lsh_tune.search.tune.tuner.run_search` (and so ``LSHTuner.fit``) right
 before it starts Ray itself.
 
 What is probed: ``HOST:PORT`` — the cluster's GCS port (``ray start --head --port PORT``, 6379 by

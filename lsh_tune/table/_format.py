@@ -26,7 +26,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from lsh_tune.errors import LSHUsageError, check_int, check_range
+from lsh_tune.data import KNOWN_CORPORA
+from lsh_tune.errors import LSHUsageError, check_choice, check_int, check_range
+from lsh_tune.lyapunov import CONVENTIONS
+from lsh_tune.lyapunov.distance import EMBEDDINGS, METRICS
 from lsh_tune.storage import atomic_write_json
 
 __all__ = ["TABLE_PRESETS", "TABLE_VERSION", "REFERENCE_KEY", "TableSettings", "config_key", "run_name",
@@ -42,7 +45,8 @@ PARTIAL = "partial"
 
 @dataclass(frozen=True)
 class TableSettings:
-    """What every run of a table shares.
+    """What every run of a table shares (``lsh-tune table build``: one option per field but the dicts,
+    which the preset gives).
 
     Args:
         model_spec, train_spec: :meth:`ModelSpec.to_dict` / :meth:`TrainSpec.to_dict` of the runs.
@@ -59,20 +63,25 @@ class TableSettings:
         embeddings, metrics: LS spaces of the logged distances (:data:`lsh_tune.lyapunov.EMBEDDINGS`).
     """
 
-    model_spec: dict
-    train_spec: dict
-    sparsity: float
-    epochs: int
-    seeds: tuple[int, ...] = (0, 1)
-    corpus: str = "ptb"
-    train_tokens: int | None = None
-    eval_tokens: int | None = None
-    ls: dict = field(default_factory=lambda: {"k": 2, "steps": 35, "warmup": 10})
-    ls_states: tuple[str, ...] = ("h", "hc")
-    sparse: dict = field(default_factory=dict)
-    space: dict | None = None
-    embeddings: tuple[str, ...] = ("pca", "raw", "tsne")
-    metrics: tuple[str, ...] = ("l2", "cosine")
+    model_spec: dict = field(metadata={"cli": False})  # the preset's (``lsh-tune table build --preset``)
+    train_spec: dict = field(metadata={"cli": False})
+    sparsity: float = field(metadata={"help": "target sparsity of every candidate"})
+    epochs: int = field(metadata={"help": "epochs of every run"})
+    seeds: tuple[int, ...] = field(default=(0, 1), metadata={
+        "help": "training seeds: every configuration is trained once per seed, e.g. 0,1"})
+    corpus: str = field(default="ptb", metadata={
+        "help": f"{', '.join(KNOWN_CORPORA)} or a directory with train/valid/test"})
+    train_tokens: int | None = field(default=None, metadata={"help": "keep the first N training tokens"})
+    eval_tokens: int | None = field(default=None, metadata={"help": "keep the first N validation/test tokens"})
+    ls: dict = field(default_factory=lambda: {"k": 2, "steps": 35, "warmup": 10}, metadata={"cli": False})
+    ls_states: tuple[str, ...] = field(default=("h", "hc"), metadata={
+        "help": f"state conventions whose spectra are logged every epoch ({', '.join(CONVENTIONS)})"})
+    sparse: dict = field(default_factory=dict, metadata={"cli": False})
+    space: dict | None = field(default=None, metadata={"cli": False})
+    embeddings: tuple[str, ...] = field(default=("pca", "raw", "tsne"), metadata={
+        "help": f"LS-space embeddings of the logged distances ({', '.join(EMBEDDINGS)})"})
+    metrics: tuple[str, ...] = field(default=("l2", "cosine"), metadata={
+        "help": f"distances in LS space of the logged distances ({', '.join(METRICS)})"})
 
     def __post_init__(self) -> None:
         check_int("epochs", self.epochs, 1)
@@ -85,6 +94,10 @@ class TableSettings:
             check_int("seed", s, 0)
         if not self.ls_states:
             raise LSHUsageError("ls_states must name at least one state convention (h, hc)")
+        for name, values, allowed in (("ls_states", self.ls_states, CONVENTIONS),
+                                      ("embeddings", self.embeddings, EMBEDDINGS), ("metrics", self.metrics, METRICS)):
+            for v in values:
+                check_choice(name, v, allowed)
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
         object.__setattr__(self, "ls_states", tuple(self.ls_states))
         object.__setattr__(self, "embeddings", tuple(self.embeddings))

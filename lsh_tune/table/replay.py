@@ -22,12 +22,13 @@ is the answer at each moment.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
 from lsh_tune.errors import LSHUsageError, check_choice, check_int
 from lsh_tune.lyapunov import CONVENTIONS
 from lsh_tune.lyapunov.distance import EMBEDDINGS, METRICS
+from lsh_tune.search import HPO_METHODS
 from lsh_tune.search._ledger import SearchLedger
 from lsh_tune.search._ls_fit import LS_FITS, LSSpace, PoolLSFit
 from lsh_tune.search._pool import FINAL, RANKING_METRICS, SELECTION
@@ -46,7 +47,7 @@ LS_HISTORIES = ("epoch", "boundary")
 
 @dataclass(frozen=True)
 class ReplaySettings:
-    """One replayed search (the ``lsh-tune replay`` options).
+    """One replayed search (the ``lsh-tune replay`` options: one per field, from its metadata).
 
     Args:
         hpo: refill generator (:data:`~lsh_tune.search.HPO_METHODS`).
@@ -62,23 +63,31 @@ class ReplaySettings:
         grid_death_rate: death rate of the ``grid`` variants.
     """
 
-    hpo: str = "grid"
-    metric: str = "ls"
-    pool: int = 24
-    rounds_every: int = 1
-    final_k: int = 2
-    max_rounds: int | None = None
-    seed: int = 0
-    gpus: int = 1
-    ls_state: str = "h"
-    ls_embedding: str = "pca"
-    ls_distance: str = "l2"
-    ls_fit: str = "pool"
-    ls_history: str = "epoch"
-    ls_top: int | None = None
-    grid_death_rate: float = DEFAULT_DEATH_RATE_GRID
+    hpo: str = field(default="grid", metadata={
+        "choices": HPO_METHODS, "help": "refill generator of a replayed search (metric ls/loss)"})
+    metric: str = field(default="ls", metadata={
+        "choices": RANKING_METRICS, "help": "what the search ranks by: ls (LS distance, LSH) or loss"})
+    pool: int = field(default=24, metadata={"help": "initial pool size"})
+    rounds_every: int = field(default=1, metadata={"help": "E: epochs per round"})
+    final_k: int = field(default=2, metadata={"help": "stop halving at this pool size"})
+    max_rounds: int | None = field(default=None, metadata={"help": "cap on halving rounds"})
+    seed: int = field(default=0, metadata={"help": "search seed (generator, candidate seeds, reference seed)"})
+    gpus: int = field(default=1, metadata={"help": "parallel workers of the simulated wall time"})
+    ls_state: str = field(default="h", metadata={
+        "choices": CONVENTIONS, "help": "state convention of the spectra ranked with (the table must have logged it)"})
+    ls_embedding: str = field(default="pca", metadata={"choices": EMBEDDINGS, "help": "LS-space embedding"})
+    ls_distance: str = field(default="l2", metadata={"choices": METRICS, "help": "distance in LS space"})
+    ls_fit: str = field(default="pool", metadata={
+        "choices": LS_FITS, "help": "pool (rank in one LS space fitted on the whole pool, the paper) or candidate"})
+    ls_history: str = field(default="epoch", metadata={
+        "choices": LS_HISTORIES, "help": "epoch (every epoch from 0, paper) or boundary (one spectrum per round)"})
+    ls_top: int | None = field(default=None, metadata={
+        "metavar": "K", "help": "rank by only the K leading exponents (as a search's --ls-top)"})
+    grid_death_rate: float = field(default=DEFAULT_DEATH_RATE_GRID, metadata={
+        "help": "death rate of the grid variants (hpo grid)"})
 
     def __post_init__(self) -> None:
+        check_choice("hpo", self.hpo, HPO_METHODS)
         check_choice("metric", self.metric, RANKING_METRICS)
         check_choice("ls_state", self.ls_state, CONVENTIONS)
         check_choice("ls_embedding", self.ls_embedding, EMBEDDINGS)

@@ -104,7 +104,7 @@ def _install_ledger_faults() -> None:
 
 
 def _install_reference_fault() -> None:
-    from lsh_tune.search._ray import LSHScheduler
+    from lsh_tune.search.tune.adapters import LSHScheduler
     from lsh_tune.search.keys import CID_KEY, REFERENCE_CID
 
     on_result = LSHScheduler.on_trial_result

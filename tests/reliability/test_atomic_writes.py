@@ -158,7 +158,7 @@ def test_searcher_state(search_cfg, tmp_path):
     import json
 
     pytest.importorskip("ray")
-    from lsh_tune.search._ray import LSHSearcher
+    from lsh_tune.search.tune.adapters import LSHSearcher
 
     from lsh_tune.search._ledger import SearchLedger
 
@@ -186,7 +186,7 @@ def test_an_event_append_cut_by_a_full_disk_or_a_kill(tmp_path):
     """``events.jsonl`` is appended to, not replaced: a full disk inside the append leaves the file
     byte for byte as it was (the part written is cut back off); a kill inside it leaves a torn last
     line, which readers skip and report, and which the next writer (a resumed driver) cuts off."""
-    from lsh_tune.search.events import EVENTS_FILE, EventLog, read_event_file
+    from lsh_tune.search.views.events import EVENTS_FILE, EventLog, read_event_file
 
     log = EventLog(tmp_path, clock=lambda: 1.0)
     log.emit("epoch", cid="c000", epoch=1)

@@ -101,7 +101,7 @@ def test_every_file_the_ledger_reads_is_covered_above(search_cfg):
 
 def test_a_damaged_reference_cache_entry_is_a_miss(search_cfg, ptb_2k):
     from lsh_tune.lyapunov import ReferenceCache
-    from lsh_tune.search.reference import prepare_reference, reference_plan
+    from lsh_tune.search.run.reference import prepare_reference, reference_plan
 
     plan = reference_plan(search_cfg, ptb_2k)
     cache = ReferenceCache(plan.cache)
@@ -116,7 +116,7 @@ def test_a_damaged_reference_training_state_is_trained_again_to_the_same_result(
     from dataclasses import replace
 
     from lsh_tune.lyapunov import ReferenceCache
-    from lsh_tune.search.reference import reference_plan, train_reference
+    from lsh_tune.search.run.reference import reference_plan, train_reference
 
     plan = replace(reference_plan(search_cfg, ptb_2k), epochs=2)
     clean = train_reference(replace(plan, cache=str(tmp_path / "clean")), ptb_2k)
@@ -140,7 +140,7 @@ def test_a_damaged_reference_training_state_is_trained_again_to_the_same_result(
 def test_an_unreadable_searcher_state_keeps_the_ledger(search_cfg, tmp_path):
     pytest.importorskip("ray")
     from lsh_tune.search._ledger import SearchLedger
-    from lsh_tune.search._ray import LSHSearcher
+    from lsh_tune.search.tune.adapters import LSHSearcher
 
     search_cfg.save()
     ledger = SearchLedger.create(search_cfg.pool_config(), "random", search_cfg.space, search_cfg.experiment())

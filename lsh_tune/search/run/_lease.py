@@ -1,6 +1,6 @@
 """A lease on one name in a :class:`~lsh_tune.storage.Storage`: one worker at a time trains a shared thing.
 
-Ray-free. Used for the dense reference (:func:`lsh_tune.search.reference.train_reference`): two
+Ray-free. Used for the dense reference (:func:`lsh_tune.search.run.reference.train_reference`): two
 searches with the same storage path and the same reference key would otherwise both train it.
 
 The lease is a small JSON file (``reference_cache/<key>.lease.json`` for the reference)::

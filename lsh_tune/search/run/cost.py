@@ -14,21 +14,22 @@ Two sources, never mixed in one number:
 The wall clock of a search (:func:`estimate_search`): round 0 cannot close before the reference is
 trained (it trains beside the round-0 candidates, in one of the ``slots`` trials that run at once),
 every later round takes ⌈n/slots⌉·E epochs, and the finalists then train to ``max_epochs``.
-:func:`check_compute` refuses a ``paper`` search without GPUs, naming these numbers.
+:func:`time_table` is the table of ``docs/cluster.md``. What refuses a search these numbers say
+cannot run (a ``paper`` search without GPUs) is a check that uses them:
+:func:`lsh_tune.search.run.preflight.check_compute`.
 """
 from __future__ import annotations
 
 import math
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from lsh_tune.errors import LSHUsageError, check_choice
+from lsh_tune.search._generators import generator_class
+from lsh_tune.search._pool import plan_schedule
+from lsh_tune.search.config import SearchConfig
 
-if TYPE_CHECKING:  # pragma: no cover
-    from lsh_tune.search.config import SearchConfig
-
-__all__ = ["DEVICES", "EPOCH_COSTS", "EpochCost", "GPU_SUSTAINED_FLOPS", "SearchEstimate", "check_compute",
+__all__ = ["DEVICES", "EPOCH_COSTS", "EpochCost", "GPU_SUSTAINED_FLOPS", "SearchEstimate", "TABLE_GPUS",
            "cpu_slots", "estimate_search", "format_duration", "reference_seconds", "time_table"]
 
 #: ``cpu``: measured seconds; ``gpu``: FLOP counts at :data:`GPU_SUSTAINED_FLOPS`.
@@ -110,7 +111,7 @@ class SearchEstimate:
     total_s: float
 
 
-def _cost(cfg: "SearchConfig") -> EpochCost:
+def _cost(cfg: SearchConfig) -> EpochCost:
     try:
         return EPOCH_COSTS[(cfg.model, cfg.preset)]
     except KeyError:
@@ -118,7 +119,7 @@ def _cost(cfg: "SearchConfig") -> EpochCost:
                             f"{sorted(EPOCH_COSTS)} (benchmarks/bench_epoch_time.py measures one)") from None
 
 
-def _epoch_and_ls(cfg: "SearchConfig", device: str) -> tuple[float, float]:
+def _epoch_and_ls(cfg: SearchConfig, device: str) -> tuple[float, float]:
     cost = _cost(cfg)
     cap = cfg.max_tokens
     train = cost.train_tokens if cap is None else min(cap, cost.train_tokens)
@@ -126,7 +127,7 @@ def _epoch_and_ls(cfg: "SearchConfig", device: str) -> tuple[float, float]:
     return cost.epoch_seconds(device, train, valid), cost.ls_seconds(device)
 
 
-def reference_seconds(cfg: "SearchConfig", device: str) -> float:
+def reference_seconds(cfg: SearchConfig, device: str) -> float:
     """The dense reference of ``cfg``: its epochs, each followed by one spectrum, plus the one at epoch 0
     (no time for a ``reference_checkpoint`` beyond one spectrum)."""
     epoch_s, ls_s = _epoch_and_ls(cfg, device)
@@ -136,11 +137,8 @@ def reference_seconds(cfg: "SearchConfig", device: str) -> float:
     return epochs * (epoch_s + ls_s) + ls_s
 
 
-def estimate_search(cfg: "SearchConfig", device: str, slots: int = 1) -> SearchEstimate:
+def estimate_search(cfg: SearchConfig, device: str, slots: int = 1) -> SearchEstimate:
     """How long the search ``cfg`` takes with ``slots`` trials at once on ``device`` (see module docstring)."""
-    from lsh_tune.search._generators import generator_class
-    from lsh_tune.search._pool import plan_schedule
-
     slots = max(1, int(slots))
     epoch_s, ls_s = _epoch_and_ls(cfg, device)
     E = cfg.rounds_every
@@ -175,7 +173,7 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / (365 * 86400):.0f} years"
 
 
-def cpu_slots(cfg: "SearchConfig", cores: int | None = None) -> int:
+def cpu_slots(cfg: SearchConfig, cores: int | None = None) -> int:
     """Trials at once on ``cores`` CPU cores (default: this machine's), one per ⌈cpus_per_trial⌉ cores."""
     cores = os.cpu_count() or 1 if cores is None else cores
     return max(1, cores // max(1, math.ceil(cfg.cpus_per_trial)))
@@ -193,8 +191,6 @@ def time_table() -> str:
     """The Markdown table of ``docs/cluster.md``: per model and preset, one epoch, one spectrum, the
     dense reference and the whole search, on CPU (measured, :data:`TABLE_CORES` cores, one trial per
     core) and on GPU (FLOP counts, :data:`TABLE_GPUS` GPUs)."""
-    from lsh_tune.search.config import SearchConfig
-
     rows = ["| model | preset | ref. epochs | CPU epoch | CPU LS | CPU reference | CPU search | GPU epoch | GPU LS "
             "| GPU reference | GPU search |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     corpus = {"awd_lstm_mos": "wikitext-2"}
@@ -209,29 +205,3 @@ def time_table() -> str:
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
 
-
-def check_compute(cfg: "SearchConfig") -> None:
-    """A ``paper`` search needs GPUs: with ``gpus_per_trial=0`` it is refused with the estimates
-    (``auto`` once it is resolved: ``lsh-tune search`` predicts a local instance's GPUs before Ray
-    starts, :func:`lsh_tune.search.tuner.resolve_gpus` checks again what Ray has).
-
-    Raises:
-        LSHUsageError: ``preset='paper'`` and ``gpus_per_trial=0`` (the message names the CPU time,
-            measured, the GPU time, from FLOP counts, and the ``small`` preset's CPU time).
-    """
-    if cfg.preset != "paper" or cfg.gpus_per_trial == "auto" or cfg.gpus_per_trial > 0 \
-            or (cfg.model, cfg.preset) not in EPOCH_COSTS:
-        return
-    from dataclasses import replace
-
-    slots = cpu_slots(cfg)
-    cpu = estimate_search(cfg, "cpu", slots=slots)
-    gpu = estimate_search(cfg, "gpu", slots=TABLE_GPUS)
-    small = estimate_search(replace(cfg, preset="small", max_epochs=None, reference_epochs=None), "cpu", slots=slots)
-    raise LSHUsageError(
-        f"preset='paper' with gpus_per_trial=0: on CPU this search would take about {format_duration(cpu.total_s)} "
-        f"(the dense reference alone {format_duration(cpu.reference_s)}, {format_duration(cpu.epoch_s)} per epoch; "
-        f"measured epoch times, {slots} trial(s) at a time on {os.cpu_count()} cores); with GPUs about "
-        f"{format_duration(gpu.total_s)} on {gpu.slots} GPUs (from FLOP counts). Use --preset small (about "
-        f"{format_duration(small.total_s)} on CPU) or --gpus-per-trial 1 on a machine or cluster with GPUs "
-        "(docs/cluster.md)")

@@ -1,5 +1,5 @@
 """What a finished search leaves in its experiment's storage (Ray-free; a directory or an
-object-store URI, written through :class:`~lsh_tune.storage.Storage`).
+object-store URI, written through :class:`~lsh_tune.storage.Storage`; names: :mod:`lsh_tune.search.layout`).
 
 * ``results.json`` / ``results.csv`` — one row per candidate (:meth:`CandidatePool.table`; list
   columns JSON-encoded in the CSV);
@@ -16,14 +16,14 @@ import json
 from typing import Any
 
 from lsh_tune.search._ledger import SearchLedger
-from lsh_tune.search.candidate import STATE_NAME, build_candidate, candidate_dir, trial_settings
+from lsh_tune.search.candidate import build_candidate, trial_settings
 from lsh_tune.search.config import SearchConfig
 from lsh_tune.search.keys import CID_KEY
+from lsh_tune.search.layout import BEST_MODEL, RESULTS_CSV, RESULTS_JSON, STATE_NAME, SUMMARY_FILE, candidate_dir
 from lsh_tune.storage import Storage
 
 __all__ = ["write_outputs", "export_best", "BEST_MODEL", "SPARSE_STATE_FORMAT"]
 
-BEST_MODEL = "best_model.pt"
 #: ``format`` of the exported checkpoint.
 SPARSE_STATE_FORMAT = "lsh_tune.sparse_state_dict/1"
 _REFERENCE_SUMMARY = ("val_ppl", "test_ppl", "key", "cached", "epochs", "checkpoint")
@@ -44,7 +44,7 @@ def write_outputs(cfg: SearchConfig, ledger: SearchLedger, corpus, reference: di
         summary["best"] = {CID_KEY: best.cid, "config": best.config, **(best.final or {})}
         export_best(cfg, best.cid, best.config, corpus)
         summary["best_model"] = exp.uri_of(BEST_MODEL)
-    exp.write_json("best.json", summary, default=float)
+    exp.write_json(SUMMARY_FILE, summary, default=float)
     return summary
 
 
@@ -61,14 +61,14 @@ def _reference_summary(reference: dict) -> dict:
 
 def _write_table(exp: Storage, rows: list[dict]) -> None:
     """``results.json`` and ``results.csv`` (``cid`` first, then the columns by name)."""
-    exp.write_json("results.json", rows)
+    exp.write_json(RESULTS_JSON, rows)
     keys = sorted({k for r in rows for k in r}, key=lambda k: (k != CID_KEY, k))
     buf = io.StringIO(newline="")
     w = csv.DictWriter(buf, fieldnames=keys)
     w.writeheader()
     for r in rows:
         w.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in r.items()})
-    exp.write_text("results.csv", buf.getvalue())
+    exp.write_text(RESULTS_CSV, buf.getvalue())
 
 
 def export_best(cfg: SearchConfig, cid: str, config: dict, corpus, name: str = BEST_MODEL) -> None:

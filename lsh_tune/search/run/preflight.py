@@ -1,14 +1,16 @@
 """What a search checks before Ray starts and before it writes anything (Ray-free).
 
 :func:`preflight` is called by ``lsh-tune search`` (and the experiment scripts) before ``ray.init``
-and by :func:`~lsh_tune.search.tuner.run_search` before it starts Ray: the values of the fields are
+and by :func:`~lsh_tune.search.tune.tuner.run_search` before it starts Ray: the values of the fields are
 checked when the :class:`~lsh_tune.search.config.SearchConfig` is built (``search/_checks.py``); this
 module checks what needs the file system — the storage path first (:func:`check_storage`: a local
 directory writable, an object store probed by a write, a read back and a delete), the experiment
-directory (a new search, or one to resume and its saved files), the corpus (readable, long enough
-for the batches and the LS sequences) and a ``--reference-checkpoint`` (readable, dense, same architecture and
-vocabulary as the search). Each failure is one :class:`~lsh_tune.errors.LSHUsageError` naming the
-value or file and what is allowed.
+directory (a new search, or one to resume and its saved files, :func:`check_experiment_dir`), the
+corpus (readable, long enough for the batches and the LS sequences) and a ``--reference-checkpoint``
+(readable, dense, same architecture and vocabulary as the search) — and whether the compute suffices
+(:func:`check_compute`: a ``paper`` search without GPUs is refused with the estimates of
+:mod:`lsh_tune.search.run.cost`). Each failure is one :class:`~lsh_tune.errors.LSHUsageError` naming
+the value or file and what is allowed.
 
 ``--resume`` keeps the saved settings. Options given with it must repeat them, except those in
 :data:`RESUME_MAY_CHANGE` (where Ray runs, where the storage is mounted, how much Tune prints),
@@ -23,11 +25,15 @@ from typing import Any, Mapping
 
 from lsh_tune.data import check_corpus_size
 from lsh_tune.errors import LSHUsageError, check_name
-from lsh_tune.search._ledger import STATE_FILE, SearchLedger
-from lsh_tune.search.config import CONFIG_FILE, SearchConfig, check_experiment_dir
+from lsh_tune.search._ledger import SearchLedger
+from lsh_tune.search.config import SearchConfig
+from lsh_tune.search.layout import CONFIG_FILE, STATE_FILE
+from lsh_tune.search.packing import AUTO
+from lsh_tune.search.run.cost import EPOCH_COSTS, TABLE_GPUS, cpu_slots, estimate_search, format_duration
 from lsh_tune.storage import Storage
 
-__all__ = ["RESUME_MAY_CHANGE", "check_storage", "preflight", "read_saved_config", "resume_config"]
+__all__ = ["RESUME_MAY_CHANGE", "check_compute", "check_experiment_dir", "check_storage", "preflight",
+           "read_saved_config", "resume_config"]
 
 #: Settings a resumed search takes from this run (every other given option must equal the saved one).
 RESUME_MAY_CHANGE = ("address", "storage_path", "verbose")
@@ -50,6 +56,50 @@ def preflight(cfg: SearchConfig, *, resume: bool = False) -> SearchConfig:
     cfg = check_experiment_dir(cfg, resume)
     _check_corpus(cfg)
     return cfg
+
+
+def check_experiment_dir(cfg: SearchConfig, resume: bool) -> SearchConfig:
+    """The config to run: ``cfg`` for a new search, the saved one (storage/address from ``cfg``) on resume.
+
+    Raises:
+        LSHUsageError: resuming where there is nothing, or starting where a search exists, or a
+            ``paper`` search without GPUs (:func:`check_compute`).
+    """
+    exp = cfg.experiment()
+    if resume:
+        if not exp.is_file(CONFIG_FILE) or not exp.is_file(STATE_FILE):
+            raise LSHUsageError(f"nothing to resume in {exp.uri_of()} (no {CONFIG_FILE}/{STATE_FILE})")
+        saved = SearchConfig.load(exp)
+        cfg = replace(saved, storage_path=cfg.storage_path, address=cfg.address, verbose=cfg.verbose)
+    elif exp.is_file(CONFIG_FILE) or exp.is_file(STATE_FILE):
+        raise LSHUsageError(f"{exp.uri_of()} already holds a search: pass --resume or choose another --name")
+    check_compute(cfg)
+    return cfg
+
+
+def check_compute(cfg: SearchConfig) -> None:
+    """A ``paper`` search needs GPUs: with ``gpus_per_trial=0`` it is refused with the estimates
+    (``auto`` once it is resolved: ``lsh-tune search`` predicts a local instance's GPUs before Ray
+    starts, :func:`lsh_tune.search.tune.tuner.resolve_gpus` checks again what Ray has).
+
+    Raises:
+        LSHUsageError: ``preset='paper'`` and ``gpus_per_trial=0`` (the message names the CPU time,
+            measured, the GPU time, from FLOP counts, and the ``small`` preset's CPU time).
+    """
+    if cfg.preset != "paper" or cfg.gpus_per_trial == AUTO or cfg.gpus_per_trial > 0 \
+            or (cfg.model, cfg.preset) not in EPOCH_COSTS:
+        return
+    slots = cpu_slots(cfg)
+    cpu = estimate_search(cfg, "cpu", slots=slots)
+    gpu = estimate_search(cfg, "gpu", slots=TABLE_GPUS)
+    small = estimate_search(replace(cfg, preset="small", max_epochs=None, reference_epochs=None), "cpu", slots=slots)
+    raise LSHUsageError(
+        f"preset='paper' with gpus_per_trial=0: on CPU this search would take about {format_duration(cpu.total_s)} "
+        f"(the dense reference alone {format_duration(cpu.reference_s)}, {format_duration(cpu.epoch_s)} per epoch; "
+        f"measured epoch times, {slots} trial(s) at a time on {os.cpu_count()} cores); with GPUs about "
+        f"{format_duration(gpu.total_s)} on {gpu.slots} GPUs (from FLOP counts). Use --preset small (about "
+        f"{format_duration(small.total_s)} on CPU) or --gpus-per-trial 1 on a machine or cluster with GPUs "
+        "(docs/cluster.md)")
 
 
 def _experiment(cfg: SearchConfig) -> Storage:
@@ -155,7 +205,7 @@ def check_storage(storage_path: str, name: str) -> None:
 
 def _check_corpus(cfg: SearchConfig) -> None:
     """The corpus loads and every split is long enough; a reference checkpoint fits the search."""
-    from lsh_tune.search.reference import search_corpus
+    from lsh_tune.search.run.reference import search_corpus
 
     corpus = search_corpus(cfg)
     model_spec, train_spec = cfg.specs()

@@ -2,9 +2,9 @@
 
 The dense reference is trained by a trial of the search itself (``cid`` =
 :data:`~lsh_tune.search.keys.REFERENCE_CID`, same resources as a candidate, see
-``search/_reference_trial.py``), never on the driver: :func:`train_reference` is that trial's
+:mod:`lsh_tune.search.tune.trainable`), never on the driver: :func:`train_reference` is that trial's
 work. Its files live in the reference cache ``<storage_path>/reference_cache/`` (any
-:class:`~lsh_tune.storage.Storage`), keyed by everything the reference depends on
+:class:`~lsh_tune.storage.Storage`; names: :mod:`lsh_tune.search.layout`), keyed by everything the reference depends on
 (:func:`reference_plan`: model spec, training settings, epochs, corpus and its slice, seed, LS
 settings, or the dense checkpoint used instead of training):
 
@@ -18,7 +18,7 @@ settings, or the dense checkpoint used instead of training):
 * ``<key>/epochs/`` — one record per trained reference epoch (:func:`read_reference_log`);
 * ``<key>.lease.json`` — while a worker trains it: who (host, pid, heartbeat), so that a second
   search with the same key waits for it and loads it instead of training it too
-  (:func:`reference_lease`, :mod:`lsh_tune.search._lease`).
+  (:func:`reference_lease`, :mod:`lsh_tune.search.run._lease`).
 """
 from __future__ import annotations
 
@@ -30,17 +30,16 @@ from typing import Any, Callable
 
 import numpy as np
 
-from lsh_tune.search._lease import Lease
 from lsh_tune.search.config import SearchConfig
+from lsh_tune.search.keys import REFERENCE_EPOCHS_KEY
+from lsh_tune.search.layout import EPOCH_LOG, LEASE_SUFFIX, META_NAME, REFERENCE_CACHE, STATE_NAME
+from lsh_tune.search.run._lease import Lease
 from lsh_tune.storage import Storage
 
 __all__ = ["REFERENCE_CACHE", "ReferencePlan", "prepare_reference", "read_reference_log", "reference_history",
            "reference_lease", "reference_plan", "search_corpus", "train_reference"]
 
 logger = logging.getLogger(__name__)
-#: The reference cache, relative to the storage path (shared by the searches stored there).
-REFERENCE_CACHE = "reference_cache"
-_STATE, _META, _LOG, _LEASE = "state.pt", "state.json", "epochs", ".lease.json"
 _CORPORA: dict[tuple, Any] = {}
 
 
@@ -138,15 +137,15 @@ def reference_history(reference: dict) -> np.ndarray | None:
 def read_reference_log(plan: ReferencePlan) -> list[dict]:
     """Every trained epoch of the reference ``plan`` (whatever search trained it), oldest first:
     ``epoch``, ``start``/``time`` (wall clock), ``pid``, ``val_ppl`` and the trial's tags."""
-    return plan.store().read_records(f"{plan.key}/{_LOG}")
+    return plan.store().read_records(f"{plan.key}/{EPOCH_LOG}")
 
 
 def reference_lease(plan: ReferencePlan, *, timeout_s: float | None = None,
                     say: Callable[[str], None] | None = None) -> Lease:
     """The lease ``<key>.lease.json`` that lets one worker at a time train the reference ``plan``
-    (:class:`~lsh_tune.search._lease.Lease`; stale after ``timeout_s`` seconds without a heartbeat,
+    (:class:`~lsh_tune.search.run._lease.Lease`; stale after ``timeout_s`` seconds without a heartbeat,
     default ``$LSH_REFERENCE_LEASE_TIMEOUT_S`` or 120 s)."""
-    return Lease(plan.store(), f"{plan.key}{_LEASE}", what=f"dense reference {plan.key}", timeout_s=timeout_s,
+    return Lease(plan.store(), f"{plan.key}{LEASE_SUFFIX}", what=f"dense reference {plan.key}", timeout_s=timeout_s,
                  say=say)
 
 
@@ -235,11 +234,11 @@ def _train(plan: ReferencePlan, corpus, device: str, tags: dict, on_epoch) -> tu
         t0 = time.perf_counter()
         history.append(_spectrum(trainer, *tokens_cfg))
         ls_time = time.perf_counter() - t0
-        save_trainer(trainer, store, f"{plan.key}/{_STATE}", lsh={"ls_history": np.stack(history)}, **extras)
-        store.write_json(f"{plan.key}/{_META}", {"epoch": trainer.epoch, "key": plan.key}, indent=None)
-        progress = {"epoch": trainer.epoch, "epochs": plan.epochs, "val_ppl": m["val_ppl"],
+        save_trainer(trainer, store, f"{plan.key}/{STATE_NAME}", lsh={"ls_history": np.stack(history)}, **extras)
+        store.write_json(f"{plan.key}/{META_NAME}", {"epoch": trainer.epoch, "key": plan.key}, indent=None)
+        progress = {"epoch": trainer.epoch, REFERENCE_EPOCHS_KEY: plan.epochs, "val_ppl": m["val_ppl"],
                     "train_loss": m["train_loss"], "epoch_time_s": m["epoch_time_s"], "ls_time_s": ls_time}
-        store.append_record(f"{plan.key}/{_LOG}", {**progress, "start": start, "time": time.time(),
+        store.append_record(f"{plan.key}/{EPOCH_LOG}", {**progress, "start": start, "time": time.time(),
                                                     "pid": os.getpid(), **tags})
         logger.info("dense reference epoch %d/%d: val_ppl %.2f (%.1f s + LS %.1f s)", trainer.epoch, plan.epochs,
                     m["val_ppl"], m["epoch_time_s"], ls_time)
@@ -247,7 +246,7 @@ def _train(plan: ReferencePlan, corpus, device: str, tags: dict, on_epoch) -> tu
             on_epoch(progress)
     val_loss = m["val_loss"] if "val_loss" in m else trainer.evaluate("valid")
     scores = {"val_ppl": float(perplexity(val_loss)), "test_ppl": float(perplexity(trainer.evaluate("test"))),
-              "epochs": plan.epochs, "checkpoint": store.uri_of(f"{plan.key}/{_STATE}")}
+              "epochs": plan.epochs, "checkpoint": store.uri_of(f"{plan.key}/{STATE_NAME}")}
     return np.stack(history), history[-1], scores
 
 
@@ -260,7 +259,7 @@ def _resume(trainer, store: Storage, key: str) -> list[np.ndarray] | None:
     if read_state_meta(store, key) is None:
         return []
     try:
-        with store.local_file(f"{key}/{_STATE}") as path:
+        with store.local_file(f"{key}/{STATE_NAME}") as path:
             saved = trainer.load(path)
     except LSHUsageError as e:
         logger.warning("dense reference: %s; training it again from epoch 0", e)

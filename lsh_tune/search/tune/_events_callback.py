@@ -1,18 +1,18 @@
-"""The Tune callback that feeds a search's results to its :class:`~lsh_tune.search.progress.SearchProgress`.
+"""The Tune callback that feeds a search's results to its :class:`~lsh_tune.search.views.progress.SearchProgress`.
 
 Public Tune API only (``ray.tune.Callback``): ``on_trial_result`` runs after the scheduler has seen
 the result (so a round it closed is already in the ledger), ``on_step_end`` after every
 controller step, ``on_trial_error`` when a trial fails. Tune pickles its callbacks with the
 experiment (``tuner.pkl``) and unpickles them on ``Tuner.restore``: this one pickles only the
 experiment's location and finds that experiment's progress object again in the driver
-(:func:`~lsh_tune.search.progress.progress_for`).
+(:func:`~lsh_tune.search.views.progress.progress_for`).
 """
 from __future__ import annotations
 
 from ray.tune import Callback
 
 from lsh_tune.search.keys import CID_KEY
-from lsh_tune.search.progress import SearchProgress, progress_for
+from lsh_tune.search.views.progress import SearchProgress, progress_for
 
 __all__ = ["SearchEventsCallback"]
 

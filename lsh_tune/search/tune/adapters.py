@@ -16,7 +16,7 @@ The dense reference: while the ledger needs it (``SearchLedger.needs_reference``
 first suggestion is the trial :data:`REFERENCE_CID`, which trains it with a candidate's resources
 and is always continued; round-0 candidates run beside it as resources allow. Their boundaries
 pause as usual, and the round stays open (in the ledger) until the reference trial has cached
-the reference: its last report (``reference_done``) or its completion makes the scheduler hand
+the reference: its last report (:data:`REFERENCE_DONE_KEY`) or its completion makes the scheduler hand
 it to the ledger (``load_reference``), which closes the waiting round. A reference trial that
 fails is issued again (it resumes from its newest epoch), ``max_failures`` times.
 
@@ -37,10 +37,10 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from lsh_tune.search._ledger import SearchLedger
-from lsh_tune.storage import atomic_write_json
 from lsh_tune.search.keys import (BOUNDARY_KEY, CID_KEY, FINAL_KEY, FINAL_METRIC_KEYS, LS_EPOCHS_KEY,
-                                  LS_FIRST_EPOCH_KEY, LS_KEY, METRIC_KEYS,
-                                  REFERENCE_CID, ROUND_INFO_KEYS, require)
+                                  LS_FIRST_EPOCH_KEY, LS_KEY, METRIC_KEYS, REFERENCE_CID, REFERENCE_DONE_KEY,
+                                  REFERENCE_EPOCHS_KEY, ROUND_INFO_KEYS, require)
+from lsh_tune.storage import atomic_write_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from ray.tune.execution.tune_controller import TuneController
@@ -116,8 +116,8 @@ class LSHScheduler(FIFOScheduler):
         cid = _cid(trial)
         self._trials[cid] = trial
         if cid == REFERENCE_CID:
-            self._reference_progress = (result.get("epoch"), result.get("epochs"))
-            if result.get("reference_done"):
+            self._reference_progress = (result.get("epoch"), result.get(REFERENCE_EPOCHS_KEY))
+            if result.get(REFERENCE_DONE_KEY):
                 self._reference_done(tune_controller)
             return TrialScheduler.CONTINUE
         epoch = int(require(result, "epoch", "every report carries it"))

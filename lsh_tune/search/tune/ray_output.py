@@ -1,4 +1,4 @@
-"""What Ray itself prints during a search, by ``--verbose`` level (the live view is :mod:`lsh_tune.search.console`).
+"""What Ray itself prints during a search, by ``--verbose`` level (the live view is :mod:`lsh_tune.search.views.console`).
 
 0 and 1 (default): nothing of Ray's own — no Tune reporter (per-trial config boxes, status tables,
 the experiment banner), no "Experiment state snapshotting has been triggered multiple times"
@@ -14,10 +14,9 @@ from __future__ import annotations
 import logging
 import os
 
-__all__ = ["VERBOSITY", "ray_init_kwargs", "tune_verbosity", "quiet_tune"]
+from lsh_tune.search._checks import VERBOSITY
 
-#: ``--verbose`` levels: no view, the live view, + Tune's reporter, + Tune's details.
-VERBOSITY = (0, 1, 2, 3)
+__all__ = ["VERBOSITY", "ray_init_kwargs", "tune_verbosity", "quiet_tune"]
 #: Tune's environment switch for its "Experiment state snapshotting has been triggered multiple times" warning.
 _SNAPSHOT_WARNING_ENV = "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"
 #: Tune's switch between its new output engine (``1``, the default) and the legacy one (``0``).

@@ -1,6 +1,6 @@
 """The search's trainable: one sparse candidate trained epoch by epoch under Ray Tune — or, for the
 trial with ``cid`` = :data:`~lsh_tune.search.keys.REFERENCE_CID`, the dense reference
-(:func:`lsh_tune.search.reference.train_reference`: resumable, one LS per epoch, progress reported
+(:func:`lsh_tune.search.run.reference.train_reference`: resumable, one LS per epoch, progress reported
 every epoch, cached in the storage path), so the reference trains on a worker with a candidate's
 resources while round-0 candidates train beside it.
 
@@ -47,11 +47,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from lsh_tune.search.candidate import (META_NAME, STATE_NAME, TrialSettings, build_candidate, candidate_dir,
-                                       load_newest_state, log_epoch, read_state_meta, save_state)
+from lsh_tune.search.candidate import (TrialSettings, build_candidate, load_newest_state, log_epoch, read_state_meta,
+                                       save_state)
 from lsh_tune.search.keys import (BOUNDARY_KEY, CID_KEY, FINAL_KEY, LS_EPOCHS_KEY, LS_FIRST_EPOCH_KEY, LS_KEY,
-                                  OWN_FIT_DISTANCE_KEY, REFERENCE_CID, REPLAY_KEY)
-from lsh_tune.search.reference import reference_history, train_reference
+                                  OWN_FIT_DISTANCE_KEY, REFERENCE_CID, REFERENCE_DONE_KEY, REFERENCE_EPOCHS_KEY,
+                                  REPLAY_KEY)
+from lsh_tune.search.layout import META_NAME, STATE_NAME, candidate_dir
+from lsh_tune.search.run.reference import reference_history, train_reference
 from lsh_tune.storage import Storage
 
 __all__ = ["candidate_trainable"]
@@ -240,5 +242,5 @@ def _reference_trial(reference: dict | None, corpus, device: str) -> None:
         tune.report({CID_KEY: REFERENCE_CID, **progress, "device": device})
 
     ref = train_reference(plan, corpus, device=device, tags=_tags(), on_epoch=report)
-    report({"epoch": plan.epochs, "epochs": plan.epochs, "reference_done": True,
+    report({"epoch": plan.epochs, REFERENCE_EPOCHS_KEY: plan.epochs, REFERENCE_DONE_KEY: True,
             **{k: ref.meta[k] for k in ("val_ppl", "test_ppl") if k in ref.meta}})

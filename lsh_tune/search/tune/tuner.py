@@ -2,9 +2,9 @@
 
 ``run_search(SearchConfig(...))`` is what ``lsh-tune search`` and the experiment scripts call.
 
-Experiment directory ``<storage_path>/<name>/`` (besides Tune's own files), in any
-:class:`~lsh_tune.storage.Storage` (a directory shared by the nodes, or an object-store URI; Tune
-gets the same filesystem, :func:`tune_storage`):
+Experiment directory ``<storage_path>/<name>/`` (besides Tune's own files; every name is defined in
+:mod:`lsh_tune.search.layout`), in any :class:`~lsh_tune.storage.Storage` (a directory shared by the
+nodes, or an object-store URI; Tune gets the same filesystem, :func:`tune_storage`):
 
 * ``lsh/search.json`` — the :class:`~lsh_tune.search.config.SearchConfig` (a resume reuses it);
 * ``lsh/state.json`` — the pool/ledger state (rounds, rankings, histories, statuses); not at the
@@ -12,10 +12,10 @@ gets the same filesystem, :func:`tune_storage`):
 * ``candidates/<cid>/state.pt`` — each candidate's latest full training state
   (:mod:`lsh_tune.search.candidate`);
 * ``epochs/`` — one record per trained candidate epoch (exactly-once audit);
-* after the search: the files of :mod:`lsh_tune.search.outputs`.
+* after the search: the files of :mod:`lsh_tune.search.run.outputs`.
 
 The dense reference is a trial of the same Tuner (:data:`~lsh_tune.search.keys.REFERENCE_CID`,
-:mod:`lsh_tune.search.reference`), cached in ``<storage_path>/reference_cache/``; the driver only
+:mod:`lsh_tune.search.run.reference`), cached in ``<storage_path>/reference_cache/``; the driver only
 reads its cache. The corpus and the reference plan reach every trial through Ray's object store.
 """
 from __future__ import annotations
@@ -25,17 +25,19 @@ import os
 from dataclasses import replace
 
 from lsh_tune.errors import LSHStorageError, LSHUsageError
-from lsh_tune.search._ledger import STATE_FILE, SearchLedger
+from lsh_tune.search._ledger import SearchLedger
 from lsh_tune.search._ls_fit import PoolLSFit
 from lsh_tune.search.candidate import trial_settings
 from lsh_tune.search.config import SearchConfig
-from lsh_tune.search._ray_output import quiet_tune, ray_init_kwargs, tune_verbosity
-from lsh_tune.search.outputs import write_outputs
-from lsh_tune.search.preflight import preflight
-from lsh_tune.search.ray_address import check_ray_address
 from lsh_tune.search.keys import REFERENCE_CID
-from lsh_tune.search.reference import prepare_reference, search_corpus
-from lsh_tune.search.session import publish_views, search_session, trial_slots
+from lsh_tune.search.layout import STATE_FILE, TUNE_PICKLE, TUNE_STATE_PREFIX
+from lsh_tune.search.packing import AUTO, accelerator_memory, resolve_gpus_per_trial
+from lsh_tune.search.ray_address import check_ray_address
+from lsh_tune.search.run.outputs import write_outputs
+from lsh_tune.search.run.preflight import check_compute, preflight
+from lsh_tune.search.run.reference import prepare_reference, search_corpus
+from lsh_tune.search.tune.ray_output import quiet_tune, ray_init_kwargs, tune_verbosity
+from lsh_tune.search.views.session import publish_views, search_session, trial_slots
 from lsh_tune.space import SearchSpace
 from lsh_tune.storage import Storage
 
@@ -117,9 +119,9 @@ def _tuner(cfg: SearchConfig, ledger: SearchLedger, trainable, resume: bool):
     """Tune's restored Tuner on resume (when Tune saved one), else a new one with the LSH adapters."""
     from ray import tune
 
-    from lsh_tune.search._events_callback import SearchEventsCallback
-    from lsh_tune.search._loggers import result_logger_callbacks
-    from lsh_tune.search._ray import LSHScheduler, LSHSearcher
+    from lsh_tune.search.tune._events_callback import SearchEventsCallback
+    from lsh_tune.search.tune.loggers import result_logger_callbacks
+    from lsh_tune.search.tune.adapters import LSHScheduler, LSHSearcher
 
     exp = cfg.experiment()
     path, fs = tune_storage(exp)
@@ -150,9 +152,9 @@ def _tune_snapshot_readable(exp: Storage) -> bool:
     import json
     import pickle
 
-    states = sorted(n for n in exp.listdir() if n.startswith("experiment_state-") and n.endswith(".json"))
+    states = sorted(n for n in exp.listdir() if n.startswith(TUNE_STATE_PREFIX) and n.endswith(".json"))
     try:
-        pickle.loads(exp.read_bytes("tuner.pkl"))
+        pickle.loads(exp.read_bytes(TUNE_PICKLE))
         if states:
             json.loads(exp.read_text(states[-1]))
         return True
@@ -166,7 +168,7 @@ def make_trainable(cfg: SearchConfig, space: SearchSpace, corpus, reference: dic
     """The trainable (candidates and the reference) with its shared inputs and per-trial resources attached."""
     from ray import tune
 
-    from lsh_tune.search._trainable import candidate_trainable
+    from lsh_tune.search.tune.trainable import candidate_trainable
 
     ship = None if reference is None else {k: reference[k] for k in ("history", "tokens", "plan")}
     settings = trial_settings(cfg, space.names)
@@ -180,7 +182,7 @@ def trainable_for(experiment_dir: str | os.PathLike):
     (an object store also needs ``storage_filesystem``, see :func:`tune_storage`).
 
     The scheduler and searcher come back from Tune's own pickle and re-open the ledger from
-    ``lsh/state.json``; after ``fit()`` call :func:`~lsh_tune.search.outputs.write_outputs` (or
+    ``lsh/state.json``; after ``fit()`` call :func:`~lsh_tune.search.run.outputs.write_outputs` (or
     use ``--resume``, which does all of this).
     """
     parent, name = Storage.split(experiment_dir)
@@ -218,14 +220,11 @@ def resolve_gpus(cfg: SearchConfig) -> SearchConfig:
 
     Raises:
         LSHUsageError: ``auto`` chose 0 (no GPU) for a ``paper`` search
-            (:func:`~lsh_tune.search.estimate.check_compute`).
+            (:func:`~lsh_tune.search.run.preflight.check_compute`).
     """
     import sys
 
     import ray
-
-    from lsh_tune.search.estimate import check_compute
-    from lsh_tune.search.packing import AUTO, resolve_gpus_per_trial
 
     if cfg.gpus_per_trial != AUTO:
         return cfg
@@ -264,8 +263,6 @@ def _gpu_memory(resources: dict) -> tuple[float | None, str]:
     """(bytes, where from) of one GPU of the cluster: the smallest GPU this driver sees, else the
     smallest ``accelerator_type:<name>`` of the nodes (:data:`~lsh_tune.search.packing.ACCELERATOR_MEMORY`),
     else ``(None, why not)``."""
-    from lsh_tune.search.packing import accelerator_memory
-
     try:
         import torch
 
@@ -289,8 +286,6 @@ def check_resources(cfg: SearchConfig, available: dict) -> None:
         msg = (f"gpus_per_trial={cfg.gpus_per_trial} but the Ray instance has {gpus:g} GPU(s); pass "
                "--gpus-per-trial 0 to train on CPU")
         if cfg.address in (None, "local"):
-            from lsh_tune.search.estimate import check_compute
-
             check_compute(replace(cfg, gpus_per_trial=0.0))  # preset paper: the estimate says why not CPU
             raise LSHUsageError(msg)
         logger.warning("%s (waiting for the cluster to scale up)", msg)

@@ -1,6 +1,6 @@
 """What the terminal shows during a search: the search itself, not Ray (Ray-free; ``rich`` renders it).
 
-:class:`ConsoleView` listens to the search's events (:mod:`lsh_tune.search.events`): a progress
+:class:`ConsoleView` listens to the search's events (:mod:`lsh_tune.search.views.events`): a progress
 bar for the dense reference (epoch i/n, validation perplexity, time left), one block of lines
 per closed round (pool, ranking head, removed and refilled candidates with their configs, best
 so far, elapsed and ETA), a bar per finalist, then the result. On a terminal the bars update in
@@ -9,14 +9,14 @@ place; in a log or a pipe only the lines appear.
 It writes to stderr, so stdout keeps the report (or ``--json``). Verbosity (``--verbose``): 0 —
 no live view; 1 (default) — the live view and none of Ray's chatter; 2 — the live view plus
 Tune's reporter and Ray's INFO logs; 3 — Tune's most detailed reporter (what Ray prints is set in
-:mod:`lsh_tune.search._ray_output`).
+:mod:`lsh_tune.search.tune.ray_output`).
 """
 from __future__ import annotations
 
 import math
 from typing import Any
 
-from lsh_tune.search.progress import config_label
+from lsh_tune.search.views.progress import config_label
 
 __all__ = ["ConsoleView", "format_duration"]
 

@@ -1,9 +1,9 @@
 """What happened in a search, as events: their kinds, the experiment's ``events.jsonl``, and who listens.
 
 Ray-free. The driver turns what it sees (trial results, the rounds the ledger decides) into
-events (:mod:`lsh_tune.search.progress`); an :class:`EventLog` stamps each one with the wall
+events (:mod:`lsh_tune.search.views.progress`); an :class:`EventLog` stamps each one with the wall
 clock, appends it to ``<experiment>/events.jsonl`` and hands it to its listeners (the live
-console view, :mod:`lsh_tune.search.console`). ``lsh-tune report``, the figures and the
+console view, :mod:`lsh_tune.search.views.console`). ``lsh-tune report``, the figures and the
 TensorBoard log read the file back (:func:`read_events`, :func:`read_event_file`).
 
 Writing costs each event its own bytes, never the whole file again:
@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from lsh_tune.errors import LSHUsageError, check_choice
+from lsh_tune.search.layout import EVENTS_FILE
 from lsh_tune.storage import Storage
 
 __all__ = ["EVENTS_FILE", "EVENT_KINDS", "FLUSH_AT_ONCE", "OBJECT_STORE_FLUSH_S", "EventFile", "EventLog",
@@ -61,8 +62,6 @@ __all__ = ["EVENTS_FILE", "EVENT_KINDS", "FLUSH_AT_ONCE", "OBJECT_STORE_FLUSH_S"
 
 logger = logging.getLogger(__name__)
 
-#: The event file, relative to the experiment directory.
-EVENTS_FILE = "events.jsonl"
 EVENT_KINDS = ("search_start", "reference_epoch", "reference_done", "epoch", "round", "finalist_done",
                "trial_error", "result")
 #: On an object store, seconds between two uploads of the event file (see the module docstring):

@@ -5,7 +5,7 @@
   round removed first, at the epochs where the reference and the chosen candidate have one (at most
   five, the first and the last among them); (B) every candidate's LS distance to the
   reference's last spectrum over its epochs (one embedding of every spectrum of the search,
-  :meth:`~lsh_tune.search.history.SearchHistory.common_distances`); (C) every candidate's
+  :meth:`~lsh_tune.search.views.history.SearchHistory.common_distances`); (C) every candidate's
   validation perplexity over its epochs, the dense reference's and the unigram baseline.
 * ``ls_space_round<r>.png`` — round r's LS space (the embedding it was ranked in): the reference's
   trajectory and every ranked candidate's, its last point kept (●) or removed (×), coloured by its
@@ -24,12 +24,12 @@ import os
 
 import numpy as np
 
-from lsh_tune.search.history import SearchHistory
+from lsh_tune.search.layout import FIG1_FILE, FIGURES_DIR, RANKING_VS_FINAL_FILE, round_space_file
+from lsh_tune.search.views.history import SearchHistory
 from lsh_tune.storage import Storage
 
-__all__ = ["FIGURES_DIR", "fig1", "round_space_figure", "ranking_vs_final", "write_figures", "figure_png"]
+__all__ = ["fig1", "round_space_figure", "ranking_vs_final", "write_figures", "figure_png"]
 
-FIGURES_DIR = "figures"
 _REFERENCE = "dense reference"
 _COLOURS = {"reference": "black", "best": "tab:green", "removed": "tab:red", "other": "0.65"}
 _MAX_LS_PANELS = 5
@@ -206,7 +206,7 @@ def round_space_figure(history: SearchHistory, r: int):
 
 def ranking_vs_final(history: SearchHistory):
     """Per round: ranking value against final (or at-round) validation perplexity; returns the Figure."""
-    from lsh_tune.search.report import spearman_by_round
+    from lsh_tune.search.views.report import spearman_by_round
 
     n = len(history.pool.rounds)
     fig = _figure(figsize=(4.2 * max(1, n), 4))
@@ -254,9 +254,9 @@ def write_figures(experiment: Storage | str | os.PathLike | SearchHistory) -> li
     store = history.storage
     written = []
     if history.has_spectra:
-        written.append(_save(fig1(history), store, "fig1.png"))
+        written.append(_save(fig1(history), store, FIG1_FILE))
         for r in range(len(history.pool.rounds)):
-            written.append(_save(round_space_figure(history, r), store, f"ls_space_round{r + 1}.png"))
+            written.append(_save(round_space_figure(history, r), store, round_space_file(r)))
     if history.pool.rounds:
-        written.append(_save(ranking_vs_final(history), store, "ranking_vs_final.png"))
+        written.append(_save(ranking_vs_final(history), store, RANKING_VS_FINAL_FILE))
     return written

@@ -22,13 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from lsh_tune.lyapunov.distance import REFERENCE, ls_distances
-from lsh_tune.search.events import read_event_file
+from lsh_tune.search.layout import CONFIG_FILE, STATE_FILE, SUMMARY_FILE
+from lsh_tune.search.views.events import read_event_file
 from lsh_tune.storage import Storage
 
-__all__ = ["SearchHistory", "RankedCandidate", "RoundSpace", "SUMMARY_FILE"]
-
-#: The summary a finished search writes (:func:`lsh_tune.search.outputs.write_outputs`).
-SUMMARY_FILE = "best.json"
+__all__ = ["SearchHistory", "RankedCandidate", "RoundSpace"]
 
 
 @dataclass(frozen=True)
@@ -93,9 +91,9 @@ class SearchHistory:
             LSHUsageError: no search was ever started there (no ``lsh/search.json`` or ``lsh/state.json``).
         """
         from lsh_tune.errors import LSHUsageError
-        from lsh_tune.search._ledger import STATE_FILE, SearchLedger
+        from lsh_tune.search._ledger import SearchLedger
         from lsh_tune.search.candidate import read_epoch_log
-        from lsh_tune.search.config import CONFIG_FILE, SearchConfig
+        from lsh_tune.search.config import SearchConfig
 
         store = experiment if isinstance(experiment, Storage) else Storage(experiment)
         missing = [f for f in (CONFIG_FILE, STATE_FILE) if not store.is_file(f)]
@@ -121,7 +119,7 @@ class SearchHistory:
             if e.get("unigram"):
                 return dict(e["unigram"])
         from lsh_tune.data import unigram_perplexities
-        from lsh_tune.search.reference import search_corpus
+        from lsh_tune.search.run.reference import search_corpus
 
         return unigram_perplexities(search_corpus(self.config))
 

@@ -1,10 +1,10 @@
 """The driver's account of a running search: trial results and decided rounds become events, with ETAs.
 
-Ray-free. :class:`SearchProgress` is fed by the Tune callback (:mod:`lsh_tune.search._events_callback`)
+Ray-free. :class:`SearchProgress` is fed by the Tune callback (:mod:`lsh_tune.search.tune._events_callback`)
 with every trial result and asked after every controller step whether the ledger decided a round;
-it writes the events of :mod:`lsh_tune.search.events`. One object per experiment and process
+it writes the events of :mod:`lsh_tune.search.views.events`. One object per experiment and process
 (:func:`progress_for`), so the callback that ``Tuner.restore`` unpickles finds the one
-:func:`~lsh_tune.search.tuner.run_search` set up.
+:func:`~lsh_tune.search.tune.tuner.run_search` set up.
 
 ETA (seconds): the rounds still planned (:func:`~lsh_tune.search.plan_rounds`) each take
 ⌈n / slots⌉ · E epochs of wall time, the finalists ⌈final_k / slots⌉ · (epochs they still need);
@@ -19,8 +19,9 @@ import time
 from typing import Any, Callable
 
 from lsh_tune.search._pool import ACTIVE, plan_rounds
-from lsh_tune.search.events import EventLog
-from lsh_tune.search.keys import BOUNDARY_KEY, CID_KEY, FINAL_KEY, OWN_FIT_DISTANCE_KEY, REFERENCE_CID, REPLAY_KEY
+from lsh_tune.search.keys import (BOUNDARY_KEY, CID_KEY, FINAL_KEY, OWN_FIT_DISTANCE_KEY, REFERENCE_CID,
+                                  REFERENCE_DONE_KEY, REFERENCE_EPOCHS_KEY, REPLAY_KEY)
+from lsh_tune.search.views.events import EventLog
 from lsh_tune.storage import Storage
 
 __all__ = ["SearchProgress", "progress_for", "config_label"]
@@ -130,14 +131,15 @@ class SearchProgress:
         self.sync_rounds()
 
     def _on_reference(self, result: dict) -> None:
-        if result.get("reference_done"):
+        if result.get(REFERENCE_DONE_KEY):
             if not self.log.of_kind("reference_done"):
                 self.log.emit("reference_done", val_ppl=_number(result, "val_ppl"),
                               test_ppl=_number(result, "test_ppl"),
                               cached=not self.log.of_kind("reference_epoch"))
         else:
             self._epochs_done += 1
-            self.log.emit("reference_epoch", epoch=int(result["epoch"]), epochs=int(result.get("epochs", 0)),
+            self.log.emit("reference_epoch", epoch=int(result["epoch"]),
+                          epochs=int(result.get(REFERENCE_EPOCHS_KEY, 0)),
                           **{k: _number(result, k) for k in ("val_ppl", "epoch_time_s", "ls_time_s")})
         self.sync_rounds()
 

@@ -1,6 +1,6 @@
 """``lsh-tune report``: what a finished or interrupted search chose, how, and where its time went.
 
-Ray-free; reads the experiment only (:class:`~lsh_tune.search.history.SearchHistory`).
+Ray-free; reads the experiment only (:class:`~lsh_tune.search.views.history.SearchHistory`).
 :func:`build_report` returns a JSON-able dict, :func:`render_markdown` the same as Markdown (also
 what the terminal shows). Sections:
 
@@ -19,9 +19,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from lsh_tune.search.console import format_duration
-from lsh_tune.search.history import SearchHistory
-from lsh_tune.search.progress import config_label
+from lsh_tune.search.views.console import format_duration
+from lsh_tune.search.views.history import SearchHistory
+from lsh_tune.search.views.progress import config_label
 
 __all__ = ["build_report", "render_markdown", "time_split", "survival", "spearman_by_round"]
 

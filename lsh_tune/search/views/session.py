@@ -1,8 +1,8 @@
 """The driver's side of one run of a search: its events, live view and TensorBoard log, then what it leaves.
 
-Ray-free (the Tune callback that feeds it is :mod:`lsh_tune.search._events_callback`).
-:func:`search_session` opens the experiment's :class:`~lsh_tune.search.events.EventLog`, registers
-the :class:`~lsh_tune.search.progress.SearchProgress` the callback will find, starts the live
+Ray-free (the Tune callback that feeds it is :mod:`lsh_tune.search.tune._events_callback`).
+:func:`search_session` opens the experiment's :class:`~lsh_tune.search.views.events.EventLog`, registers
+the :class:`~lsh_tune.search.views.progress.SearchProgress` the callback will find, starts the live
 console view (``verbose >= 1``) and emits ``search_start``; the TensorBoard log is rebuilt (in a
 background thread) whenever a round closes or a finalist finishes. Inside the session the caller emits ``result``
 (:meth:`SearchProgress.finish`) once the outputs are written; :func:`publish_views` then writes
@@ -17,8 +17,9 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-from lsh_tune.search.events import EventLog
-from lsh_tune.search.progress import SearchProgress, progress_for
+from lsh_tune.search.layout import FIGURES_DIR, TENSORBOARD_DIR
+from lsh_tune.search.views.events import EventLog
+from lsh_tune.search.views.progress import SearchProgress, progress_for
 
 __all__ = ["search_session", "publish_views", "closing_text", "trial_slots"]
 
@@ -68,7 +69,7 @@ class _BackgroundTensorBoard:
 def _rebuild_tensorboard(source) -> None:
     """Rewrite the TensorBoard log of ``source`` (a Storage or a SearchHistory); a failure is logged,
     never fatal to the search."""
-    from lsh_tune.search.tensorboard import write_tensorboard
+    from lsh_tune.search.views.tensorboard import write_tensorboard
 
     try:
         write_tensorboard(source)
@@ -94,11 +95,11 @@ def search_session(cfg, ledger_opener, corpus, *, slots: int, reference: dict | 
         ledger_opener: ``() -> SearchLedger`` of the experiment.
         corpus: the search's corpus (for the unigram baseline).
         slots: trials that run at once (:func:`trial_slots`).
-        reference: :func:`~lsh_tune.search.reference.prepare_reference`'s dict; a reference already
+        reference: :func:`~lsh_tune.search.run.reference.prepare_reference`'s dict; a reference already
             in the cache is announced at once (its trial will not run).
         tensorboard: rebuild the TensorBoard log on each round and finalist.
     """
-    from lsh_tune.search.console import ConsoleView
+    from lsh_tune.search.views.console import ConsoleView
 
     exp = cfg.experiment()
     view = ConsoleView() if cfg.verbose >= 1 else None
@@ -126,8 +127,8 @@ def search_session(cfg, ledger_opener, corpus, *, slots: int, reference: dict | 
 
 def publish_views(cfg) -> None:
     """After the outputs are written: the figures and the final TensorBoard log (failures are logged)."""
-    from lsh_tune.search.figures import write_figures
-    from lsh_tune.search.history import SearchHistory
+    from lsh_tune.search.views.figures import write_figures
+    from lsh_tune.search.views.history import SearchHistory
 
     history = SearchHistory.load(cfg.experiment())
     _rebuild_tensorboard(history)
@@ -139,11 +140,10 @@ def publish_views(cfg) -> None:
 
 def closing_text(experiment) -> str:
     """The report of the finished search and how to open its TensorBoard log (what the CLI prints last)."""
-    from lsh_tune.search.history import SearchHistory
-    from lsh_tune.search.report import build_report, render_markdown
-    from lsh_tune.search.tensorboard import TENSORBOARD_DIR
+    from lsh_tune.search.views.history import SearchHistory
+    from lsh_tune.search.views.report import build_report, render_markdown
 
     history = SearchHistory.load(experiment)
     return (render_markdown(build_report(history)) + "\n"
-            f"figures: {history.storage.uri_of('figures')}/ · TensorBoard: tensorboard --logdir "
+            f"figures: {history.storage.uri_of(FIGURES_DIR)}/ · TensorBoard: tensorboard --logdir "
             f"{history.storage.uri_of(TENSORBOARD_DIR)}\n")

@@ -38,12 +38,12 @@ from pathlib import Path
 
 import numpy as np
 
-from lsh_tune.search.history import SearchHistory
+from lsh_tune.search.layout import TENSORBOARD_DIR
+from lsh_tune.search.views.history import SearchHistory
 from lsh_tune.storage import Storage
 
-__all__ = ["TENSORBOARD_DIR", "SEARCH_RUN", "write_tensorboard"]
+__all__ = ["SEARCH_RUN", "write_tensorboard"]
 
-TENSORBOARD_DIR = "tensorboard"
 #: The run that holds the search-level series.
 SEARCH_RUN = "search"
 
@@ -129,7 +129,7 @@ def _round_image(history: SearchHistory, r: int) -> np.ndarray:
     """Round ``r``'s LS-space figure as an (H, W, 3) uint8 image."""
     from matplotlib import image as mpimg
 
-    from lsh_tune.search.figures import figure_png, round_space_figure
+    from lsh_tune.search.views.figures import figure_png, round_space_figure
 
     rgba = mpimg.imread(io.BytesIO(figure_png(round_space_figure(history, r), dpi=80)), format="png")
     return (rgba[..., :3] * 255).round().astype(np.uint8)
