@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -99,3 +100,16 @@ def _prune(model, fraction: float, *, by_magnitude: bool, seed: int):
                 score = w.abs() if by_magnitude else torch.rand(w.shape, generator=g)
                 w[score <= score.flatten().kthvalue(int(fraction * w.numel())).values] = 0
     return pruned
+
+
+def normal_matrix_with_known_exponents() -> tuple[torch.Tensor, np.ndarray]:
+    """A = U diag(blocks) Uᵀ (float64, 7×7), normal: real eigenvalues and a 2×2 rotation-scaling
+    block (a complex pair). Returns A and its exponents log|eig|, unsorted."""
+    mags = [1.6, 1.3, 1.1, 0.9, 0.7, 0.5]
+    blocks = [torch.tensor([[mags[0]]]), torch.tensor([[-mags[1]]]),
+              mags[2] * torch.tensor([[np.cos(0.7), -np.sin(0.7)], [np.sin(0.7), np.cos(0.7)]]),
+              torch.tensor([[mags[3]]]), torch.tensor([[-mags[4]]]), torch.tensor([[mags[5]]])]
+    d = torch.block_diag(*blocks).double()
+    u = _orthogonal(d.shape[0], 1)
+    a = u @ d @ u.T
+    return a, np.log(np.abs(np.linalg.eigvals(a.numpy())))

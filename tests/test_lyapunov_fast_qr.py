@@ -14,7 +14,7 @@ from lsh_tune.data import load_corpus
 from lsh_tune.lyapunov import LSConfig, ls_summary, lyapunov_spectrum, reference_spectrum, validation_tokens
 from lsh_tune.models import build_model, get_preset
 
-from ls_models import VOCAB, LinearRNN, LinearStack, _orthogonal, _prune, _tokens, _train_tiny
+from ls_models import normal_matrix_with_known_exponents, VOCAB, LinearRNN, LinearStack, _orthogonal, _prune, _tokens, _train_tiny
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -39,14 +39,8 @@ def test_cholesky_matches_straightforward_computation_and_layered(name, state):
 
 
 def test_cholesky_on_linear_rnns_with_known_exponents():
-    mags = [1.6, 1.3, 1.1, 0.9, 0.7, 0.5]
-    blocks = [torch.tensor([[mags[0]]]), torch.tensor([[-mags[1]]]),
-              mags[2] * torch.tensor([[np.cos(0.7), -np.sin(0.7)], [np.sin(0.7), np.cos(0.7)]]),
-              torch.tensor([[mags[3]]]), torch.tensor([[-mags[4]]]), torch.tensor([[mags[5]]])]
-    d = torch.block_diag(*blocks).double()
-    u = _orthogonal(d.shape[0], 1)
-    a = u @ d @ u.T
-    eig = -np.sort(-np.log(np.abs(np.linalg.eigvals(a.numpy()))))
+    a, eig = normal_matrix_with_known_exponents()
+    eig = -np.sort(-eig)
     for top in (None, 4):
         cfg = LSConfig(k=2, steps=40, warmup=120, dtype="float64", top=top, qr="cholesky")
         ls = lyapunov_spectrum(LinearRNN(a), _tokens(160), cfg)

@@ -11,7 +11,7 @@ from lsh_tune.lyapunov import LSConfig, ls_summary, lyapunov_spectrum, reference
 from lsh_tune.lyapunov.spectrum import qr_exponents
 from lsh_tune.models import build_model, get_preset
 
-from ls_models import VOCAB, LinearRNN, LinearStack, _orthogonal, _prune, _tokens, _train_tiny
+from ls_models import normal_matrix_with_known_exponents, VOCAB, LinearRNN, LinearStack, _orthogonal, _prune, _tokens, _train_tiny
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -19,14 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def test_linear_rnn_normal_matrix_gives_log_abs_eigenvalues():
     # normal A = U diag(blocks) U^T: real eigenvalues and 2x2 rotation-scaling blocks (complex pairs)
-    mags = [1.6, 1.3, 1.1, 0.9, 0.7, 0.5]
-    blocks = [torch.tensor([[mags[0]]]), torch.tensor([[-mags[1]]]),
-              mags[2] * torch.tensor([[np.cos(0.7), -np.sin(0.7)], [np.sin(0.7), np.cos(0.7)]]),
-              torch.tensor([[mags[3]]]), torch.tensor([[-mags[4]]]), torch.tensor([[mags[5]]])]
-    d = torch.block_diag(*blocks).double()
-    u = _orthogonal(d.shape[0], 1)
-    a = u @ d @ u.T
-    eig = np.log(np.abs(np.linalg.eigvals(a.numpy())))
+    a, eig = normal_matrix_with_known_exponents()
     model = LinearRNN(a)
     for top in (None, 4):
         cfg = LSConfig(k=2, steps=40, warmup=120, dtype="float64", top=top)

@@ -124,7 +124,7 @@ class SearchConfig:
     ls_state: str = field(default="h", metadata={
         "choices": CONVENTIONS, "help": "h (paper: c held fixed) or hc (full LSTM state; ranks better after 1-2 epochs, BENCHMARKS.md)"})
     ls_qr: str = field(default="layered", metadata={
-        "choices": QR_ORDERS, "help": "layered (one QR per layer) or joint (the authors' one QR over all layers)"})
+        "choices": QR_ORDERS, "help": "layered (one QR per layer), joint (the authors' one QR over all layers) or cholesky (layered, Cholesky QR per step: for GPUs, BENCHMARKS.md)"})
     ls_embedding: str = field(default="pca", metadata={"choices": EMBEDDINGS, "help": "LS-space embedding"})
     ls_distance: str = field(default="l2", metadata={"choices": METRICS, "help": "distance in LS space"})
     ls_fit: str = field(default="pool", metadata={
