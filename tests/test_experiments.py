@@ -82,6 +82,24 @@ def test_estimates_refuse_paper_on_cpu_only_and_docs_show_the_estimators_table()
     assert time_table() in (REPO / "docs" / "cluster.md").read_text()  # the docs show what the code estimates
 
 
+def test_the_presets_schedules_have_one_source_and_the_small_hint_estimates_the_small_schedule():
+    from dataclasses import replace
+
+    from lsh_tune.cli.experiment import SCHEDULES
+    from lsh_tune.errors import LSHUsageError
+    from lsh_tune.search.config import SearchConfig
+    from lsh_tune.search.run.cost import PRESET_SCHEDULES, cpu_slots, estimate_search, format_duration
+    from lsh_tune.search.run.preflight import check_compute
+
+    assert SCHEDULES["tiny"][:4] == ["--pool", "3", "--rounds-every", "1"] and set(SCHEDULES) == set(PRESET_SCHEDULES)
+    paper = SearchConfig(model="rhn", preset="paper", gpus_per_trial=0, **PRESET_SCHEDULES["paper"])
+    small = replace(paper, preset="small", **PRESET_SCHEDULES["small"])
+    with pytest.raises(LSHUsageError) as e:
+        check_compute(paper)
+    expected = format_duration(estimate_search(small, "cpu", slots=cpu_slots(small)).total_s)
+    assert f"--preset small (about {expected} on CPU)" in str(e.value)
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(set(SCRIPTS) - {"ptb_stacked_lstm.py", "ptb_rhn.py"}))

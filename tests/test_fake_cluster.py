@@ -138,3 +138,26 @@ def test_experiment_script_runs_as_a_ray_job(fake_cluster):
     log = read_epoch_log(exp)
     assert log and {r["node_id"] for r in log} <= workers      # trained on autoscaled GPU workers
     print(f"ray job on the fake cluster: {time.time() - t0:.0f} s, {len(log)} epochs")
+
+
+def test_experiment_script_without_address_joins_the_running_cluster(fake_cluster, tmp_path):
+    """``python experiments/ptb_rhn.py --preset tiny`` on a node of a running cluster, without ``--address``
+    and without ``RAY_ADDRESS``: it joins that cluster as ``ray.init()`` does (Ray's address file, which
+    ``ray start`` writes in its temp dir; ``RAY_TMPDIR`` points the lookup at this cluster's, the way
+    ``/tmp/ray`` is found on a real node), says so, and every epoch trains on an autoscaled GPU worker."""
+    address, _, _, temp = fake_cluster
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    (tmpdir / "ray").symlink_to(temp)          # $RAY_TMPDIR/ray/ray_current_cluster: the fake cluster's
+    env = {k: v for k, v in _client_env().items() if k != "RAY_ADDRESS"}
+    env["RAY_TMPDIR"] = str(tmpdir)
+    store = tmp_path / "runs"
+    run = subprocess.run([sys.executable, "experiments/ptb_rhn.py", "--preset", "tiny", "--gpus-per-trial", "1",
+                          "--storage-path", str(store), "--verbose", "0", "--json"],
+                         env=env, capture_output=True, text=True, timeout=600, cwd=str(REPO))
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-4000:]
+    assert f"connecting to the running Ray cluster at '{address}' (started on this machine" in out
+    workers = {n["id"] for n in _nodes(address) if n["gpu"] > 0}
+    log = read_epoch_log(store / "ptb_rhn")
+    assert log and {r["node_id"] for r in log} <= workers      # on the running cluster's GPU workers

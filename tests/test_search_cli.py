@@ -143,3 +143,44 @@ def test_default_max_epochs_is_the_preset_raised_to_what_the_schedule_needs():
     # pool 24 grid, E = 3: 24 -> 12 -> 6 -> 3 -> 2 is four rounds, 12 epochs, so 13
     assert SearchConfig(hpo="grid", rounds_every=3).resolved_max_epochs() == max(preset, 13)
     assert SearchConfig(hpo="grid", rounds_every=3, max_rounds=1).resolved_max_epochs() == max(preset, 4)
+
+
+def test_no_address_resolves_as_ray_init_does():
+    """No ``--address``: ``RAY_ADDRESS``, else a cluster running on this machine, else a local instance;
+    ``local`` always a new local instance (``lsh_tune.search.ray_address.resolve_address``)."""
+    from lsh_tune.search.ray_address import resolve_address
+
+    def nothing_runs():
+        return None
+
+    def fails():
+        raise AssertionError("looked for a running cluster")
+
+    assert resolve_address("local", fails, {"RAY_ADDRESS": "10.0.0.1:6379"})[0] == "local"
+    assert resolve_address("10.0.0.2:6379", fails, {"RAY_ADDRESS": "10.0.0.1:6379"})[0] == "10.0.0.2:6379"
+    address, how = resolve_address(None, fails, {"RAY_ADDRESS": "10.0.0.1:6379"})
+    assert address == "10.0.0.1:6379" and "running Ray cluster at '10.0.0.1:6379' (RAY_ADDRESS)" in how
+    address, how = resolve_address(None, lambda: "10.0.0.3:6379", {})
+    assert address == "10.0.0.3:6379" and "connecting to the running Ray cluster at '10.0.0.3:6379'" in how
+    address, how = resolve_address(None, nothing_runs, {})
+    assert address == "local" and how.startswith("starting a local Ray instance")
+
+
+def test_the_running_cluster_is_found_the_way_ray_init_finds_it(tmp_path, monkeypatch):
+    """Ray's address file (``$RAY_TMPDIR/ray/ray_current_cluster``, written by ``ray start``), read with
+    Ray's private lookup: breaks if Ray moves it. A stale file (nothing answers there) counts as none."""
+    pytest.importorskip("ray")
+    from lsh_tune.search.tune.tuner import running_cluster_address
+
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert running_cluster_address() is None                      # no file: no cluster
+    (tmp_path / "ray").mkdir()
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        address = f"127.0.0.1:{listening.getsockname()[1]}"
+        (tmp_path / "ray" / "ray_current_cluster").write_text(address + "\n")
+        assert running_cluster_address() == address
+    (tmp_path / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{closed_port()}\n")
+    assert running_cluster_address() is None                      # stale: a local instance

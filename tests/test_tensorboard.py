@@ -59,3 +59,63 @@ def test_tensorboard_log_matches_results(tiny_search):
     ref_val = _scalars(search, "reference/val_ppl")
     assert [s for s, _ in ref_val] == [1, 2] and np.isfinite(ref["val_ppl"])
     assert ref_val[-1][1] == pytest.approx(ref["val_ppl"])
+    assert [s for s, _ in _scalars(search, "reference/val_loss")] == [1, 2]   # from its epoch events
+    assert [s for s, _ in _scalars(search, "reference/train_loss")] == [1, 2]
+
+
+def test_the_live_log_is_rebuilt_on_every_epoch_event(monkeypatch):
+    """The reference's epochs and every candidate's appear as they finish, not at round close: each
+    epoch event asks the background writer for a rebuild."""
+    import threading
+
+    from lsh_tune.search.views import session
+
+    rebuilt = threading.Semaphore(0)
+    monkeypatch.setattr(session, "_rebuild_tensorboard", lambda source: rebuilt.release())
+    board = session._BackgroundTensorBoard("exp")
+    try:
+        for kind in ("reference_epoch", "epoch"):
+            board({"kind": kind})
+            assert rebuilt.acquire(timeout=30), kind
+        board({"kind": "trial_error"})
+        assert not rebuilt.acquire(timeout=0.5)
+    finally:
+        board.close()
+
+
+def test_the_references_first_epoch_is_in_tensorboard_before_the_reference_finishes(tmp_path, monkeypatch):
+    """A tiny search (its own local Ray, in this process) with a 3-epoch reference: each rebuild of the
+    live log is read back with ``EventAccumulator``; one made before ``reference_done`` already holds
+    the reference's first epoch (``reference/val_ppl``, ``reference/val_loss``)."""
+    ray = pytest.importorskip("ray")
+    from lsh_tune.search.config import SearchConfig
+    from lsh_tune.search.tune.tuner import run_search
+    from lsh_tune.search.views import tensorboard
+    from lsh_tune.search.views.history import SearchHistory
+
+    real, seen = tensorboard.write_tensorboard, []
+
+    def read_back(source):
+        history = source if isinstance(source, SearchHistory) else SearchHistory.load(source)
+        done = bool(history.events_of("reference_done"))
+        where = real(history)
+        acc = _accumulator(tmp_path / "live" / "tensorboard" / "search")
+        tags = set(acc.Tags()["scalars"])
+        seen.append((done, {t: [s for s, _ in _scalars(acc, t)] for t in ("reference/val_ppl", "reference/val_loss")
+                            if t in tags}))
+        return where
+
+    monkeypatch.setattr(tensorboard, "write_tensorboard", read_back)
+    cfg = SearchConfig(model="stacked_lstm", preset="tiny", corpus="ptb", max_tokens=20000, sparsity=0.67, hpo="random",
+                       metric="ls", pool=3, rounds_every=1, final_k=2, max_epochs=2, reference_epochs=3, seed=0,
+                       gpus_per_trial=0, cpus_per_trial=1, storage_path=str(tmp_path), name="live", verbose=0)
+    temp = f"/tmp/lshlive{__import__('os').getpid()}"
+    ray.init(num_cpus=2, num_gpus=0, address="local", include_dashboard=False, _temp_dir=temp, log_to_driver=False)
+    try:
+        run_search(cfg)
+    finally:
+        ray.shutdown()
+        __import__("shutil").rmtree(temp, ignore_errors=True)
+    early = [tags for done, tags in seen if not done and tags]   # rebuilt before its reference_done event
+    assert early and early[0]["reference/val_ppl"][0] == 1 and early[0]["reference/val_loss"][0] == 1, seen
+    assert any(done for done, _ in seen)                         # and again once it was done

@@ -16,8 +16,9 @@ Every preset runs with ``--gpus-per-trial auto``: no GPU in the Ray cluster → 
 CPU; GPUs → several trials per GPU (:mod:`lsh_tune.search.packing`).
 
 Ray: ``--address`` (default ``RAY_ADDRESS``, which a Ray job sets) joins a running cluster;
-without either a local instance is started on this machine. The script says which, and where the
-results and the TensorBoard log go. A ``paper`` search on a local instance without a GPU is
+without either, the cluster ``ray start`` left running on this machine (as ``ray.init()``), else a
+local instance is started here; ``--address local`` always starts a new local instance. The script
+says which, and where the results and the TensorBoard log go. A ``paper`` search on a local instance without a GPU is
 refused before anything starts, with the estimate of how long it would take on CPU.
 """
 from __future__ import annotations
@@ -30,15 +31,23 @@ from typing import Any, Sequence
 
 __all__ = ["SCHEDULES", "build_parser", "main", "script_defaults"]
 
-#: The search settings of each preset (model, corpus and sparsity come from the script).
-SCHEDULES = {
-    "paper": ["--pool", "24", "--rounds-every", "3", "--final-k", "2", "--cpus-per-trial", "2"],
-    "small": ["--pool", "8", "--rounds-every", "2", "--final-k", "2", "--cpus-per-trial", "1"],
-    "tiny": ["--pool", "3", "--rounds-every", "1", "--final-k", "2", "--max-epochs", "2", "--reference-epochs", "1",
-             "--max-tokens", "2000", "--cpus-per-trial", "1"],
-}
 #: The preset a script runs without ``--preset``.
 DEFAULT_PRESET = "paper"
+
+
+def _schedules() -> dict[str, list[str]]:
+    """The search settings of each preset as options (model, corpus and sparsity come from the script):
+    :data:`lsh_tune.search.run.cost.PRESET_SCHEDULES`, the one source (the cost model estimates them)."""
+    from lsh_tune.search.run.cost import PRESET_SCHEDULES
+
+    return {preset: [x for name, value in settings.items() for x in (f"--{name.replace('_', '-')}", str(value))]
+            for preset, settings in PRESET_SCHEDULES.items()}
+
+
+def __getattr__(name: str):
+    if name == "SCHEDULES":  # computed on use: importing this module stays light (no torch)
+        return _schedules()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _search_parser() -> argparse.ArgumentParser:
@@ -59,7 +68,7 @@ def script_defaults(script: Sequence[str], preset: str = DEFAULT_PRESET) -> dict
     """
     from lsh_tune.cli._dataclass_args import given_fields
 
-    args = _search_parser().parse_args([*script, "--preset", preset, *SCHEDULES[preset]])
+    args = _search_parser().parse_args([*script, "--preset", preset, *_schedules()[preset]])
     return {name: getattr(args, name) for name in given_fields(args)}
 
 
@@ -77,15 +86,17 @@ def _defaults_with_help(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
         out[name] = {"default": value, "help": text}
     out["address"] = {"default": os.environ.get("RAY_ADDRESS") or None,
                       "help": re.sub(r"\s*\(default: [^)]*\)", "", helps["address"])
-                      + " (default: $RAY_ADDRESS, which a Ray job sets; without it a local instance)"}
+                      + " (default: $RAY_ADDRESS, which a Ray job sets; without it a cluster running on this machine, "
+                      "else a local instance)"}
     return out
 
 
 def _epilog(preset: str) -> str:
     lines = [f"The defaults shown are --preset {preset}'s. The presets' schedules (any option given overrides):"]
-    lines += [f"  --preset {name}: {' '.join(opts)}" for name, opts in SCHEDULES.items()]
+    lines += [f"  --preset {name}: {' '.join(opts)}" for name, opts in _schedules().items()]
     lines += ["Ray: with --address (or RAY_ADDRESS, which `ray job submit` sets) the search joins that cluster,",
-              "else it starts a local instance. Continue an interrupted search: the same command with --resume."]
+              "else a cluster running on this machine (ray start), else a local instance (--address local: always).",
+              "Continue an interrupted search: the same command with --resume."]
     return "\n".join(lines)
 
 
@@ -109,7 +120,7 @@ def _preset(argv: Sequence[str]) -> str:
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--preset", default=DEFAULT_PRESET)
     known, _ = pre.parse_known_args(list(argv))
-    return known.preset if known.preset in SCHEDULES else DEFAULT_PRESET
+    return known.preset if known.preset in _schedules() else DEFAULT_PRESET
 
 
 def _gpus_here() -> int:
@@ -118,14 +129,11 @@ def _gpus_here() -> int:
     return torch.cuda.device_count()
 
 
-def _say_where(cfg) -> None:
+def _say_where(cfg, how: str) -> None:
     from lsh_tune.search.views.tensorboard import TENSORBOARD_DIR
 
-    if cfg.address in (None, "local"):
-        how = (f"no --address and no RAY_ADDRESS: starting a local Ray instance ({os.cpu_count()} CPUs, "
-               f"{_gpus_here()} GPUs here)")
-    else:
-        how = f"connecting to the running Ray cluster at {cfg.address!r}"
+    if cfg.address == "local":
+        how = f"{how}: {os.cpu_count()} CPUs, {_gpus_here()} GPUs here"
     exp = cfg.experiment()
     print(f"{cfg.model} on {cfg.corpus}, preset {cfg.preset}: {how}", flush=True)
     print(f"results: {exp.uri_of()} · TensorBoard: tensorboard --logdir {exp.uri_of(TENSORBOARD_DIR)}", flush=True)
@@ -135,8 +143,8 @@ def _run(args: argparse.Namespace) -> int:
     from lsh_tune.cli.search import checked_config, run_checked
 
     cfg = checked_config(args)  # everything that can fail before Ray starts (a paper search without GPU too)
-    _say_where(cfg)
-    return run_checked(args, cfg)
+    _say_where(cfg, args.ray_where)  # which Ray: --address, RAY_ADDRESS, a cluster running here, or a local one
+    return run_checked(args, cfg, announce=False)
 
 
 def main(script: Sequence[str], argv: Sequence[str] | None = None, *, doc: str | None = None,

@@ -100,7 +100,7 @@ def _check_ray_args(args: argparse.Namespace, cfg) -> None:
     local = cfg.address in (None, "local")
     if not local and (args.num_cpus is not None or args.num_gpus is not None or args.ray_temp_dir):
         raise LSHUsageError(f"--num-cpus/--num-gpus/--ray-temp-dir only apply to a local Ray instance, not "
-                            f"--address {cfg.address}")
+                            f"the running cluster at {cfg.address} (--address local starts a new local instance)")
     if not local or cfg.gpus_per_trial == 0:
         return
     if args.num_gpus is None:
@@ -140,6 +140,7 @@ def _init_ray(args: argparse.Namespace, address: str | None, verbose: int = 1) -
 def checked_config(args: argparse.Namespace):
     """The config to run, with everything checked that can be before Ray starts (nothing is written).
 
+    No address: resolved here (:func:`_resolve_address`), so a node of a running cluster joins it.
     A new search: the options. ``--resume``: the saved settings; given options must repeat them,
     except :data:`~lsh_tune.search.run.preflight.RESUME_MAY_CHANGE`, which apply (and are named on stderr).
     """
@@ -161,20 +162,43 @@ def checked_config(args: argparse.Namespace):
     else:
         cfg = config_from_args(args)
     cfg = preflight(cfg, resume=args.resume)
+    cfg = _resolve_address(args, cfg)
     _check_ray_args(args, cfg)
     check_ray_address(cfg.address)  # a cluster answers there (a TCP connect, LSH_RAY_CONNECT_TIMEOUT_S)
     return cfg
+
+
+def _resolve_address(args: argparse.Namespace, cfg):
+    """``cfg`` with no address resolved as ``ray.init()`` resolves it (``RAY_ADDRESS``, else the cluster
+    ``ray start`` left running on this machine, else ``local``); the line saying which goes to
+    ``args.ray_where`` (:func:`run_checked` prints it)."""
+    from dataclasses import replace
+
+    from lsh_tune.search.ray_address import resolve_address
+
+    def running_here():
+        from lsh_tune.search.tune.tuner import running_cluster_address
+
+        return running_cluster_address()
+
+    address, args.ray_where = resolve_address(cfg.address, running_here)
+    return cfg if address == cfg.address else replace(cfg, address=address)
 
 
 def run(args: argparse.Namespace) -> int:
     return run_checked(args, checked_config(args))  # fail before starting Ray
 
 
-def run_checked(args: argparse.Namespace, cfg) -> int:
-    """Start (or join) Ray and run the search ``cfg`` that :func:`checked_config` returned for ``args``."""
+def run_checked(args: argparse.Namespace, cfg, *, announce: bool = True) -> int:
+    """Start (or join) Ray and run the search ``cfg`` that :func:`checked_config` returned for ``args``
+    (``announce``: first say on stderr which Ray, a running cluster or a new local instance)."""
+    import sys
+
     from lsh_tune.cli import print_json
     from lsh_tune.search.tune.tuner import run_search
 
+    if announce and getattr(args, "ray_where", None):
+        print(f"lsh-tune: {args.ray_where}", file=sys.stderr, flush=True)
     _init_ray(args, cfg.address, cfg.verbose)
     summary = run_search(cfg, resume=args.resume)
     if args.json:

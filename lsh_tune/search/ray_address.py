@@ -25,7 +25,7 @@ import socket
 from lsh_tune.errors import LSHAddressError, LSHUsageError
 
 __all__ = ["ADDRESS_FORMS", "CONNECT_TIMEOUT_S", "RAY_CLIENT_PORT", "TIMEOUT_ENV", "check_ray_address",
-           "connect_timeout_s", "parse_ray_address"]
+           "connect_timeout_s", "parse_ray_address", "resolve_address"]
 
 #: What ``--address`` / ``SearchConfig.address`` may be.
 ADDRESS_FORMS = "auto, local, HOST:PORT or ray://HOST[:PORT]"
@@ -115,3 +115,28 @@ def check_ray_address(address: str | None, *, timeout_s: float | None = None) ->
         f"{what}={address!r}: no Ray cluster answers at {host}:{port} ({why}; TCP connect timeout {timeout:g} s, "
         f"set by {TIMEOUT_ENV}); start one there (ray start --head), correct the address, or leave it out for a "
         "local Ray instance")
+
+
+def resolve_address(address: str | None, running_cluster, environ=None) -> tuple[str, str]:
+    """``(the address to start Ray with, one line saying which)`` for ``address``, as ``ray.init()``
+    resolves it: a given address is kept; no address is ``RAY_ADDRESS`` when it is set, else the
+    cluster ``ray start`` left running on this machine (``running_cluster()``: its ``HOST:PORT`` or
+    ``None``, :func:`~lsh_tune.search.tune.tuner.running_cluster_address`), else ``"local"`` (a new
+    local instance). ``"local"`` always starts a new one.
+
+    Args:
+        running_cluster: no-argument callable, only called when neither ``address`` nor ``RAY_ADDRESS`` is given.
+        environ: the environment (``None``: ``os.environ``).
+    """
+    environ = os.environ if environ is None else environ
+    if address == "local":
+        return "local", "starting a local Ray instance (--address local)"
+    if address is not None:
+        return address, f"connecting to the running Ray cluster at {address!r}"
+    if environ.get("RAY_ADDRESS"):
+        return environ["RAY_ADDRESS"], f"connecting to the running Ray cluster at {environ['RAY_ADDRESS']!r} (RAY_ADDRESS)"
+    found = running_cluster()
+    if found:
+        return found, (f"connecting to the running Ray cluster at {found!r} (started on this machine by `ray start`; "
+                       "--address local starts a new local instance instead)")
+    return "local", "starting a local Ray instance (no --address, no RAY_ADDRESS, no Ray cluster running here)"

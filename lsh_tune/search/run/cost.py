@@ -29,7 +29,7 @@ from lsh_tune.search._generators import generator_class
 from lsh_tune.search._pool import plan_schedule
 from lsh_tune.search.config import SearchConfig
 
-__all__ = ["DEVICES", "EPOCH_COSTS", "EpochCost", "GPU_SUSTAINED_FLOPS", "SearchEstimate", "TABLE_GPUS",
+__all__ = ["PRESET_SCHEDULES", "DEVICES", "EPOCH_COSTS", "EpochCost", "GPU_SUSTAINED_FLOPS", "SearchEstimate", "TABLE_GPUS",
            "cpu_slots", "estimate_search", "format_duration", "reference_seconds", "time_table"]
 
 #: ``cpu``: measured seconds; ``gpu``: FLOP counts at :data:`GPU_SUSTAINED_FLOPS`.
@@ -179,10 +179,14 @@ def cpu_slots(cfg: SearchConfig, cores: int | None = None) -> int:
     return max(1, cores // max(1, math.ceil(cfg.cpus_per_trial)))
 
 
-#: The experiment scripts' schedules the time table uses (``experiments/_common.py``).
-TABLE_SCHEDULES = {"paper": dict(pool=24, rounds_every=3, final_k=2),
-                   "small": dict(pool=8, rounds_every=2, final_k=2),
-                   "tiny": dict(pool=3, rounds_every=1, final_k=2, max_epochs=2)}
+#: The search settings of each preset of the experiment scripts (field name → value; the one source:
+#: ``lsh_tune.cli.experiment.SCHEDULES`` is these as options, the time table and the ``--preset small``
+#: hint of :func:`~lsh_tune.search.run.preflight.check_compute` estimate them).
+PRESET_SCHEDULES = {
+    "paper": dict(pool=24, rounds_every=3, final_k=2, cpus_per_trial=2),
+    "small": dict(pool=8, rounds_every=2, final_k=2, cpus_per_trial=1),
+    "tiny": dict(pool=3, rounds_every=1, final_k=2, max_epochs=2, reference_epochs=1, max_tokens=2000, cpus_per_trial=1),
+}
 #: Cores of the machine the CPU column is measured on, and GPUs of the GPU column.
 TABLE_CORES, TABLE_GPUS = 2, 4
 
@@ -195,8 +199,8 @@ def time_table() -> str:
             "| GPU reference | GPU search |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     corpus = {"awd_lstm_mos": "wikitext-2"}
     for (model, preset) in EPOCH_COSTS:
-        cfg = SearchConfig(model=model, preset=preset, corpus=corpus.get(model, "ptb"), cpus_per_trial=1,
-                           **TABLE_SCHEDULES[preset])
+        cfg = SearchConfig(model=model, preset=preset, corpus=corpus.get(model, "ptb"),
+                           **{**PRESET_SCHEDULES[preset], "cpus_per_trial": 1})
         cpu = estimate_search(cfg, "cpu", slots=TABLE_CORES)
         gpu = estimate_search(cfg, "gpu", slots=TABLE_GPUS)
         epochs = cfg.reference_epochs or cfg.resolved_max_epochs()

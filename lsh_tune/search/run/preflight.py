@@ -29,11 +29,13 @@ from lsh_tune.search._ledger import SearchLedger
 from lsh_tune.search.config import SearchConfig
 from lsh_tune.search.layout import CONFIG_FILE, STATE_FILE
 from lsh_tune.search.packing import AUTO
-from lsh_tune.search.run.cost import EPOCH_COSTS, TABLE_GPUS, cpu_slots, estimate_search, format_duration
+from lsh_tune.search.run.cost import (EPOCH_COSTS, PRESET_SCHEDULES, TABLE_GPUS, cpu_slots, estimate_search,
+                                      format_duration)
 from lsh_tune.storage import Storage
 
-__all__ = ["RESUME_MAY_CHANGE", "check_compute", "check_experiment_dir", "check_storage", "preflight",
-           "read_saved_config", "resume_config"]
+__all__ = ["NETWORK_FILESYSTEMS", "RESUME_MAY_CHANGE", "check_compute", "check_experiment_dir",
+           "check_shared_storage", "check_storage", "filesystem_type", "preflight", "read_saved_config",
+           "resume_config"]
 
 #: Settings a resumed search takes from this run (every other given option must equal the saved one).
 RESUME_MAY_CHANGE = ("address", "storage_path", "verbose")
@@ -92,7 +94,8 @@ def check_compute(cfg: SearchConfig) -> None:
     slots = cpu_slots(cfg)
     cpu = estimate_search(cfg, "cpu", slots=slots)
     gpu = estimate_search(cfg, "gpu", slots=TABLE_GPUS)
-    small = estimate_search(replace(cfg, preset="small", max_epochs=None, reference_epochs=None), "cpu", slots=slots)
+    small_cfg = replace(cfg, preset="small", max_epochs=None, reference_epochs=None, **PRESET_SCHEDULES["small"])
+    small = estimate_search(small_cfg, "cpu", slots=cpu_slots(small_cfg))  # what --preset small would run
     raise LSHUsageError(
         f"preset='paper' with gpus_per_trial=0: on CPU this search would take about {format_duration(cpu.total_s)} "
         f"(the dense reference alone {format_duration(cpu.reference_s)}, {format_duration(cpu.epoch_s)} per epoch; "
@@ -260,3 +263,49 @@ def check_reference_checkpoint(path: str, model_spec, vocab_size: int) -> None:
     if ckpt["vocab_size"] != vocab_size:
         raise LSHUsageError(f"{where} was trained on {ckpt['vocab_size']!r} words; the search's corpus has "
                             f"{vocab_size} (another corpus or vocabulary)")
+
+
+#: File system types (``/proc/mounts``) that the nodes of a cluster can share; any ``fuse.*`` counts too
+#: (s3fs, gcsfuse, sshfs, ...).
+NETWORK_FILESYSTEMS = frozenset({"nfs", "nfs4", "efs", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs",
+                                 "glusterfs", "ceph", "cephfs", "9p", "virtiofs", "fuse", "fuseblk"})
+
+
+def filesystem_type(path: str, mounts: str) -> str | None:
+    """The type of the file system holding ``path`` (an absolute path) in ``mounts`` (the text of
+    ``/proc/mounts``): that of the longest mount point above it, ``None`` where none is."""
+    best, kind = -1, None
+    path = os.path.normpath(path)
+    for line in mounts.splitlines():
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        point = parts[1].replace("\\040", " ")
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        if inside and len(point) > best:
+            best, kind = len(point), parts[2]
+    return kind
+
+
+def check_shared_storage(storage_path: str, is_local: bool, driver_ip: str, node_ips, mounts: str | None) -> None:
+    """Refuse a local storage path on a cluster with nodes on other hosts, before anything starts: their
+    trials would write checkpoints and results where the driver never reads them (and fail late).
+
+    Passes: an object-store URI (``is_local`` False), every alive node on the driver's host (``node_ips``
+    all ``driver_ip``: one machine, or several Ray nodes on it), or a path on a network file system
+    (:data:`NETWORK_FILESYSTEMS`, ``fuse.*``, per ``mounts``, the text of ``/proc/mounts``; ``None``:
+    unknown, not refused).
+
+    Raises:
+        LSHUsageError: one line naming the path, its file system, the other hosts and the fix.
+    """
+    others = sorted({ip for ip in node_ips if ip != driver_ip})
+    if not is_local or not others or mounts is None:
+        return
+    kind = filesystem_type(os.path.abspath(os.path.realpath(storage_path)), mounts)
+    if kind is None or kind in NETWORK_FILESYSTEMS or kind.startswith("fuse."):
+        return
+    raise LSHUsageError(f"storage_path={storage_path!r} is a local directory ({kind}) but the Ray cluster has nodes "
+                        f"on other hosts ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); give "
+                        "--storage-path a directory every node mounts (NFS, EFS, ...) or an object-store URI "
+                        "(s3://bucket/path, gs://...)")

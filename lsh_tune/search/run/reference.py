@@ -157,7 +157,7 @@ def train_reference(plan: ReferencePlan, corpus, *, device: str = "cpu", tags: d
 
     After every epoch: the LS (evaluation weights), the training state to ``<key>/state.pt``, one
     record to ``<key>/epochs/`` (with ``tags``), then ``on_epoch(progress)`` with ``epoch``,
-    ``epochs``, ``val_ppl``, ``train_loss``, ``epoch_time_s``, ``ls_time_s``. A cached reference
+    ``epochs``, ``val_ppl``, ``val_loss``, ``train_loss``, ``epoch_time_s``, ``ls_time_s``. A cached reference
     is returned at once.
 
     Only the holder of :func:`reference_lease` trains (released on return and on error): while
@@ -237,7 +237,8 @@ def _train(plan: ReferencePlan, corpus, device: str, tags: dict, on_epoch) -> tu
         save_trainer(trainer, store, f"{plan.key}/{STATE_NAME}", lsh={"ls_history": np.stack(history)}, **extras)
         store.write_json(f"{plan.key}/{META_NAME}", {"epoch": trainer.epoch, "key": plan.key}, indent=None)
         progress = {"epoch": trainer.epoch, REFERENCE_EPOCHS_KEY: plan.epochs, "val_ppl": m["val_ppl"],
-                    "train_loss": m["train_loss"], "epoch_time_s": m["epoch_time_s"], "ls_time_s": ls_time}
+                    "val_loss": m["val_loss"], "train_loss": m["train_loss"], "epoch_time_s": m["epoch_time_s"],
+                    "ls_time_s": ls_time}
         store.append_record(f"{plan.key}/{EPOCH_LOG}", {**progress, "start": start, "time": time.time(),
                                                     "pid": os.getpid(), **tags})
         logger.info("dense reference epoch %d/%d: val_ppl %.2f (%.1f s + LS %.1f s)", trainer.epoch, plan.epochs,

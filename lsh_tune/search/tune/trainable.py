@@ -56,14 +56,45 @@ from lsh_tune.search.layout import META_NAME, STATE_NAME, candidate_dir
 from lsh_tune.search.run.reference import reference_history, train_reference
 from lsh_tune.storage import Storage
 
-__all__ = ["candidate_trainable"]
+__all__ = ["CPU_FALLBACK_ENV", "candidate_trainable", "device_for"]
+
+
+#: Environment variable: ``1`` lets a trial that Ray gave a GPU train on CPU when CUDA is unusable there
+#: (the old behaviour). The test suite sets it (``tests/conftest.py``: its Ray instances declare GPUs
+#: this machine does not have); the fake cluster (``cluster/local.yaml``, ``RAY_FAKE_CLUSTER=1``) on a
+#: machine without ``/dev/nvidia0`` is allowed without it.
+CPU_FALLBACK_ENV = "LSH_ALLOW_CPU_FALLBACK"
+
+
+def device_for(gpu_ids, cuda_available: bool, cuda_version: str | None, environ, has_nvidia_device: bool) -> str:
+    """``"cuda"`` or ``"cpu"`` for a trial that Ray gave ``gpu_ids``; CPU for a trial without GPUs.
+
+    Raises:
+        RuntimeError: GPUs given but CUDA is unusable (``cuda_available`` False), neither
+            :data:`CPU_FALLBACK_ENV` ``=1`` nor a fake cluster (``RAY_FAKE_CLUSTER=1`` without
+            ``/dev/nvidia0``): one line with torch's CUDA build and the likely reason, instead of a
+            paper-size candidate training on CPU for days.
+    """
+    if not gpu_ids:
+        return "cpu"
+    if cuda_available:
+        return "cuda"
+    if environ.get(CPU_FALLBACK_ENV) == "1" or (environ.get("RAY_FAKE_CLUSTER") == "1" and not has_nvidia_device):
+        return "cpu"
+    why = ("this torch is a CPU-only build" if cuda_version is None else
+           "no usable GPU driver/device here (nvidia-smi, CUDA_VISIBLE_DEVICES)" if not has_nvidia_device else
+           "the driver does not support it or the device is busy/unavailable")
+    raise RuntimeError(f"the trial was given GPU(s) {','.join(str(g) for g in gpu_ids)} but CUDA is unusable here "
+                       f"(torch {torch.__version__}, torch.version.cuda={cuda_version}: {why}); fix the node's torch/"
+                       f"driver, or set {CPU_FALLBACK_ENV}=1 on the cluster to train on CPU instead")
 
 
 def _device() -> str:
     import ray
 
     gpu_ids = ray.get_gpu_ids() if ray.is_initialized() else []
-    return "cuda" if gpu_ids and torch.cuda.is_available() else "cpu"
+    return device_for(gpu_ids, bool(gpu_ids) and torch.cuda.is_available(), torch.version.cuda, os.environ,
+                      os.path.exists("/dev/nvidia0"))
 
 
 def _state_options(store: Storage | None, cid: str) -> tuple[list[tuple[Storage, str]], Any]:

@@ -34,14 +34,15 @@ from lsh_tune.search.layout import STATE_FILE, TUNE_PICKLE, TUNE_STATE_PREFIX
 from lsh_tune.search.packing import AUTO, accelerator_memory, resolve_gpus_per_trial
 from lsh_tune.search.ray_address import check_ray_address
 from lsh_tune.search.run.outputs import write_outputs
-from lsh_tune.search.run.preflight import check_compute, preflight
+from lsh_tune.search.run.preflight import check_compute, check_shared_storage, preflight
 from lsh_tune.search.run.reference import prepare_reference, search_corpus
 from lsh_tune.search.tune.ray_output import quiet_tune, ray_init_kwargs, tune_verbosity
 from lsh_tune.search.views.session import publish_views, search_session, trial_slots
 from lsh_tune.space import SearchSpace
 from lsh_tune.storage import Storage
 
-__all__ = ["run_search", "trainable_for", "make_trainable", "check_resources", "resolve_gpus", "tune_storage"]
+__all__ = ["run_search", "trainable_for", "make_trainable", "check_resources", "resolve_gpus", "tune_storage",
+           "running_cluster_address"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, space: SearchSpace | 
     if not ray.is_initialized():
         check_ray_address(cfg.address)  # one line and exit 2 where no cluster answers, not minutes of retries
         ray.init(address=cfg.address, include_dashboard=False, **ray_init_kwargs(cfg.verbose))
+    _check_shared_storage(cfg)  # a local path on a multi-host cluster: refused before anything starts
     cfg = resolve_gpus(cfg)  # --gpus-per-trial auto → a number, before anything is saved or placed
     check_resources(cfg, ray.cluster_resources())
     corpus = search_corpus(cfg)
@@ -92,6 +94,43 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, space: SearchSpace | 
         progress.finish(summary)
     publish_views(cfg)
     return summary
+
+
+def running_cluster_address() -> str | None:
+    """``HOST:PORT`` of the Ray cluster ``ray start`` left running on this machine (what ``ray.init()``
+    without an address joins), where something answers there; else ``None``.
+
+    Ray's own lookup: the address file ``ray start`` writes (``/tmp/ray/ray_current_cluster``,
+    under ``RAY_TMPDIR``/``TMPDIR`` when set), read by the private ``ray._private.utils.read_ray_address``
+    (``ray._private.services.find_bootstrap_address``), which ``ray.init()`` itself uses; Ray has no
+    public call for it. ``tests/test_search_cli.py`` breaks if Ray changes it. A stale file (a cluster
+    killed without ``ray stop``) names an address where nothing answers: ``None`` (a local instance).
+    """
+    from ray._private.services import find_bootstrap_address
+
+    found = find_bootstrap_address(None)
+    if not found:
+        return None
+    try:
+        check_ray_address(found, timeout_s=2.0)
+    except LSHUsageError:  # LSHAddressError: nothing answers there
+        logger.info("Ray's address file names %s, where no cluster answers: starting a local instance", found)
+        return None
+    return found
+
+
+def _check_shared_storage(cfg: SearchConfig) -> None:
+    """:func:`~lsh_tune.search.run.preflight.check_shared_storage` with the running cluster's alive nodes,
+    this driver's IP and this machine's ``/proc/mounts`` (none: not checked)."""
+    import ray
+
+    try:
+        mounts = open("/proc/mounts").read()
+    except OSError:
+        mounts = None
+    nodes = [n.get("NodeManagerAddress") for n in ray.nodes() if n.get("Alive")]
+    check_shared_storage(cfg.storage_path, cfg.storage().is_local, ray.util.get_node_ip_address(),
+                         [ip for ip in nodes if ip], mounts)
 
 
 def _new_ledger(cfg: SearchConfig, reference: dict | None) -> SearchLedger:

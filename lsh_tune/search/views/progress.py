@@ -140,7 +140,8 @@ class SearchProgress:
             self._epochs_done += 1
             self.log.emit("reference_epoch", epoch=int(result["epoch"]),
                           epochs=int(result.get(REFERENCE_EPOCHS_KEY, 0)),
-                          **{k: _number(result, k) for k in ("val_ppl", "epoch_time_s", "ls_time_s")})
+                          **{k: _number(result, k) for k in ("val_ppl", "epoch_time_s", "ls_time_s")},
+                          **{k: _number(result, k) for k in ("val_loss", "train_loss") if result.get(k) is not None})
         self.sync_rounds()
 
     def on_error(self, cid: str, error: str) -> None:

@@ -4,7 +4,8 @@ Ray-free (the Tune callback that feeds it is :mod:`lsh_tune.search.tune._events_
 :func:`search_session` opens the experiment's :class:`~lsh_tune.search.views.events.EventLog`, registers
 the :class:`~lsh_tune.search.views.progress.SearchProgress` the callback will find, starts the live
 console view (``verbose >= 1``) and emits ``search_start``; the TensorBoard log is rebuilt (in a
-background thread) whenever a round closes or a finalist finishes. Inside the session the caller emits ``result``
+background thread, requests coalesced) whenever an epoch (a candidate's or the reference's) or a
+round closes, or a finalist finishes. Inside the session the caller emits ``result``
 (:meth:`SearchProgress.finish`) once the outputs are written; :func:`publish_views` then writes
 the figures and the final TensorBoard log; :func:`closing_text` is what the command line prints
 at the end (the report and the ``tensorboard --logdir`` line).
@@ -24,8 +25,9 @@ from lsh_tune.search.views.progress import SearchProgress, progress_for
 __all__ = ["search_session", "publish_views", "closing_text", "trial_slots"]
 
 logger = logging.getLogger(__name__)
-#: Events after which the TensorBoard log is rebuilt while the search runs.
-_TENSORBOARD_EVENTS = ("round", "finalist_done")
+#: Events after which the TensorBoard log is rebuilt while the search runs: every epoch (the
+#: reference's and the candidates', so they appear as they finish), every round and finalist.
+_TENSORBOARD_EVENTS = ("epoch", "reference_epoch", "reference_done", "round", "finalist_done")
 
 
 def trial_slots(cfg, resources: dict) -> int:
@@ -36,7 +38,7 @@ def trial_slots(cfg, resources: dict) -> int:
 
 
 class _BackgroundTensorBoard:
-    """Rebuilds the TensorBoard log in a thread after each round/finalist event, so Tune's loop never
+    """Rebuilds the TensorBoard log in a thread after each epoch/round/finalist event, so Tune's loop never
     waits for it (a rebuild draws every round's LS-space image); requests made while one runs are
     coalesced into one more rebuild."""
 
@@ -97,7 +99,7 @@ def search_session(cfg, ledger_opener, corpus, *, slots: int, reference: dict | 
         slots: trials that run at once (:func:`trial_slots`).
         reference: :func:`~lsh_tune.search.run.reference.prepare_reference`'s dict; a reference already
             in the cache is announced at once (its trial will not run).
-        tensorboard: rebuild the TensorBoard log on each round and finalist.
+        tensorboard: rebuild the TensorBoard log on each epoch, round and finalist.
     """
     from lsh_tune.search.views.console import ConsoleView
 

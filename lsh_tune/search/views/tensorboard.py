@@ -21,9 +21,11 @@ Per candidate run:
 Search run: ``pool/size`` and ``best_so_far/ranking_value`` (the head of each round's ranking),
 ``best_so_far/val_ppl`` (lowest validation perplexity among the candidates ranked so far),
 ``ls_space`` (the round's LS-space scatter as an image, step = round), the dense reference's
-``reference/val_ppl`` and ``reference/ls`` (histogram) per epoch, and the unigram baseline.
+``reference/val_ppl``, ``reference/val_loss``, ``reference/train_loss`` (from its epoch events, as
+each epoch finishes) and ``reference/ls`` (histogram, once it is done) per epoch, and the unigram baseline.
 
-The whole log is rebuilt on each call (:func:`write_tensorboard`; its steps restart at the
+While the search runs the log is rebuilt after every epoch event (candidates' and the reference's)
+and round (:mod:`lsh_tune.search.views.session`). The whole log is rebuilt on each call (:func:`write_tensorboard`; its steps restart at the
 beginning, which TensorBoard takes as a restart and replaces the old points). It is built in a
 local temporary directory and copied into the experiment's :class:`~lsh_tune.storage.Storage`,
 so an object-store experiment gets one too.
@@ -119,6 +121,10 @@ def _write_search(writer, history: SearchHistory) -> None:
             writer.add_image("ls_space", _round_image(history, r), r + 1, dataformats="HWC")
     for epoch, value in history.reference_val_curve().items():
         writer.add_scalar("reference/val_ppl", value, epoch)
+    for e in history.events_of("reference_epoch"):  # as each epoch of the reference finishes
+        for key in ("val_loss", "train_loss"):
+            if e.get(key) is not None:
+                writer.add_scalar(f"reference/{key}", float(e[key]), int(e["epoch"]))
     if history.has_spectra:
         _spectra(writer, "reference/ls", zip(history.reference_epochs(), history.ls_fit.reference))
     for split, value in history.unigram().items():
