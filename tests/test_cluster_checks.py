@@ -57,6 +57,19 @@ def test_a_trial_given_a_gpu_without_cuda_fails_in_one_line_unless_fallback_is_a
     with pytest.raises(RuntimeError, match="no usable GPU driver"):
         device_for([1], False, "12.4", {}, False)
     assert device_for([0], False, "12.4", {"LSH_ALLOW_CPU_FALLBACK": "1"}, True) == "cpu"   # asked for
+    assert device_for([0], False, "12.4", {}, True, allow_cpu_fallback=True) == "cpu"       # --allow-cpu-fallback
     assert device_for([0], False, None, {"RAY_FAKE_CLUSTER": "1"}, False) == "cpu"          # fake GPUs
     with pytest.raises(RuntimeError):
         device_for([0], False, "12.4", {"RAY_FAKE_CLUSTER": "1"}, True)                     # a real GPU here
+
+
+def test_allow_cpu_fallback_is_a_flag_that_reaches_the_trial():
+    """``--allow-cpu-fallback`` (bare: true) is a search option carried into every trial's settings."""
+    from lsh_tune.cli import build_parser
+    from lsh_tune.cli.search import config_from_args
+    from lsh_tune.search.candidate import trial_settings
+
+    for argv, expected in ((["--allow-cpu-fallback"], True), (["--allow-cpu-fallback", "false"], False), ([], False)):
+        cfg = config_from_args(build_parser().parse_args(["search", "--gpus-per-trial", "0", *argv]))
+        assert cfg.allow_cpu_fallback is expected
+        assert trial_settings(cfg, ("death_rate",)).allow_cpu_fallback is expected

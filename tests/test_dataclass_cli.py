@@ -56,7 +56,9 @@ def test_unparsable_values_are_one_line_argparse_errors(argv, capsys):
 def test_choices_are_shown_and_checked_by_the_dataclass():
     p, _ = _parser()
     help_text = p.format_help()
-    assert "--mode {a,b}" in help_text and "the mode (default: a)" in help_text and "--flag {true,false}" in help_text
+    assert "--mode {a,b}" in help_text and "the mode (default: a)" in help_text and "--flag [{true,false}]" in help_text
+    assert p.parse_args(["--size", "1", "--flag"]).flag is True          # a bare bool flag means true
+    assert p.parse_args(["--size", "1", "--flag", "false"]).flag is False
     with pytest.raises(LSHUsageError, match="mode='c' is not allowed; choose one of: a, b"):
         dataclass_from_args(Demo, p.parse_args(["--size", "1", "--mode", "c"]))
 

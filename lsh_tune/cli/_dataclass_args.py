@@ -3,7 +3,8 @@
 A field is written once, in its dataclass; the option follows from it:
 
 * flag ``--<name with - for _>`` and ``dest`` = the field name;
-* type from the annotation: ``int``, ``float``, ``str``, ``bool`` (``true``/``false``), tuples
+* type from the annotation: ``int``, ``float``, ``str``, ``bool`` (``true``/``false``; the bare
+  flag means ``true``), tuples
   (comma-separated: ``tuple[str, ...]`` any length, ``tuple[float, float]`` exactly two) and any
   of these ``| None``;
 * default from the dataclass (a field without one is a required option);
@@ -167,6 +168,7 @@ def _option(f: dataclasses.Field, annotation: Any, spec: Mapping[str, Any], opti
         kwargs["metavar"] = choices_metavar(choices)
     elif _without_none(annotation) is bool:
         kwargs["metavar"] = choices_metavar(("true", "false"))
+        kwargs.update(nargs="?", const=True)  # a bare ``--flag`` means true
     if "metavar" in spec:
         kwargs["metavar"] = spec["metavar"]
     kwargs["help"] = help_text.replace("%", "%%") or None  # argparse formats help with %

@@ -65,6 +65,7 @@ class TrialSettings:
     state_dir: str | None = None
     threads: int = 1
     sparse_kwargs: dict = field(default_factory=dict)
+    allow_cpu_fallback: bool = False
 
 
 def trial_settings(cfg: "SearchConfig", hp_names: tuple[str, ...]) -> TrialSettings:
@@ -74,7 +75,8 @@ def trial_settings(cfg: "SearchConfig", hp_names: tuple[str, ...]) -> TrialSetti
                          rounds_every=cfg.rounds_every, max_epochs=cfg.resolved_max_epochs(), seed=cfg.seed,
                          hp_names=tuple(hp_names), ls_config=cfg.ls_config().to_dict(), ls_space=cfg.ls_space(),
                          state_dir=cfg.experiment().uri, threads=max(1, int(math.ceil(cfg.cpus_per_trial))),
-                         sparse_kwargs=dict(cfg.setting["sparse"]) if cfg.setting else {})
+                         sparse_kwargs=dict(cfg.setting["sparse"]) if cfg.setting else {},
+                         allow_cpu_fallback=cfg.allow_cpu_fallback)
 
 
 def read_epoch_log(experiment: Storage | str | os.PathLike) -> list[dict]:

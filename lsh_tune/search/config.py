@@ -73,6 +73,8 @@ class SearchConfig:
             (:func:`~lsh_tune.search.ray_address.check_ray_address`).
         verbose: what the terminal shows: 0 the summary only, 1 (default) the live view of the search
             (:mod:`lsh_tune.search.views.console`), 2 also Tune's reporter and Ray's logs, 3 Tune's details.
+        allow_cpu_fallback: a trial that Ray gave a GPU on which CUDA is unusable trains on the CPU
+            instead of failing with the reason (also ``LSH_ALLOW_CPU_FALLBACK=1`` on the workers).
         max_failures: Tune's ``FailureConfig(max_failures)``: a trial whose worker process or node
             dies restarts (from its newest state) this many times before the candidate is dropped.
         space: the hyperparameter space searched (not a command-line option; saved with the config).
@@ -138,6 +140,8 @@ class SearchConfig:
         "help": "0 summary only, 1 live view of the search (default), 2 + Tune's reporter and Ray's logs, 3 + details"})
     max_failures: int = field(default=3, metadata={
         "help": "restarts of a trial whose worker died (node lost, OOM) before it counts as failed"})
+    allow_cpu_fallback: bool = field(default=False, metadata={
+        "help": "a trial given a GPU where CUDA is unusable trains on the CPU (default: it fails with the reason)"})
     space: SearchSpace = field(default=DEFAULT_SPACE, metadata={"cli": False})
     setting: dict | None = field(default=None, metadata={"cli": False})
 

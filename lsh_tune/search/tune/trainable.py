@@ -66,12 +66,13 @@ __all__ = ["CPU_FALLBACK_ENV", "candidate_trainable", "device_for"]
 CPU_FALLBACK_ENV = "LSH_ALLOW_CPU_FALLBACK"
 
 
-def device_for(gpu_ids, cuda_available: bool, cuda_version: str | None, environ, has_nvidia_device: bool) -> str:
+def device_for(gpu_ids, cuda_available: bool, cuda_version: str | None, environ, has_nvidia_device: bool,
+               allow_cpu_fallback: bool = False) -> str:
     """``"cuda"`` or ``"cpu"`` for a trial that Ray gave ``gpu_ids``; CPU for a trial without GPUs.
 
     Raises:
         RuntimeError: GPUs given but CUDA is unusable (``cuda_available`` False), neither
-            :data:`CPU_FALLBACK_ENV` ``=1`` nor a fake cluster (``RAY_FAKE_CLUSTER=1`` without
+            ``allow_cpu_fallback`` (``--allow-cpu-fallback``), :data:`CPU_FALLBACK_ENV` ``=1`` nor a fake cluster (``RAY_FAKE_CLUSTER=1`` without
             ``/dev/nvidia0``): one line with torch's CUDA build and the likely reason, instead of a
             paper-size candidate training on CPU for days.
     """
@@ -79,22 +80,22 @@ def device_for(gpu_ids, cuda_available: bool, cuda_version: str | None, environ,
         return "cpu"
     if cuda_available:
         return "cuda"
-    if environ.get(CPU_FALLBACK_ENV) == "1" or (environ.get("RAY_FAKE_CLUSTER") == "1" and not has_nvidia_device):
+    if allow_cpu_fallback or environ.get(CPU_FALLBACK_ENV) == "1" or (environ.get("RAY_FAKE_CLUSTER") == "1" and not has_nvidia_device):
         return "cpu"
     why = ("this torch is a CPU-only build" if cuda_version is None else
            "no usable GPU driver/device here (nvidia-smi, CUDA_VISIBLE_DEVICES)" if not has_nvidia_device else
            "the driver does not support it or the device is busy/unavailable")
     raise RuntimeError(f"the trial was given GPU(s) {','.join(str(g) for g in gpu_ids)} but CUDA is unusable here "
                        f"(torch {torch.__version__}, torch.version.cuda={cuda_version}: {why}); fix the node's torch/"
-                       f"driver, or set {CPU_FALLBACK_ENV}=1 on the cluster to train on CPU instead")
+                       f"driver, or pass --allow-cpu-fallback (or set {CPU_FALLBACK_ENV}=1 on the cluster) to train on CPU instead")
 
 
-def _device() -> str:
+def _device(allow_cpu_fallback: bool = False) -> str:
     import ray
 
     gpu_ids = ray.get_gpu_ids() if ray.is_initialized() else []
     return device_for(gpu_ids, bool(gpu_ids) and torch.cuda.is_available(), torch.version.cuda, os.environ,
-                      os.path.exists("/dev/nvidia0"))
+                      os.path.exists("/dev/nvidia0"), allow_cpu_fallback)
 
 
 def _state_options(store: Storage | None, cid: str) -> tuple[list[tuple[Storage, str]], Any]:
@@ -222,7 +223,7 @@ def candidate_trainable(config: dict, *, settings: TrialSettings, corpus, refere
 
     cid = str(config[CID_KEY])
     torch.set_num_threads(max(1, int(settings.threads)))
-    device = _device()
+    device = _device(settings.allow_cpu_fallback)
     if cid == REFERENCE_CID:
         return _reference_trial(reference, corpus, device)
     store = None if settings.state_dir is None else Storage(settings.state_dir)
