@@ -177,7 +177,9 @@ def resume_config(storage_path: str, name: str, options: Mapping[str, Any]) -> t
                             f"{', '.join('--' + k.replace('_', '-') for k in RESUME_MAY_CHANGE)})")
     applied = sorted(k for k in options if k in RESUME_MAY_CHANGE and options[k] != getattr(saved, k))
     changes = {k: options[k] for k in applied}
-    return replace(saved, **{"storage_path": storage_path, "name": name, "address": None, **changes}), applied
+    # the address given now (even the saved one: "local" must stay local), else resolved afresh
+    return replace(saved, **{"storage_path": storage_path, "name": name, "address": options.get("address"),
+                             **changes}), applied
 
 
 def check_storage(storage_path: str, name: str) -> None:
