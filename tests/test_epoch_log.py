@@ -3,17 +3,18 @@ logging it: the record travels in the state and a restarted trial adds it when i
 from __future__ import annotations
 
 from lsh_tune.search.candidate import log_epoch, read_epoch_log
-from lsh_tune.search.tune.trainable import _log_if_missing
 from lsh_tune.storage import Storage
 
 
 def test_a_saved_but_unlogged_epoch_is_logged_once_on_restart(tmp_path):
+    """A restarted trial logs the last epoch of the state it loaded again: once if the first attempt
+    never happened, still once if it did (the record's name is its end time, cid and epoch)."""
     store = Storage(str(tmp_path))
     log_epoch(store, {"cid": "c000", "epoch": 1, "start": 1.0, "time": 2.0})
     lost = {"cid": "c000", "epoch": 2, "start": 3.0, "time": 4.0}      # saved with the state, never logged
-    _log_if_missing(store, lost)
-    _log_if_missing(store, lost)                                        # a second restart adds nothing
-    _log_if_missing(store, {"cid": "c000", "epoch": 1, "start": 9.0, "time": 9.5})  # logged already: nothing
+    log_epoch(store, lost)                                              # the restart
+    log_epoch(store, lost)                                              # a second restart adds nothing
+    log_epoch(store, {"cid": "c000", "epoch": 1, "start": 1.0, "time": 2.0})  # logged already: nothing
     assert [(r["cid"], r["epoch"]) for r in read_epoch_log(store)] == [("c000", 1), ("c000", 2)]
 
 

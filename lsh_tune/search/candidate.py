@@ -86,8 +86,14 @@ def read_epoch_log(experiment: Storage | str | os.PathLike) -> list[dict]:
 
 
 def log_epoch(experiment: Storage | str | os.PathLike, record: dict) -> None:
-    """Add one trained epoch to the log of :func:`read_epoch_log`."""
-    Storage.of(experiment).append_record(EPOCH_LOG, record)
+    """Add one trained epoch (``cid``, ``epoch``, ``time`` at its end ...) to the log of :func:`read_epoch_log`.
+
+    Idempotent: the record's file is named by its end time, ``cid`` and ``epoch``, so logging it again
+    (a trial restarted from a state saved just before the first attempt to log it) rewrites the same
+    file instead of adding a second record.
+    """
+    name = f"{round(float(record['time']) * 1e9):020d}-{record['cid']}-e{int(record['epoch'])}.json"
+    Storage.of(experiment).write_json(f"{EPOCH_LOG}/{name}", record, indent=None)
 
 
 def read_state_meta(store: Storage, directory: str = "") -> dict | None:

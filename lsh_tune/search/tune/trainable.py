@@ -47,8 +47,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from lsh_tune.search.candidate import (TrialSettings, build_candidate, load_newest_state, log_epoch, read_epoch_log,
-                                       read_state_meta, save_state)
+from lsh_tune.search.candidate import (TrialSettings, build_candidate, load_newest_state, log_epoch, read_state_meta,
+                                       save_state)
 from lsh_tune.search.keys import (BOUNDARY_KEY, CID_KEY, FINAL_KEY, LS_EPOCHS_KEY, LS_FIRST_EPOCH_KEY, LS_KEY,
                                   OWN_FIT_DISTANCE_KEY, REFERENCE_CID, REFERENCE_DONE_KEY, REFERENCE_EPOCHS_KEY,
                                   REPLAY_KEY)
@@ -242,7 +242,7 @@ def candidate_trainable(config: dict, *, settings: TrialSettings, corpus, refere
     if reference is not None and trainer.epoch == 0 and not meta["ls_epochs"]:
         _append_spectrum(trainer, settings, meta, reference, 0)  # epoch 0: before training
     if store is not None and meta.get("epoch_record") is not None:
-        _log_if_missing(store, meta["epoch_record"])  # killed after its state was saved, before it was logged
+        log_epoch(store, meta["epoch_record"])  # killed after its state was saved, perhaps before it was logged
     if meta["last_report"] is not None and trainer.epoch > 0:
         tune.report({**meta["last_report"], REPLAY_KEY: True})
     tags = _tags()
@@ -264,14 +264,6 @@ def candidate_trainable(config: dict, *, settings: TrialSettings, corpus, refere
                 shutil.rmtree(ckpt_dir, ignore_errors=True)
         else:
             tune.report(res)
-
-
-def _log_if_missing(store: Storage, record: dict) -> None:
-    """Add ``record`` (the last epoch of a loaded state) to the epoch log unless it is there: the
-    log is every trained epoch, and that epoch was trained (its state says so) even when the
-    process died between saving the state and logging it."""
-    if not any(r.get("cid") == record["cid"] and r.get("epoch") == record["epoch"] for r in read_epoch_log(store)):
-        log_epoch(store, record)
 
 
 def _reference_trial(reference: dict | None, corpus, device: str) -> None:
