@@ -86,7 +86,8 @@ def test_the_live_log_is_rebuilt_on_every_epoch_event(monkeypatch):
 def test_the_references_first_epoch_is_in_tensorboard_before_the_reference_finishes(tmp_path, monkeypatch):
     """A tiny search (its own local Ray, in this process) with a 3-epoch reference: each rebuild of the
     live log is read back with ``EventAccumulator``; one made before ``reference_done`` already holds
-    the reference's first epoch (``reference/val_ppl``, ``reference/val_loss``)."""
+    the reference's first epoch (``reference/val_ppl``, ``reference/val_loss``, and its LS curve
+    ``reference/ls_max``)."""
     ray = pytest.importorskip("ray")
     from lsh_tune.search.config import SearchConfig
     from lsh_tune.search.tune.tuner import run_search
@@ -101,8 +102,8 @@ def test_the_references_first_epoch_is_in_tensorboard_before_the_reference_finis
         where = real(history)
         acc = _accumulator(tmp_path / "live" / "tensorboard" / "search")
         tags = set(acc.Tags()["scalars"])
-        seen.append((done, {t: [s for s, _ in _scalars(acc, t)] for t in ("reference/val_ppl", "reference/val_loss")
-                            if t in tags}))
+        seen.append((done, {t: [s for s, _ in _scalars(acc, t)] for t in ("reference/val_ppl", "reference/val_loss",
+                                                                         "reference/ls_max") if t in tags}))
         return where
 
     monkeypatch.setattr(tensorboard, "write_tensorboard", read_back)
@@ -118,4 +119,15 @@ def test_the_references_first_epoch_is_in_tensorboard_before_the_reference_finis
         __import__("shutil").rmtree(temp, ignore_errors=True)
     early = [tags for done, tags in seen if not done and tags]   # rebuilt before its reference_done event
     assert early and early[0]["reference/val_ppl"][0] == 1 and early[0]["reference/val_loss"][0] == 1, seen
+    assert early[0]["reference/ls_max"][0] == 1, seen          # its LS curve too, before it is done
     assert any(done for done, _ in seen)                         # and again once it was done
+    # its LS curve is the spectra the search ranks against: ls_max at epoch e is the largest finite
+    # exponent of the cached reference's spectrum e (the same float64 numbers, written as float32 by
+    # TensorBoard: relative 1e-6 covers float32's 6e-8 rounding with room)
+    history = SearchHistory.load(tmp_path / "live")
+    ref = dict(zip(history.reference_epochs(), history.ls_fit.reference))
+    curve = _scalars(_accumulator(tmp_path / "live" / "tensorboard" / "search"), "reference/ls_max")
+    assert [s for s, _ in curve] == [1, 2, 3]
+    for epoch, value in curve:
+        spectrum = np.asarray(ref[epoch], dtype=np.float64)
+        assert value == pytest.approx(spectrum[np.isfinite(spectrum)].max(), rel=1e-6)

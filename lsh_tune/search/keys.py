@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 __all__ = ["CID_KEY", "OWN_FIT_DISTANCE_KEY", "REFERENCE_CID", "REFERENCE_EPOCHS_KEY", "REFERENCE_DONE_KEY",
-           "BOUNDARY_KEY", "FINAL_KEY", "REPLAY_KEY", "LS_KEY", "LS_EPOCHS_KEY", "LS_FIRST_EPOCH_KEY", "METRIC_KEYS",
+           "REFERENCE_LS_KEYS", "BOUNDARY_KEY", "FINAL_KEY", "REPLAY_KEY", "LS_KEY", "LS_EPOCHS_KEY", "LS_FIRST_EPOCH_KEY", "METRIC_KEYS",
            "FINAL_METRIC_KEYS", "ROUND_INFO_KEYS", "require"]
 
 #: The candidate id (also in every trial's config).
@@ -23,6 +23,9 @@ REFERENCE_CID = "reference"
 REFERENCE_EPOCHS_KEY = "epochs"
 #: True on the reference trial's last report: the reference is in its cache.
 REFERENCE_DONE_KEY = "reference_done"
+#: In the reference trial's epoch reports: its new spectrum summarised (the LS curve while it trains;
+#: Table 3's statistics of the finite exponents, nats per step, and the count of −inf exponents).
+REFERENCE_LS_KEYS = ("ls_max", "ls_mean", "ls_variance", "ls_neg_inf")
 #: True on a round boundary (every E epochs of the candidate's own training, and at max_epochs).
 BOUNDARY_KEY = "lsh_boundary"
 #: True on a finalist's last report.

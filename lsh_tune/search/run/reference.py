@@ -31,7 +31,7 @@ from typing import Any, Callable
 import numpy as np
 
 from lsh_tune.search.config import SearchConfig
-from lsh_tune.search.keys import REFERENCE_EPOCHS_KEY
+from lsh_tune.search.keys import REFERENCE_EPOCHS_KEY, REFERENCE_LS_KEYS
 from lsh_tune.search.layout import EPOCH_LOG, LEASE_SUFFIX, META_NAME, REFERENCE_CACHE, STATE_NAME
 from lsh_tune.search.run._lease import Lease
 from lsh_tune.storage import Storage
@@ -157,8 +157,9 @@ def train_reference(plan: ReferencePlan, corpus, *, device: str = "cpu", tags: d
 
     After every epoch: the LS (evaluation weights), the training state to ``<key>/state.pt``, one
     record to ``<key>/epochs/`` (with ``tags``), then ``on_epoch(progress)`` with ``epoch``,
-    ``epochs``, ``val_ppl``, ``val_loss``, ``train_loss``, ``epoch_time_s``, ``ls_time_s``. A cached reference
-    is returned at once.
+    ``epochs``, ``val_ppl``, ``val_loss``, ``train_loss``, ``epoch_time_s``, ``ls_time_s`` and the
+    epoch's spectrum summarised (:func:`reference_ls_summary`: its LS curve while it trains). A cached
+    reference is returned at once.
 
     Only the holder of :func:`reference_lease` trains (released on return and on error): while
     another live worker holds it, this one says so in one line (``say``, default stdout) and waits
@@ -186,6 +187,15 @@ def train_reference(plan: ReferencePlan, corpus, *, device: str = "cpu", tags: d
         return cache.load(plan.key)
     finally:
         lease.release()
+
+
+def reference_ls_summary(spectrum: np.ndarray) -> dict[str, float]:
+    """:data:`~lsh_tune.search.keys.REFERENCE_LS_KEYS` of one spectrum (N,) (:func:`~lsh_tune.lyapunov.ls_summary`):
+    the reference's LS curve, small enough for every epoch's event (the full spectra are cached when it is done)."""
+    from lsh_tune.lyapunov.spectrum import ls_summary
+
+    stats = ls_summary(np.asarray(spectrum, dtype=np.float64))
+    return {key: float(stats[key[len("ls_"):]]) for key in REFERENCE_LS_KEYS}
 
 
 def _tokens(plan: ReferencePlan, corpus):
@@ -238,7 +248,7 @@ def _train(plan: ReferencePlan, corpus, device: str, tags: dict, on_epoch) -> tu
         store.write_json(f"{plan.key}/{META_NAME}", {"epoch": trainer.epoch, "key": plan.key}, indent=None)
         progress = {"epoch": trainer.epoch, REFERENCE_EPOCHS_KEY: plan.epochs, "val_ppl": m["val_ppl"],
                     "val_loss": m["val_loss"], "train_loss": m["train_loss"], "epoch_time_s": m["epoch_time_s"],
-                    "ls_time_s": ls_time}
+                    "ls_time_s": ls_time, **reference_ls_summary(history[-1])}
         store.append_record(f"{plan.key}/{EPOCH_LOG}", {**progress, "start": start, "time": time.time(),
                                                     "pid": os.getpid(), **tags})
         logger.info("dense reference epoch %d/%d: val_ppl %.2f (%.1f s + LS %.1f s)", trainer.epoch, plan.epochs,

@@ -27,7 +27,9 @@ fields of its kind (perplexities per token, times in seconds):
   ``max_epochs``, ``plan`` (``[[n, removed, generated], ...]``, :func:`~lsh_tune.search.plan_rounds`),
   ``slots`` (trials that run at once), ``unigram`` (``{"valid", "test"}`` add-one unigram
   perplexities of the search's slices), ``tokens`` (``[train, valid, test]``), ``resumed``;
-* ``reference_epoch`` — ``epoch``, ``epochs``, ``val_ppl``, ``epoch_time_s``, ``ls_time_s``;
+* ``reference_epoch`` — ``epoch``, ``epochs``, ``val_ppl``, ``val_loss``, ``train_loss``, ``epoch_time_s``,
+  ``ls_time_s``, and its spectrum's ``ls_max``, ``ls_mean``, ``ls_variance``, ``ls_neg_inf``
+  (:data:`~lsh_tune.search.keys.REFERENCE_LS_KEYS`);
 * ``reference_done`` — ``val_ppl``, ``test_ppl`` (``cached`` when it came from the cache);
 * ``epoch`` — one trained candidate epoch: ``cid``, ``epoch``, ``val_ppl``, ``val_loss``,
   ``density``, ``epoch_time_s``, ``ls_time_s``, ``ls_distance_own_fit`` (boundaries), ``phase``

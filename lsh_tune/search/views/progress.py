@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from lsh_tune.search._pool import ACTIVE, plan_rounds
 from lsh_tune.search.keys import (BOUNDARY_KEY, CID_KEY, FINAL_KEY, OWN_FIT_DISTANCE_KEY, REFERENCE_CID,
-                                  REFERENCE_DONE_KEY, REFERENCE_EPOCHS_KEY, REPLAY_KEY)
+                                  REFERENCE_DONE_KEY, REFERENCE_EPOCHS_KEY, REFERENCE_LS_KEYS, REPLAY_KEY)
 from lsh_tune.search.views.events import EventLog
 from lsh_tune.storage import Storage
 
@@ -141,7 +141,8 @@ class SearchProgress:
             self.log.emit("reference_epoch", epoch=int(result["epoch"]),
                           epochs=int(result.get(REFERENCE_EPOCHS_KEY, 0)),
                           **{k: _number(result, k) for k in ("val_ppl", "epoch_time_s", "ls_time_s")},
-                          **{k: _number(result, k) for k in ("val_loss", "train_loss") if result.get(k) is not None})
+                          **{k: _number(result, k) for k in ("val_loss", "train_loss", *REFERENCE_LS_KEYS)
+                             if result.get(k) is not None})
         self.sync_rounds()
 
     def on_error(self, cid: str, error: str) -> None:

@@ -21,8 +21,10 @@ Per candidate run:
 Search run: ``pool/size`` and ``best_so_far/ranking_value`` (the head of each round's ranking),
 ``best_so_far/val_ppl`` (lowest validation perplexity among the candidates ranked so far),
 ``ls_space`` (the round's LS-space scatter as an image, step = round), the dense reference's
-``reference/val_ppl``, ``reference/val_loss``, ``reference/train_loss`` (from its epoch events, as
-each epoch finishes) and ``reference/ls`` (histogram, once it is done) per epoch, and the unigram baseline.
+``reference/val_ppl``, ``reference/val_loss``, ``reference/train_loss`` and its LS curve
+``reference/ls_max``, ``reference/ls_mean``, ``reference/ls_variance``, ``reference/ls_neg_inf`` (from
+its epoch events, as each epoch finishes) and ``reference/ls`` (histogram of every epoch's spectrum,
+once it is done), and the unigram baseline.
 
 While the search runs the log is rebuilt after every epoch event (candidates' and the reference's)
 and round (:mod:`lsh_tune.search.views.session`). The whole log is rebuilt on each call (:func:`write_tensorboard`; its steps restart at the
@@ -40,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lsh_tune.search.keys import REFERENCE_LS_KEYS
 from lsh_tune.search.layout import TENSORBOARD_DIR
 from lsh_tune.search.views.history import SearchHistory
 from lsh_tune.storage import Storage
@@ -122,7 +125,7 @@ def _write_search(writer, history: SearchHistory) -> None:
     for epoch, value in history.reference_val_curve().items():
         writer.add_scalar("reference/val_ppl", value, epoch)
     for e in history.events_of("reference_epoch"):  # as each epoch of the reference finishes
-        for key in ("val_loss", "train_loss"):
+        for key in ("val_loss", "train_loss", *REFERENCE_LS_KEYS):
             if e.get(key) is not None:
                 writer.add_scalar(f"reference/{key}", float(e[key]), int(e["epoch"]))
     if history.has_spectra:
