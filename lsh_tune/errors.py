@@ -23,7 +23,7 @@ class LSHTypeError(LSHUsageError, TypeError):
 
 class LSHAddressError(LSHUsageError):
     """A Ray address where no cluster answers (checked before ``ray.init``,
-    :func:`lsh_tune.search.ray_address.check_ray_address`): one line naming the address and the
+    :func:`lsh_tune.search.run.ray_address.check_ray_address`): one line naming the address and the
     timeout, exit code 2 on the command line, instead of minutes of Ray's retries."""
 
 

@@ -58,7 +58,7 @@ def test_an_address_where_no_cluster_answers_is_one_line_and_exit_2_without_ray(
 
 
 def test_the_address_check_and_its_timeout(monkeypatch):
-    from lsh_tune.search.ray_address import check_ray_address
+    from lsh_tune.search.run.ray_address import check_ray_address
 
     port = closed_port()
     monkeypatch.setenv("LSH_RAY_CONNECT_TIMEOUT_S", "0.5")
@@ -147,8 +147,8 @@ def test_default_max_epochs_is_the_preset_raised_to_what_the_schedule_needs():
 
 def test_no_address_resolves_as_ray_init_does():
     """No ``--address``: ``RAY_ADDRESS``, else a cluster running on this machine, else a local instance;
-    ``local`` always a new local instance (``lsh_tune.search.ray_address.resolve_address``)."""
-    from lsh_tune.search.ray_address import resolve_address
+    ``local`` always a new local instance (``lsh_tune.search.run.ray_address.resolve_address``)."""
+    from lsh_tune.search.run.ray_address import resolve_address
 
     def nothing_runs():
         return None

@@ -148,7 +148,7 @@ def checked_config(args: argparse.Namespace):
 
     from lsh_tune.cli._dataclass_args import given_fields
     from lsh_tune.search.run.preflight import preflight, resume_config
-    from lsh_tune.search.ray_address import check_ray_address
+    from lsh_tune.search.run.ray_address import check_ray_address
 
     if args.resume:
         options = {k: getattr(args, k) for k in given_fields(args)}
@@ -174,7 +174,7 @@ def _resolve_address(args: argparse.Namespace, cfg):
     ``args.ray_where`` (:func:`run_checked` prints it)."""
     from dataclasses import replace
 
-    from lsh_tune.search.ray_address import resolve_address
+    from lsh_tune.search.run.ray_address import resolve_address
 
     def running_here():
         from lsh_tune.search.tune.tuner import running_cluster_address

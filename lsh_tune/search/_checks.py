@@ -11,6 +11,8 @@ not import :mod:`lsh_tune.search.config`, which imports it.
 """
 from __future__ import annotations
 
+import re
+
 from lsh_tune.errors import LSHTypeError, LSHUsageError, check_choice, check_int, check_name, check_range
 from lsh_tune.lyapunov import CONVENTIONS
 from lsh_tune.lyapunov.distance import EMBEDDINGS, METRICS
@@ -21,11 +23,38 @@ from lsh_tune.search._ls_fit import LS_FITS
 from lsh_tune.search._pool import RANKING_METRICS
 from lsh_tune.search.layout import REFERENCE_CACHE
 from lsh_tune.search.packing import AUTO
-from lsh_tune.search.ray_address import parse_ray_address
 from lsh_tune.space import SearchSpace
 from lsh_tune.storage import is_uri
 
-__all__ = ["SETTING_KEYS", "VERBOSITY", "check_search_fields"]
+__all__ = ["ADDRESS_FORMS", "RAY_CLIENT_PORT", "SETTING_KEYS", "VERBOSITY", "check_search_fields", "parse_ray_address"]
+
+#: What ``--address`` / ``SearchConfig.address`` may be.
+ADDRESS_FORMS = "auto, local, HOST:PORT or ray://HOST[:PORT]"
+#: The Ray Client server's default port (``ray://HOST`` without a port).
+RAY_CLIENT_PORT = 10001
+
+_HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+))(?::(?P<port>[0-9]{1,5}))?$")
+
+
+def parse_ray_address(address: str | None, what: str = "address") -> tuple[str, int] | None:
+    """The ``(host, port)`` :func:`check_ray_address` probes, ``None`` for ``None``/``auto``/``local``.
+
+    Raises:
+        LSHUsageError: ``address`` is none of :data:`ADDRESS_FORMS` (naming ``what`` and the value).
+    """
+    if address is None or address in ("auto", "local"):
+        return None
+    bad = LSHUsageError(f"{what}={address!r} is not a Ray address; allowed: {ADDRESS_FORMS}")
+    if not isinstance(address, str):
+        raise bad
+    client = address.startswith("ray://")
+    match = _HOST_PORT.match(address[len("ray://"):] if client else address)
+    if match is None or (match["port"] is None and not client):
+        raise bad
+    port = RAY_CLIENT_PORT if match["port"] is None else int(match["port"])
+    if not 1 <= port <= 65535:
+        raise LSHUsageError(f"{what}={address!r}: port {port} is out of range; allowed: 1-65535")
+    return match["v6"] or match["host"], port
 
 #: ``--verbose`` levels: no view, the live view, + Tune's reporter, + Tune's details
 #: (:mod:`lsh_tune.search.tune.ray_output`).

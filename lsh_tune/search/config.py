@@ -70,7 +70,7 @@ class SearchConfig:
         lr: override the preset's learning rate.
         address: Ray address (``auto`` for a running cluster, ``HOST:PORT``, ``ray://HOST[:PORT]``);
             ``None`` starts/uses a local Ray. Checked before Ray starts
-            (:func:`~lsh_tune.search.ray_address.check_ray_address`).
+            (:func:`~lsh_tune.search.run.ray_address.check_ray_address`).
         verbose: what the terminal shows: 0 the summary only, 1 (default) the live view of the search
             (:mod:`lsh_tune.search.views.console`), 2 also Tune's reporter and Ray's logs, 3 Tune's details.
         allow_cpu_fallback: a trial that Ray gave a GPU on which CUDA is unusable trains on the CPU

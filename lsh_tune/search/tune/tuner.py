@@ -32,9 +32,9 @@ from lsh_tune.search.config import SearchConfig
 from lsh_tune.search.keys import REFERENCE_CID
 from lsh_tune.search.layout import STATE_FILE, TUNE_PICKLE, TUNE_STATE_PREFIX
 from lsh_tune.search.packing import AUTO, accelerator_memory, resolve_gpus_per_trial
-from lsh_tune.search.ray_address import check_ray_address
 from lsh_tune.search.run.outputs import write_outputs
 from lsh_tune.search.run.preflight import check_compute, check_shared_storage, preflight
+from lsh_tune.search.run.ray_address import check_ray_address
 from lsh_tune.search.run.reference import prepare_reference, search_corpus
 from lsh_tune.search.tune.ray_output import quiet_tune, ray_init_kwargs, tune_verbosity
 from lsh_tune.search.views.session import publish_views, search_session, trial_slots

@@ -1,6 +1,7 @@
 """A Ray address, checked before ``ray.init``: the forms it may take, and whether anything answers there.
 
-Ray-free (the standard library only). ``ray.init(address="HOST:PORT")`` where no cluster runs
+Ray-free (the standard library only; an address's form is checked with the config's other fields,
+:func:`lsh_tune.search._checks.parse_ray_address`). ``ray.init(address="HOST:PORT")`` where no cluster runs
 retries for minutes and fills the terminal with C++ logs; :func:`check_ray_address` tries a TCP
 connection to the address's port first and refuses within :data:`CONNECT_TIMEOUT_S` seconds (the
 environment variable :data:`TIMEOUT_ENV` changes it) with one
@@ -19,47 +20,20 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import socket
 
 from lsh_tune.errors import LSHAddressError, LSHUsageError
+from lsh_tune.search._checks import ADDRESS_FORMS, RAY_CLIENT_PORT, parse_ray_address
 
 __all__ = ["ADDRESS_FORMS", "CONNECT_TIMEOUT_S", "RAY_CLIENT_PORT", "TIMEOUT_ENV", "check_ray_address",
            "connect_timeout_s", "parse_ray_address", "resolve_address"]
 
-#: What ``--address`` / ``SearchConfig.address`` may be.
-ADDRESS_FORMS = "auto, local, HOST:PORT or ray://HOST[:PORT]"
 #: Seconds a TCP connection to the address may take before it counts as no answer. A cluster that
 #: runs answers a connect in milliseconds, even across a data centre; 10 s leaves room for a slow
 #: network without making a wrong address wait long.
 CONNECT_TIMEOUT_S = 10.0
 #: Environment variable that replaces :data:`CONNECT_TIMEOUT_S` (seconds, > 0).
 TIMEOUT_ENV = "LSH_RAY_CONNECT_TIMEOUT_S"
-#: The Ray Client server's default port (``ray://HOST`` without a port).
-RAY_CLIENT_PORT = 10001
-
-_HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+))(?::(?P<port>[0-9]{1,5}))?$")
-
-
-def parse_ray_address(address: str | None, what: str = "address") -> tuple[str, int] | None:
-    """The ``(host, port)`` :func:`check_ray_address` probes, ``None`` for ``None``/``auto``/``local``.
-
-    Raises:
-        LSHUsageError: ``address`` is none of :data:`ADDRESS_FORMS` (naming ``what`` and the value).
-    """
-    if address is None or address in ("auto", "local"):
-        return None
-    bad = LSHUsageError(f"{what}={address!r} is not a Ray address; allowed: {ADDRESS_FORMS}")
-    if not isinstance(address, str):
-        raise bad
-    client = address.startswith("ray://")
-    match = _HOST_PORT.match(address[len("ray://"):] if client else address)
-    if match is None or (match["port"] is None and not client):
-        raise bad
-    port = RAY_CLIENT_PORT if match["port"] is None else int(match["port"])
-    if not 1 <= port <= 65535:
-        raise LSHUsageError(f"{what}={address!r}: port {port} is out of range; allowed: 1-65535")
-    return match["v6"] or match["host"], port
 
 
 def connect_timeout_s() -> float:
