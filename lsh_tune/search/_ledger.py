@@ -23,7 +23,7 @@ from lsh_tune.errors import LSHUsageError
 from lsh_tune.search._generators import RefillGenerator, generator_class, make_generator
 from lsh_tune.search._ls_fit import PoolLSFit
 from lsh_tune.search._pool import DONE, CandidatePool, PoolConfig, RoundDecision
-from lsh_tune.search.keys import REFERENCE_CID
+from lsh_tune.search._reference import DenseReference
 from lsh_tune.search.layout import STATE_FILE
 from lsh_tune.space import SearchSpace
 from lsh_tune.storage import Storage
@@ -48,7 +48,8 @@ class SearchLedger:
             spectra (``on_boundary(..., spectrum=)``) when the round closes; values reported with a
             boundary are then not used. A fit without a reference history yet keeps every round
             open until :meth:`set_reference` (the dense reference is a trial of the search, issued
-            first as :data:`~lsh_tune.search.keys.REFERENCE_CID`).
+            first as :data:`~lsh_tune.search.keys.REFERENCE_CID`; its lifecycle and progress are
+            :attr:`reference`'s, a :class:`~lsh_tune.search._reference.DenseReference`).
     """
 
     def __init__(self, pool: CandidatePool, generator: RefillGenerator,
@@ -60,6 +61,7 @@ class SearchLedger:
         self.directory = None if self.storage is None else self.storage.uri  # the registry key
         self.meta = dict(meta or {})
         self.ls_fit = ls_fit
+        self.reference = DenseReference(ls_fit, self.meta)
         self._issued: set[str] = set()   # candidates that got (or found) a trial in this process
 
     # ----------------------------------------------------------------- creation
@@ -93,8 +95,7 @@ class SearchLedger:
         if reference_source is not None:
             meta["reference"] = dict(reference_source)
         if ls_fit is not None and store is not None:
-            ls_fit.storage = store
-            ls_fit.save_reference()
+            ls_fit.persist_in(store)
         ledger = cls(pool, generator, store, meta, ls_fit)
         ledger.save()
         if ledger.directory is not None:
@@ -176,20 +177,20 @@ class SearchLedger:
     def is_alive(self, cid: str) -> bool:
         """Whether candidate ``cid`` is still active or a finalist (the reference: still needed)."""
         with _LOCK:
-            if cid == REFERENCE_CID:
-                return self.needs_reference
+            if self.reference.owns(cid):
+                return self.reference.needed
             return self.pool.candidates[cid].alive
 
     def is_released(self, cid: str) -> bool:
         """Whether a paused trial of ``cid`` may run again (its round was decided; the reference always)."""
         with _LOCK:
-            return cid == REFERENCE_CID or self.pool.released(cid)
+            return self.reference.owns(cid) or self.pool.released(cid)
 
     def action(self, cid: str, epoch: int | None = None) -> str:
         """``continue``, ``pause`` or ``stop`` for a trial of ``cid`` (see :meth:`CandidatePool.action`);
         the reference's trial always continues."""
         with _LOCK:
-            return "continue" if cid == REFERENCE_CID else self.pool.action(cid, epoch)
+            return "continue" if self.reference.owns(cid) else self.pool.action(cid, epoch)
 
     def status_counts(self) -> dict[str, int]:
         """Number of candidates per status (``active``, ``final``, ``removed`` ...)."""
@@ -270,9 +271,11 @@ class SearchLedger:
         node). Otherwise the candidate is dropped and the round closes if that completes it.
         """
         with _LOCK:
+            if self.reference.owns(cid):
+                if self.reference.on_failed(retries):
+                    self.save()
+                return None
             reissued = self.meta.setdefault("reissued", {})
-            if cid == REFERENCE_CID:
-                return self._reference_failed(reissued, retries)
             if self.pool.candidates[cid].alive and reissued.get(cid, 0) < retries:
                 reissued[cid] = reissued.get(cid, 0) + 1
                 self._issued.discard(cid)
@@ -286,15 +289,17 @@ class SearchLedger:
     def bind(self, cid: str) -> None:
         """A Tune trial for ``cid`` exists in this process (new or restored)."""
         with _LOCK:
-            self._issued.add(cid)
+            if self.reference.owns(cid):
+                self.reference.bind()
+            else:
+                self._issued.add(cid)
 
     def next_to_issue(self) -> tuple[str, dict] | None:
         """The first live candidate without a trial in this process, marked as issued; the dense
         reference (:data:`REFERENCE_CID`, empty config) first while it is needed."""
         with _LOCK:
-            if self.needs_reference and REFERENCE_CID not in self._issued:
-                self._issued.add(REFERENCE_CID)
-                return REFERENCE_CID, {}
+            if self.reference.issue():
+                return self.reference.cid, {}
             for c in self.pool.candidates.values():
                 if c.alive and c.cid not in self._issued:
                     self._issued.add(c.cid)
@@ -316,42 +321,38 @@ class SearchLedger:
     @property
     def needs_reference(self) -> bool:
         """True while the rounds wait for the dense reference's LS history (a fit without one)."""
-        return self.ls_fit is not None and not self.ls_fit.has_reference
+        return self.reference.needed
+
+    def on_reference_progress(self, epoch: int | None, epochs: int | None) -> None:
+        """The reference's trial reported ``epoch`` of ``epochs`` (:meth:`describe_reference`)."""
+        with _LOCK:
+            self.reference.on_progress(epoch, epochs)
+
+    def describe_reference(self) -> str:
+        """What the rounds wait for, in one line (empty when they do not wait)."""
+        with _LOCK:
+            return self.reference.describe()
 
     def set_reference(self, history) -> RoundDecision | None:
         """Keep the dense reference's LS history (E_ref, N) and close the round that waited for it."""
         with _LOCK:
-            if not self.needs_reference:
+            if not self.reference.set_history(history):
                 return None
-            self.ls_fit.set_reference(history)
-            decision = self._close_round_if_ready()
-            self.save()
-            return decision
+            return self._reference_known()
 
     def load_reference(self) -> RoundDecision | None:
         """Take the reference history from its cache (``meta["reference"]``: ``{"cache": location,
         "key": key}``, see :class:`lsh_tune.lyapunov.ReferenceCache`) once its trial has written it;
         ``None`` (and nothing changes) while it is not there."""
-        from lsh_tune.lyapunov import ReferenceCache
+        with _LOCK:
+            if not self.reference.load():
+                return None
+            return self._reference_known()
 
-        source = self.meta.get("reference")
-        if not self.needs_reference or not source:
-            return None
-        ref = ReferenceCache(source["cache"]).load(source["key"])
-        return None if ref is None else self.set_reference(ref.spectra())
-
-    def _reference_failed(self, reissued: dict, retries: int) -> None:
-        """The reference's trial errored for good: issue it again (it resumes from its newest
-        epoch) while re-issues are left; after that no round can ever be ranked."""
-        if not self.needs_reference:
-            return None
-        if reissued.get(REFERENCE_CID, 0) >= retries:
-            raise RuntimeError(f"the dense reference's trial failed {retries + 1} times (its error is in "
-                               "Tune's trial logs); the search cannot rank without it: fix the cause and resume")
-        reissued[REFERENCE_CID] = reissued.get(REFERENCE_CID, 0) + 1
-        self._issued.discard(REFERENCE_CID)
+    def _reference_known(self) -> RoundDecision | None:
+        decision = self._close_round_if_ready()
         self.save()
-        return None
+        return decision
 
 
 def _open_ledger(directory: str) -> SearchLedger:

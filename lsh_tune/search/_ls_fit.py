@@ -128,6 +128,11 @@ class PoolLSFit:
         """What the ledger's state saves: the LS space (``embedding``, ``distance``, ``seed``) and ``fit``."""
         return {**self.space.to_dict(), "fit": self.fit}
 
+    def persist_in(self, directory: Storage | str | os.PathLike) -> None:
+        """Keep the files in ``directory`` from now on (a new search's experiment), and write the reference's."""
+        self.storage = Storage.of(directory)
+        self.save_reference()
+
     def save_reference(self) -> None:
         if self.storage is not None and self.reference is not None:
             self.storage.write_json(REFERENCE_LS_FILE, self.reference.tolist(), indent=None)

@@ -93,7 +93,6 @@ class LSHScheduler(FIFOScheduler):
         self.max_failures = max_failures
         self._metric_key = METRIC_KEYS[ledger.metric_name]
         self._trials: dict[str, Trial] = {}
-        self._reference_progress: tuple = (None, None)  # (epoch, epochs) the reference trial last reported
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -116,7 +115,7 @@ class LSHScheduler(FIFOScheduler):
         cid = _cid(trial)
         self._trials[cid] = trial
         if cid == REFERENCE_CID:
-            self._reference_progress = (result.get("epoch"), result.get(REFERENCE_EPOCHS_KEY))
+            self.ledger.on_reference_progress(result.get("epoch"), result.get(REFERENCE_EPOCHS_KEY))
             if result.get(REFERENCE_DONE_KEY):
                 self._reference_done(tune_controller)
             return TrialScheduler.CONTINUE
@@ -205,9 +204,9 @@ class LSHScheduler(FIFOScheduler):
     def debug_string(self) -> str:
         rounds, phase = self.ledger.progress()
         text = f"LSH {self.ledger.metric_name}: round {rounds}, phase {phase}, {self.ledger.status_counts()}"
-        if self.ledger.needs_reference:
-            epoch, epochs = self._reference_progress
-            text += f"; dense reference training (epoch {epoch or 0}/{epochs or '?'}), rounds wait for it"
+        waiting = self.ledger.describe_reference()
+        if waiting:
+            text += f"; {waiting}"
         return text
 
 
