@@ -18,13 +18,20 @@ import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lsh_tune.errors import LSHUsageError
 from lsh_tune.search.config import SearchConfig
 from lsh_tune.search.layout import BEST_MODEL, CONFIG_FILE, RESULTS_CSV, STATE_FILE, SUMMARY_FILE
 from lsh_tune.search.run.preflight import check_experiment_dir, check_storage
 from lsh_tune.storage import Storage
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    from ray.tune import Callback
+    from torch import nn
+
+    from lsh_tune.search.views.epochs import CandidateResult
 
 __all__ = ["LSHTuner", "SearchResult"]
 
@@ -61,13 +68,16 @@ class SearchResult:
     def load(cls, experiment_dir: str | os.PathLike) -> "SearchResult":
         """The result of the finished search in ``experiment_dir`` (a directory or an object-store URI).
 
+        Its files are those in ``experiment_dir``, where the search is now (copied or moved: not
+        where it ran, the ``experiment_dir`` of ``best.json``).
+
         Raises:
             LSHUsageError: the directory holds no ``best.json`` (no finished search).
         """
         store = Storage(experiment_dir)
         if not store.is_file(SUMMARY_FILE):
             raise LSHUsageError(f"{store.uri_of(SUMMARY_FILE)} does not exist: no finished search in {experiment_dir}")
-        return cls.from_summary(json.loads(store.read_text(SUMMARY_FILE)))
+        return replace(cls.from_summary(json.loads(store.read_text(SUMMARY_FILE))), experiment_dir=_location(store.uri))
 
     @property
     def best_config(self) -> dict[str, Any] | None:
@@ -76,13 +86,57 @@ class SearchResult:
 
     @property
     def best_model(self) -> Path | str | None:
-        """``best_model.pt``: the chosen candidate's weights and masks (``lsh-tune ls --checkpoint``)."""
+        """``best_model.pt``: the chosen candidate's weights, every masked one a sparse CSR tensor
+        (``torch.load(path, weights_only=True)`` reads it without lsh_tune; ``lsh-tune ls --checkpoint``
+        and :meth:`load_best_model` take this path or URI as it is)."""
         return _join(self.experiment_dir, BEST_MODEL) if self.best is not None else None
+
+    def load_best_model(self) -> nn.Module:
+        """The chosen candidate as a plain ``nn.Module`` (the registered model built from its spec),
+        masks applied (pruned weights exactly 0), on CPU, in eval mode; read from a directory or an
+        object store alike.
+
+        Raises:
+            LSHUsageError: no finalist finished (no ``best_model.pt``), or the file is unreadable.
+        """
+        if self.best is None:
+            raise LSHUsageError(f"the search in {self.experiment_dir} chose no model (no finalist finished), "
+                                "so there is no best_model.pt to load")
+        from lsh_tune.search.run.outputs import load_best_model
+
+        return load_best_model(self.best_model)
 
     @property
     def results_csv(self) -> Path | str:
         """One row per candidate: config, metric per round, status, final perplexities."""
         return _join(self.experiment_dir, RESULTS_CSV)
+
+    def dataframe(self) -> pd.DataFrame:
+        """Every trained epoch of every candidate, one row each, read from the experiment (a directory or
+        an object store alike); the dense reference is no row (its scores: :attr:`reference`).
+
+        Columns: ``cid``; ``config/<name>`` per hyperparameter (as Ray Tune's ``get_dataframe()``);
+        ``epoch``; ``train_loss``/``val_loss``/``test_loss`` (nats/token) and ``train_ppl``/``val_ppl``/
+        ``test_ppl``; ``density``; ``lr``; at an epoch a round ranked: ``round``, ``rank`` (1 = best),
+        ``ranking_value`` and ``decision`` (``kept``, ``removed``, ``finalist``); the candidate's
+        ``status``, ``born_round``, ``removed_round``; where it ran (``hostname``, ``node_ip``,
+        ``node_id``, ``trial_id``, ``pid``, ``gpu_ids``); when (``start_time``, ``end_time``: s since
+        the Unix epoch; ``epoch_time_s``, ``ls_time_s``: s). Sorted by cid, then epoch. Every column:
+        :mod:`lsh_tune.search.views.epochs`.
+        """
+        from lsh_tune.search.views.epochs import epoch_frame
+        from lsh_tune.search.views.history import SearchHistory
+
+        return epoch_frame(SearchHistory.load(self.experiment_dir))
+
+    def candidates(self) -> tuple[CandidateResult, ...]:
+        """Every candidate in order of creation: its ``config``, ``status``, ``born_round``,
+        ``removed_round``, ``final`` metrics (a finalist's, else ``None``) and ``history`` (its rows of
+        :meth:`dataframe` as dicts, oldest epoch first): :class:`~lsh_tune.search.views.epochs.CandidateResult`."""
+        from lsh_tune.search.views.epochs import candidate_results
+        from lsh_tune.search.views.history import SearchHistory
+
+        return candidate_results(SearchHistory.load(self.experiment_dir))
 
 
 def _location(text: str) -> Path | str:
@@ -104,21 +158,27 @@ class LSHTuner:
 
     Args:
         config: the search; ``None`` starts from the defaults of :class:`~lsh_tune.search.SearchConfig`.
+        callbacks: your own :class:`ray.tune.Callback` instances (``MLflowLoggerCallback``,
+            ``WandbLoggerCallback``, ...), which Tune calls beside the search's own on every hook of
+            this run (they need not pickle; not saved with the search: give them to :meth:`restore` again).
         **settings: :class:`~lsh_tune.search.SearchConfig` fields that replace ``config``'s.
 
     Raises:
         LSHUsageError: bad settings (checked here, before Ray starts), storage that cannot be
             written (an object store is probed: :func:`~lsh_tune.search.run.preflight.check_storage`),
-            or a search already saved in ``<storage_path>/<name>`` (:meth:`restore` continues it).
+            a search already saved in ``<storage_path>/<name>`` (:meth:`restore` continues it), or
+            ``callbacks`` that are not a list of Tune callbacks.
     """
 
-    def __init__(self, config: SearchConfig | None = None, /, **settings: Any) -> None:
+    def __init__(self, config: SearchConfig | None = None, /, *, callbacks: list[Callback] | None = None,
+                 **settings: Any) -> None:
         if config is None:
             config = SearchConfig(**settings)
         elif settings:
             config = replace(config, **settings)
         self.config = config
         self._resume = False
+        self.callbacks = _checked_callbacks(callbacks)
         check_storage(config.storage_path, config.name)  # an object store: probed, before anything reads it
         check_experiment_dir(config, False)
 
@@ -129,15 +189,21 @@ class LSHTuner:
         return exp.is_file(CONFIG_FILE) and exp.is_file(STATE_FILE)
 
     @classmethod
-    def restore(cls, path: str | os.PathLike, *, address: str | None = None, verbose: int = 1) -> "LSHTuner":
+    def restore(cls, path: str | os.PathLike, *, address: str | None = None, verbose: int = 1,
+                callbacks: list[Callback] | None = None) -> "LSHTuner":
         """The search saved in ``path`` = ``<storage_path>/<name>`` (a directory or an object-store
         URI such as ``s3://bucket/runs/demo``), to continue with :meth:`fit`.
 
-        Its saved settings are kept; ``address`` and ``verbose`` are this run's.
+        Its saved settings are kept; ``address``, ``verbose`` and ``callbacks`` are this run's: the
+        callbacks of the run before are not saved, so give them again. What each callback's
+        ``get_state()`` returned in the run before reaches ``set_state()`` of the callback at the same
+        position here (Tune's callback state: :mod:`lsh_tune.search.tune._user_callbacks`).
 
         Raises:
-            LSHUsageError: storage that cannot be written, or nothing to resume in ``path``.
+            LSHUsageError: storage that cannot be written, nothing to resume in ``path``, or
+                ``callbacks`` that are not a list of Tune callbacks.
         """
+        callbacks = _checked_callbacks(callbacks)
         parent, name = Storage.split(path)
         exp = parent.child(name)
         check_storage(parent.uri, name)
@@ -147,10 +213,21 @@ class LSHTuner:
         tuner = cls.__new__(cls)
         tuner.config = replace(saved, storage_path=parent.uri, name=name, address=address, verbose=verbose)
         tuner._resume = True
+        tuner.callbacks = callbacks
         return tuner
 
     def fit(self) -> SearchResult:
         """Run the search (or continue it, after :meth:`restore`) to its end and write its outputs."""
         from lsh_tune.search.tune.tuner import run_search
 
-        return SearchResult.from_summary(run_search(self.config, resume=self._resume))
+        summary = run_search(self.config, resume=self._resume, callbacks=list(self.callbacks))
+        return SearchResult.from_summary(summary)
+
+
+def _checked_callbacks(callbacks: list[Callback] | None) -> tuple[Callback, ...]:
+    """``callbacks`` checked (Ray's ``Callback`` is imported only when some are given)."""
+    if callbacks is None:
+        return ()
+    from lsh_tune.search.tune._user_callbacks import check_callbacks
+
+    return check_callbacks(callbacks)

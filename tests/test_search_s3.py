@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip("ray")
 
@@ -87,15 +88,15 @@ def test_s3_search_killed_during_reference_training_resumes_with_outputs_in_the_
     best = exp.read_json("best.json")
     assert best["best"]["cid"] == summary["best"]["cid"] and best["experiment_dir"].startswith("s3://")
     files = exp.listdir(recursive=True)
-    for name in ("results.csv", "results.json", "best_model.pt", "lsh/search.json", "lsh/spectra/c000.json",
-                 f"candidates/{best['best']['cid']}/state.pt"):
+    for name in ("results.csv", "results.json", "best_model.pt", "best_model.json", "lsh/search.json",
+                 "lsh/spectra/c000.json", f"candidates/{best['best']['cid']}/state.pt"):
         assert name in files, name
     assert any(f.startswith("experiment_state") for f in files)          # Tune's own state, through pyarrow.fs
     assert any("events.out.tfevents" in f for f in files)                 # TensorBoard
     from lsh_tune.lyapunov import load_checkpoint_model
 
     with exp.local_file("best_model.pt") as path:
-        _, ckpt = load_checkpoint_model(path)
+        local_model, ckpt = load_checkpoint_model(path)
     assert ckpt["cid"] == best["best"]["cid"] and set(ckpt["masks"])
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("s3")]  # no ./s3:/bucket/... directory
 
@@ -107,8 +108,10 @@ def test_s3_search_killed_during_reference_training_resumes_with_outputs_in_the_
     result = SearchResult.load(exp.uri)
     assert result.best["cid"] == best["best"]["cid"] and str(result.experiment_dir).startswith("s3://")
     assert result.best_model == f"{result.experiment_dir}/best_model.pt"  # best.json keeps the URI without a query
-    assert SearchResult.from_summary({**best, "experiment_dir": exp.uri}).best_model == Storage(
-        exp.uri).child("best_model.pt").uri  # ... and one with an endpoint keeps it
+    with_endpoint = SearchResult.from_summary({**best, "experiment_dir": exp.uri})
+    assert with_endpoint.best_model == Storage(exp.uri).child("best_model.pt").uri  # ... one with an endpoint keeps it
+    remote_model = with_endpoint.load_best_model()  # read from the bucket through that URI
+    assert all(torch.equal(v, local_model.state_dict()[k]) for k, v in remote_model.state_dict().items())
     assert Storage.split(Storage(exp.uri).child("best_model.pt").uri)[0].is_file("best_model.pt")
     assert LSHTuner.can_restore(exp.uri)
     restored = LSHTuner.restore(exp.uri)

@@ -47,7 +47,9 @@ def register(sub) -> None:
     p = sub.add_parser("ls", help="Lyapunov spectrum of a model (paper Eq. 1)",
                        description=__doc__.splitlines()[0])
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", metavar="CKPT", help="dense or sparse training checkpoint (.pt)")
+    src.add_argument("--checkpoint", metavar="CKPT",
+                     help="a search's best_model.pt or a dense/sparse training checkpoint (.pt): a path or a URI "
+                          "such as s3://bucket/prefix/name/best_model.pt")
     src.add_argument("--model", metavar=choices_metavar(MODELS), help="architecture (with --preset and --corpus)")
     p.add_argument("--preset", metavar=choices_metavar(PRESETS), help="preset of --model")
     p.add_argument("--init-seed", type=int, default=0, metavar="S", help="seed of the initialisation (default 0)")

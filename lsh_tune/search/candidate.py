@@ -26,9 +26,9 @@ from lsh_tune.storage import Storage
 if TYPE_CHECKING:  # pragma: no cover
     from lsh_tune.search.config import SearchConfig
 
-__all__ = ["TrialSettings", "trial_settings", "build_candidate", "candidate_dir", "load_newest_state", "read_epoch_log",
-           "log_epoch", "read_state_meta", "save_state", "save_trainer", "STATE_NAME", "META_NAME", "LS_NAME",
-           "EPOCH_LOG"]
+__all__ = ["EPOCH_RECORD_METRICS", "TrialSettings", "trial_settings", "build_candidate", "candidate_dir",
+           "load_newest_state", "read_epoch_log", "log_epoch", "read_state_meta", "save_state", "save_trainer",
+           "STATE_NAME", "META_NAME", "LS_NAME", "EPOCH_LOG"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,9 +79,18 @@ def trial_settings(cfg: "SearchConfig", hp_names: tuple[str, ...]) -> TrialSetti
                          allow_cpu_fallback=cfg.allow_cpu_fallback)
 
 
+#: What an epoch's record of the log holds besides where and when it ran, as the trial reported it:
+#: losses in nats/token (``test_loss`` at a finalist's last epoch only), perplexities per token, the
+#: density (fraction of weights kept), the learning rate, seconds of training + validation and of the
+#: epoch's spectrum (metric ``ls``). Records written before these keys were added lack them.
+EPOCH_RECORD_METRICS = ("train_loss", "val_loss", "val_ppl", "test_loss", "test_ppl", "density", "lr",
+                        "epoch_time_s", "ls_time_s")
+
+
 def read_epoch_log(experiment: Storage | str | os.PathLike) -> list[dict]:
     """Every trained epoch, oldest first: ``cid``, ``epoch``, ``pid``, ``trial_id``, ``start``/``time``
-    (wall clock at its start and end), ``gpu_ids`` and ``node_id`` (tests, audits)."""
+    (wall clock at its start and end, s since the epoch), where it ran (``gpu_ids``, Ray's ``node_id``,
+    ``hostname``, ``node_ip``) and its metrics (:data:`EPOCH_RECORD_METRICS`, where known)."""
     return Storage.of(experiment).read_records(EPOCH_LOG)
 
 

@@ -14,9 +14,9 @@ a directory shared by the nodes, or an object-store URI), besides Tune's own fil
   (:mod:`lsh_tune.search.candidate`);
 * :data:`EPOCH_LOG` — one record per trained candidate epoch (the exactly-once audit);
 * :data:`EVENTS_FILE` — the search's events (:mod:`lsh_tune.search.views.events`);
-* after the search: :data:`RESULTS_JSON`, :data:`RESULTS_CSV`, :data:`SUMMARY_FILE`, :data:`BEST_MODEL`
-  (:mod:`lsh_tune.search.run.outputs`), then :data:`FIGURES_DIR` and :data:`TENSORBOARD_DIR`
-  (:mod:`lsh_tune.search.views.figures`, :mod:`lsh_tune.search.views.tensorboard`).
+* after the search: :data:`RESULTS_JSON`, :data:`RESULTS_CSV`, :data:`SUMMARY_FILE`, :data:`BEST_MODEL` and
+  :data:`BEST_MODEL_SPEC` (:mod:`lsh_tune.search.run.outputs`), then :data:`FIGURES_DIR` and
+  :data:`TENSORBOARD_DIR` (:mod:`lsh_tune.search.views.figures`, :mod:`lsh_tune.search.views.tensorboard`).
 
 Relative to the storage path (shared by every search stored there): :data:`REFERENCE_CACHE`, the dense
 references (:mod:`lsh_tune.search.run.reference`): ``<key>/`` holds a reference's :data:`STATE_NAME`,
@@ -25,10 +25,10 @@ who trains it.
 """
 from __future__ import annotations
 
-__all__ = ["BEST_MODEL", "CANDIDATES_DIR", "CONFIG_FILE", "EPOCH_LOG", "EVENTS_FILE", "FIG1_FILE", "FIGURES_DIR",
-           "LEASE_SUFFIX", "LS_NAME", "META_NAME", "RANKING_VS_FINAL_FILE", "REFERENCE_CACHE", "REFERENCE_LS_FILE",
-           "RESULTS_CSV", "RESULTS_JSON", "SPECTRA_DIR", "STATE_FILE", "STATE_NAME", "SUMMARY_FILE", "TENSORBOARD_DIR",
-           "TUNE_PICKLE", "TUNE_STATE_PREFIX", "candidate_dir", "round_space_file"]
+__all__ = ["BEST_MODEL", "BEST_MODEL_SPEC", "CANDIDATES_DIR", "CONFIG_FILE", "EPOCH_LOG", "EVENTS_FILE", "FIG1_FILE",
+           "FIGURES_DIR", "LEASE_SUFFIX", "LS_NAME", "META_NAME", "RANKING_VS_FINAL_FILE", "REFERENCE_CACHE",
+           "REFERENCE_LS_FILE", "RESULTS_CSV", "RESULTS_JSON", "SPECTRA_DIR", "STATE_FILE", "STATE_NAME",
+           "SUMMARY_FILE", "TENSORBOARD_DIR", "TUNE_PICKLE", "TUNE_STATE_PREFIX", "candidate_dir", "round_space_file"]
 
 # ------------------------------------------------------------ lsh/: the search's own state
 #: The saved config.
@@ -60,8 +60,12 @@ RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
 #: The summary of a finished search (the chosen configuration, the rounds, the reference's scores).
 SUMMARY_FILE = "best.json"
-#: The chosen candidate's standalone sparse state dict with masks.
+#: The chosen candidate's weights, readable by torch alone: ``torch.save`` of a plain dict whose
+#: ``state_dict`` holds every masked weight as a sparse CSR tensor (format
+#: :data:`lsh_tune.sparse.SPARSE_CSR_FORMAT`).
 BEST_MODEL = "best_model.pt"
+#: The same file's metadata as JSON (model spec, vocabulary size, density per tensor, format, config).
+BEST_MODEL_SPEC = "best_model.json"
 #: The figures' directory and its files (:func:`round_space_file` per round).
 FIGURES_DIR = "figures"
 FIG1_FILE = "fig1.png"

@@ -5,27 +5,35 @@ object-store URI, written through :class:`~lsh_tune.storage.Storage`; names: :mo
   columns JSON-encoded in the CSV);
 * ``best.json`` — the summary :func:`write_outputs` returns: the chosen configuration and its
   final metrics, the rounds, the dense reference's scores;
-* ``best_model.pt`` — the best candidate's standalone sparse state dict with masks, loadable by
-  ``lsh-tune ls --checkpoint`` / :func:`lsh_tune.lyapunov.load_checkpoint_model`.
+* ``best_model.pt`` — the best candidate's weights, readable by torch alone
+  (``torch.load(path, weights_only=True)``): a plain dict whose ``state_dict`` holds every masked
+  weight as a ``torch.sparse_csr`` tensor (int32 indices) whose stored pattern is its mask and every
+  other tensor dense (:func:`lsh_tune.sparse.sparse_state_dict`), beside the metadata of
+  :func:`export_best`; loadable by ``lsh-tune ls --checkpoint``, :func:`load_best_model` and
+  :func:`lsh_tune.lyapunov.load_checkpoint_model`;
+* ``best_model.json`` — that metadata alone, as JSON.
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
-from typing import Any
+import os
+from typing import TYPE_CHECKING, Any
 
 from lsh_tune.search._ledger import SearchLedger
 from lsh_tune.search.candidate import build_candidate, trial_settings
 from lsh_tune.search.config import SearchConfig
 from lsh_tune.search.keys import CID_KEY
-from lsh_tune.search.layout import BEST_MODEL, RESULTS_CSV, RESULTS_JSON, STATE_NAME, SUMMARY_FILE, candidate_dir
+from lsh_tune.search.layout import (BEST_MODEL, BEST_MODEL_SPEC, RESULTS_CSV, RESULTS_JSON, STATE_NAME, SUMMARY_FILE,
+                                   candidate_dir)
 from lsh_tune.storage import Storage
 
-__all__ = ["write_outputs", "export_best", "BEST_MODEL", "SPARSE_STATE_FORMAT"]
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
 
-#: ``format`` of the exported checkpoint.
-SPARSE_STATE_FORMAT = "lsh_tune.sparse_state_dict/1"
+__all__ = ["write_outputs", "export_best", "load_best_model", "BEST_MODEL", "BEST_MODEL_SPEC"]
+
 _REFERENCE_SUMMARY = ("val_ppl", "test_ppl", "key", "cached", "epochs", "checkpoint")
 
 
@@ -42,7 +50,7 @@ def write_outputs(cfg: SearchConfig, ledger: SearchLedger, corpus, reference: di
         summary["reference"] = _reference_summary(reference)
     if best is not None:
         summary["best"] = {CID_KEY: best.cid, "config": best.config, **(best.final or {})}
-        export_best(cfg, best.cid, best.config, corpus)
+        export_best(cfg, best.cid, best.config, corpus, metrics=best.final)
         summary["best_model"] = exp.uri_of(BEST_MODEL)
     exp.write_json(SUMMARY_FILE, summary, default=float)
     return summary
@@ -71,10 +79,31 @@ def _write_table(exp: Storage, rows: list[dict]) -> None:
     exp.write_text(RESULTS_CSV, buf.getvalue())
 
 
-def export_best(cfg: SearchConfig, cid: str, config: dict, corpus, name: str = BEST_MODEL) -> None:
-    """Write the candidate's final weights (averaged if NT-ASGD switched) and masks as a plain dict
-    to ``name`` in the experiment's storage."""
+def export_best(cfg: SearchConfig, cid: str, config: dict, corpus, name: str = BEST_MODEL,
+                spec_name: str = BEST_MODEL_SPEC, *, metrics: dict | None = None) -> dict:
+    """Write candidate ``cid``'s final weights (the NT-ASGD averages if averaging started) to ``name``
+    and their metadata to ``spec_name`` in the experiment's storage, each all-or-nothing.
+
+    ``name`` is ``torch.save`` of ``{"state_dict": ..., **metadata}``: every masked weight a
+    ``torch.sparse_csr`` tensor with int32 indices whose stored entries are its mask's active
+    positions (an active weight that is 0 is stored as an explicit 0), everything else dense
+    (:func:`lsh_tune.sparse.sparse_state_dict`); only tensors and plain data, so
+    ``torch.load(path, weights_only=True)`` reads it without lsh_tune. The metadata (also the JSON
+    of ``spec_name``): ``format`` (:data:`lsh_tune.sparse.SPARSE_CSR_FORMAT`), ``state_file``,
+    ``model_spec`` (:meth:`ModelSpec.to_dict`; its ``model`` is the registered name), ``train_spec``,
+    ``vocab_size``, ``corpus``/``corpus_dir``/``tokens`` (the token counts of the splits the
+    metrics were measured on), ``tensors`` (state-dict key → ``parameter``, ``shape``, ``numel``,
+    ``nnz``, ``density`` = nnz / numel), ``density`` (stored entries / entries over the masked
+    parameters), ``sparsity`` (the target s), ``sparse_config``, ``config``, ``cid``, ``epoch``,
+    ``averaged`` (whether NT-ASGD averages were exported) and ``metrics`` (``metrics`` as given:
+    the candidate's final ``val_ppl``/``test_ppl``/... at search time, or ``None``).
+
+    Returns:
+        the metadata.
+    """
     import torch
+
+    from lsh_tune.sparse import SPARSE_CSR_FORMAT, sparse_state_dict
 
     exp = cfg.experiment()
     trainer, hook = build_candidate(trial_settings(cfg, tuple(config)), {CID_KEY: cid, **config}, corpus)
@@ -82,9 +111,30 @@ def export_best(cfg: SearchConfig, cid: str, config: dict, corpus, name: str = B
         trainer.load(path)
     model_spec, train_spec = cfg.specs()
     with trainer.evaluation_weights():
-        weights = {k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()}
-    state = {"format": SPARSE_STATE_FORMAT, "model_spec": model_spec.to_dict(), "train_spec": train_spec.to_dict(),
-             "model": weights, "masks": {k: m.detach().cpu().clone() for k, m in hook.masking.masks.items()},
-             "sparse_config": hook.config.to_dict(), "config": dict(config), "cid": cid,
-             "corpus": corpus.name, "vocab_size": len(corpus.vocab), "epoch": trainer.epoch}
-    exp.write_with(name, lambda f: torch.save(state, f))
+        state, tensors = sparse_state_dict(trainer.model, hook.masking.masks)
+    stored = {t["parameter"]: (t["nnz"], t["numel"]) for t in tensors.values()}
+    meta = {"format": SPARSE_CSR_FORMAT, "state_file": name, "model_spec": model_spec.to_dict(),
+            "train_spec": train_spec.to_dict(), "vocab_size": len(corpus.vocab), "corpus": corpus.name,
+            "corpus_dir": str(corpus.directory), "tokens": corpus.info()["tokens"], "tensors": tensors,
+            "density": sum(n for n, _ in stored.values()) / sum(t for _, t in stored.values()),
+            "sparsity": cfg.sparsity, "sparse_config": hook.config.to_dict(), "config": dict(config), "cid": cid,
+            "epoch": trainer.epoch, "averaged": trainer.averager is not None,
+            "metrics": None if metrics is None else dict(metrics)}
+    meta = json.loads(json.dumps(meta, default=float))  # plain JSON types: the same in both files, weights_only-safe
+    exp.write_with(name, lambda f: torch.save({"state_dict": state, **meta}, f))
+    exp.write_json(spec_name, meta, default=float)
+    return meta
+
+
+def load_best_model(location: str | os.PathLike) -> nn.Module:
+    """The model of ``best_model.pt`` at ``location`` (a local path or an object-store URI): the
+    registered model built from its spec, its masks applied (pruned weights exactly 0), on CPU, in
+    eval mode — a plain ``nn.Module``. A former ``lsh_tune.sparse_state_dict/1`` file reads too.
+
+    Raises:
+        LSHUsageError: the file is missing, unreadable or not a model checkpoint (naming it).
+    """
+    from lsh_tune.lyapunov import load_checkpoint_model
+
+    model, _ = load_checkpoint_model(location, map_location="cpu")
+    return model.cpu().eval()

@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import shutil
 import tempfile
 import time
@@ -47,8 +48,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from lsh_tune.search.candidate import (TrialSettings, build_candidate, load_newest_state, log_epoch, read_state_meta,
-                                       save_state)
+from lsh_tune.search.candidate import (EPOCH_RECORD_METRICS, TrialSettings, build_candidate, load_newest_state,
+                                       log_epoch, read_state_meta, save_state)
 from lsh_tune.search.keys import (BOUNDARY_KEY, CID_KEY, FINAL_KEY, LS_EPOCHS_KEY, LS_FIRST_EPOCH_KEY, LS_KEY,
                                   OWN_FIT_DISTANCE_KEY, REFERENCE_CID, REFERENCE_DONE_KEY, REFERENCE_EPOCHS_KEY,
                                   REPLAY_KEY)
@@ -141,13 +142,15 @@ def _ls_metrics(settings: TrialSettings, cid: str, history: list, reference: dic
 
 
 def _tags() -> dict:
-    """Where this epoch runs: ``pid``, ``trial_id``, ``gpu_ids``, ``node_id``."""
+    """Where this epoch runs: ``pid``, ``trial_id``, ``gpu_ids``, ``node_id`` (Ray's), ``hostname`` and
+    ``node_ip`` (as Tune's own ``hostname``/``node_ip`` of a result)."""
     import ray
     from ray import tune
 
     return {"pid": os.getpid(), "trial_id": tune.get_context().get_trial_id(),
             "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()),
-            "node_id": ray.get_runtime_context().get_node_id()}
+            "node_id": ray.get_runtime_context().get_node_id(), "hostname": platform.node(),
+            "node_ip": ray.util.get_node_ip_address()}
 
 
 def _checkpoint_dir(trainer, cid: str, meta: dict, mirror: Path | None) -> str:
@@ -252,7 +255,8 @@ def candidate_trainable(config: dict, *, settings: TrialSettings, corpus, refere
         epoch, boundary = res["epoch"], res[BOUNDARY_KEY]
         meta["last_report"] = res if boundary else None
         # the epoch's log record travels with its state: a kill between the two writes loses neither
-        meta["epoch_record"] = {"cid": cid, "epoch": epoch, "start": start, "time": time.time(), **tags}
+        meta["epoch_record"] = {"cid": cid, "epoch": epoch, "start": start, "time": time.time(), **tags,
+                                **{k: float(res[k]) for k in EPOCH_RECORD_METRICS if res.get(k) is not None}}
         mirror = None if store is None else save_state(trainer, store, cid, meta)
         if store is not None:
             log_epoch(store, meta["epoch_record"])

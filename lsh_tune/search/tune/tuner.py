@@ -47,20 +47,27 @@ __all__ = ["run_search", "trainable_for", "make_trainable", "check_resources", "
 logger = logging.getLogger(__name__)
 
 
-def run_search(cfg: SearchConfig, *, resume: bool = False, space: SearchSpace | None = None) -> dict:
+def run_search(cfg: SearchConfig, *, resume: bool = False, space: SearchSpace | None = None,
+               callbacks: list | None = None) -> dict:
     """Run (or resume) a search and write the outputs; returns the summary (``best.json``).
 
     Args:
         cfg: the search.
         resume: continue the search saved in ``cfg.experiment_dir`` (its saved settings win).
         space: searched space, replacing ``cfg.space`` (``None``: ``cfg.space``).
+        callbacks: your own :class:`ray.tune.Callback` instances, called by Tune beside the search's
+            own on this run only: a resume calls those given to it
+            (:mod:`lsh_tune.search.tune._user_callbacks`).
 
     Raises:
-        LSHUsageError: bad settings, a search already in the directory (without ``resume``), or
-            nothing to resume.
+        LSHUsageError: bad settings, a search already in the directory (without ``resume``),
+            nothing to resume, or ``callbacks`` that are not a list of Tune callbacks.
     """
     import ray
 
+    from lsh_tune.search.tune._user_callbacks import check_callbacks, run_callbacks
+
+    callbacks = check_callbacks(callbacks)
     if space is not None:
         cfg = replace(cfg, space=space)
     cfg = preflight(cfg, resume=resume)  # experiment dir, storage, corpus, reference checkpoint: before Ray
@@ -82,9 +89,10 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, space: SearchSpace | 
     trainable = make_trainable(cfg, ledger.generator.space, corpus, reference)
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(2, cfg.pool_size)))
     slots = trial_slots(cfg, ray.cluster_resources())
-    with search_session(cfg, lambda: SearchLedger.open(exp), corpus, slots=slots, reference=reference) as progress:
+    with search_session(cfg, lambda: SearchLedger.open(exp), corpus, slots=slots, reference=reference) as progress, \
+            run_callbacks(callbacks) as user_callbacks:
         try:
-            _tuner(cfg, ledger, trainable, resume).fit()
+            _tuner(cfg, ledger, trainable, resume, user_callbacks).fit()
         except Exception as e:  # Tune keeps only the text of what the scheduler/searcher raised
             ours = _lsh_error(e)
             if ours is e:
@@ -92,6 +100,9 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, space: SearchSpace | 
             raise ours from None
         summary = write_outputs(cfg, SearchLedger.open(exp), corpus, reference)
         progress.finish(summary)
+    if callbacks and not user_callbacks.attached:
+        logger.warning("Tune restored %s from a snapshot saved before lsh_tune passed callbacks on: the %d "
+                       "callback(s) given were not called", exp.uri_of(), len(callbacks))
     publish_views(cfg)
     return summary
 
@@ -154,8 +165,10 @@ def tune_storage(experiment: Storage) -> tuple[str, object | None]:
     return experiment.root, (None if experiment.is_local else experiment.fs)
 
 
-def _tuner(cfg: SearchConfig, ledger: SearchLedger, trainable, resume: bool):
-    """Tune's restored Tuner on resume (when Tune saved one), else a new one with the LSH adapters."""
+def _tuner(cfg: SearchConfig, ledger: SearchLedger, trainable, resume: bool, user_callbacks):
+    """Tune's restored Tuner on resume (when Tune saved one), else a new one with the LSH adapters and
+    the callbacks: the result loggers, the search's events, then ``user_callbacks`` (a
+    :class:`~lsh_tune.search.tune._user_callbacks.RunCallbacks`, which a restored Tuner's pickled one becomes)."""
     from ray import tune
 
     from lsh_tune.search.tune._events_callback import SearchEventsCallback
@@ -181,7 +194,8 @@ def _tuner(cfg: SearchConfig, ledger: SearchLedger, trainable, resume: bool):
                                   verbose=tune_verbosity(cfg.verbose),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                   failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
-                                  callbacks=result_logger_callbacks() + [SearchEventsCallback(exp.uri)]))
+                                  callbacks=[*result_logger_callbacks(), SearchEventsCallback(exp.uri),
+                                             user_callbacks]))
 
 
 def _tune_snapshot_readable(exp: Storage) -> bool:
