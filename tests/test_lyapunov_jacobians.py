@@ -26,13 +26,22 @@ def _random_state(model, batch: int, gen: torch.Generator):
                        for t in layer) for layer in model.init_state(1))
 
 
-@pytest.mark.parametrize("name", ["stacked_lstm", "rhn", "awd_lstm_mos"])
-@pytest.mark.parametrize("convention", ["h", "hc"])
-def test_analytic_equals_autograd(name, convention):
+def _case(name: str, batch: int, seed: int):
+    """(model, generator, a random state, a random input (batch, embedding)) of the tiny ``name`` in float64."""
     model = _model(name)
-    gen = torch.Generator().manual_seed(1)
-    state = _random_state(model, 3, gen)
-    x = torch.randn(3, model.encoder.embedding_dim, dtype=torch.float64, generator=gen)
+    gen = torch.Generator().manual_seed(seed)
+    state = _random_state(model, batch, gen)
+    return model, gen, state, torch.randn(batch, model.encoder.embedding_dim, dtype=torch.float64, generator=gen)
+
+
+MODELS_AND_CONVENTIONS = pytest.mark.parametrize("name,convention", [(m, c) for m in ("stacked_lstm", "rhn",
+                                                                                   "awd_lstm_mos")
+                                                                    for c in ("h", "hc")])
+
+
+@MODELS_AND_CONVENTIONS
+def test_analytic_equals_autograd(name, convention):
+    model, _, state, x = _case(name, 3, seed=1)
     ja, new_a = jacobian(model, state, x, convention=convention, method="analytic")
     jb, new_b = jacobian(model, state, x, convention=convention, method="autograd")
     n = state_size(model, convention)
@@ -44,13 +53,9 @@ def test_analytic_equals_autograd(name, convention):
     assert torch.allclose(state_vector(new_a, "hc"), state_vector(ref, "hc"), rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["stacked_lstm", "rhn", "awd_lstm_mos"])
-@pytest.mark.parametrize("convention", ["h", "hc"])
+@MODELS_AND_CONVENTIONS
 def test_matmul_equals_dense_product(name, convention):
-    model = _model(name)
-    gen = torch.Generator().manual_seed(2)
-    state = _random_state(model, 2, gen)
-    x = torch.randn(2, model.encoder.embedding_dim, dtype=torch.float64, generator=gen)
+    model, gen, state, x = _case(name, 2, seed=2)
     jac, _ = make_stepper(model, convention=convention, dtype=torch.float64)(state, x)
     for m in (3, 20):  # gate-wise product and formed blocks
         q = torch.randn(2, jac.n, m, dtype=torch.float64, generator=gen)
