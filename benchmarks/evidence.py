@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from lsh_tune.cli.replay import replay_many
+from lsh_tune.search.signals import RANKING_METRICS
 from lsh_tune.search import HPO_METHODS
 from lsh_tune.space import DEFAULT_DEATH_RATE_GRID
 from lsh_tune.storage import atomic_write_json
@@ -49,7 +50,7 @@ class Evidence:
 
     def _result(self, options: dict) -> dict:
         args = {**REPLAY_DEFAULTS, "seeds": self.seeds, **options}
-        if args["metric"] in ("ls", "loss") and args["max_rounds"] is None:  # what the table's epochs allow
+        if args["metric"] in RANKING_METRICS and args["max_rounds"] is None:  # what the table's epochs allow
             args["max_rounds"] = (self.table.settings.epochs - 1) // args["rounds_every"]
         key = json.dumps({**args, "table_seeds": list(self.table.settings.seeds), "configs": self.table.keys},
                          sort_keys=True)  # a grown table or other seeds are other replays

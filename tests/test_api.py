@@ -13,9 +13,9 @@ import pytest
 
 import lsh_tune
 from lsh_tune.errors import LSHUsageError
-from lsh_tune.lyapunov import ls_distances, spectrum_metrics
+from lsh_tune.lyapunov import fill_neg_inf, ls_distances, spectrum_metrics
 from lsh_tune.search import FINISHED, SearchLedger, candidate_metrics, is_boundary, make_ledger, replay_metrics
-from lsh_tune.search.keys import BOUNDARY_KEY, CID_KEY, FINAL_KEY, LS_KEY, METRIC_KEYS, REPLAY_KEY
+from lsh_tune.search.keys import BOUNDARY_KEY, CID_KEY, FINAL_KEY, LS_KEY, OWN_FIT_DISTANCE_KEY, REPLAY_KEY
 from lsh_tune.space import DEFAULT_SPACE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,8 +32,9 @@ def _schedule(metric: str = "loss", **kw):
 def test_spectrum_metrics_carry_the_search_keys_and_the_distance_of_the_last_spectrum():
     history = -np.sort(RNG.random((2, 6)), axis=1)
     raw = spectrum_metrics(history, REFERENCE, embedding="raw")
-    assert {LS_KEY, METRIC_KEYS["ls"]} <= set(raw) and raw[LS_KEY] == history[-1].tolist()
-    assert raw["ls_distance_own_fit"] == pytest.approx(float(np.linalg.norm(history[-1] - REFERENCE[-1])))
+    assert {LS_KEY, OWN_FIT_DISTANCE_KEY} <= set(raw) and raw[LS_KEY] == history[-1].tolist()
+    filled = fill_neg_inf(np.vstack([REFERENCE, history]))  # the fit's exponents floored at its 5th percentile
+    assert raw["ls_distance_own_fit"] == pytest.approx(float(np.linalg.norm(filled[-1] - filled[len(REFERENCE) - 1])))
     assert raw["ls_n"] == 6 and raw["ls_max"] == pytest.approx(history[-1].max())
     pca = spectrum_metrics(history, REFERENCE)
     assert pca["ls_distance_own_fit"] == pytest.approx(ls_distances(REFERENCE, {"x": history})[0]["x"])
@@ -78,7 +79,7 @@ def test_candidate_metrics_refuse_reports_the_scheduler_cannot_use(epoch, kwargs
 def test_only_a_boundary_is_replayed_and_make_ledger_checks_its_inputs(tmp_path):
     with pytest.raises(LSHUsageError, match="round-boundary"):
         replay_metrics(candidate_metrics(_schedule(), "c000", 1, val_loss=5.0))
-    with pytest.raises(LSHUsageError, match="ranks by loss"):
+    with pytest.raises(LSHUsageError, match="metric='loss' ranks by validation loss .* and needs no reference"):
         _schedule("loss", reference_history=REFERENCE)
     with pytest.raises(LSHUsageError, match="max_epochs"):
         make_ledger(pool_size=8, rounds_every=1, max_epochs=2)

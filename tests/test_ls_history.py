@@ -25,9 +25,9 @@ def fits(monkeypatch):
     calls: list[dict] = []
     original = LSSpace.distances
 
-    def spy(self, reference_history, histories):
+    def spy(self, reference_history, histories, **kwargs):
         calls.append({k: int(np.asarray(v).shape[0]) for k, v in histories.items()})
-        return original(self, reference_history, histories)
+        return original(self, reference_history, histories, **kwargs)
 
     monkeypatch.setattr(LSSpace, "distances", spy)
     return calls

@@ -6,6 +6,7 @@ import pytest
 
 from lsh_tune.errors import LSHUsageError
 from lsh_tune.lyapunov import EMBEDDINGS, METRICS, REFERENCE, is_diverged, ls_distances, rank_candidates
+from lsh_tune.lyapunov.distance import FLOOR_PERCENTILE
 
 N = 24
 
@@ -62,11 +63,21 @@ def test_minus_inf_is_filled_not_diverged():
     pruned = ref[-1].copy()
     pruned[-3:] = -np.inf
     assert not is_diverged(pruned)
+    # default rule: every exponent of the fit (reference history + candidate) below the 5th percentile of
+    # their finite exponents, −inf included, is set to it (lsh_tune.lyapunov.distance docstring)
     dist, _ = ls_distances(ref, {"p": [pruned]}, embedding="raw")
+    rows = np.vstack(ref + [pruned])
+    floor = np.percentile(rows[np.isfinite(rows)], FLOOR_PERCENTILE)
+    clip = lambda v: np.maximum(np.where(np.isneginf(v), floor, v), floor)  # noqa: E731
+    # rel 1e-12: the same float64 operations in another order
+    assert dist["p"] == pytest.approx(np.linalg.norm(clip(pruned) - clip(ref[-1])), rel=1e-12)
+    zero, _ = ls_distances(ref, {"p": [pruned]}, embedding="raw", neg_inf_fill=0.0)  # the authors' rule
     filled = np.where(np.isneginf(pruned), 0.0, pruned)
-    assert dist["p"] == pytest.approx(np.linalg.norm(filled - ref[-1]))
+    assert zero["p"] == pytest.approx(np.linalg.norm(filled - ref[-1]), rel=1e-12)
     dist2, _ = ls_distances(ref, {"p": [pruned]}, embedding="raw", neg_inf_fill=-10.0)
-    assert dist2["p"] != dist["p"] and np.isfinite(dist2["p"])
+    assert len({dist2["p"], dist["p"], zero["p"]}) == 3 and np.isfinite(dist2["p"])
+    with pytest.raises(LSHUsageError, match="neg_inf_fill='ceiling' is not allowed; use 'floor' or a finite number"):
+        ls_distances(ref, {"p": [pruned]}, neg_inf_fill="ceiling")
 
 
 @pytest.mark.parametrize("bad", [np.full(N, np.nan), np.full(N, -np.inf), np.r_[np.inf, np.zeros(N - 1)]])

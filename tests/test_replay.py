@@ -227,7 +227,7 @@ def test_replay_command_reaches_every_setting_and_starts_at_seed(table, capsys):
 
 @pytest.mark.parametrize("options,needle", [
     (["--hpo", "smac"], "hpo='smac' is not allowed; choose one of: grid"),
-    (["--metric", "acc"], "metric='acc' is not allowed; choose one of: ls, loss, asha, hyperband, sequential"),
+    (["--metric", "acc"], "metric='acc' is not allowed; choose one of: ls, loss, hybrid, asha, hyperband, sequential"),
     (["--ls-fit", "global"], "ls_fit='global' is not allowed"),
     (["--metric", "sequential", "--ls-state", "c"], "ls_state='c' is not allowed"),
     (["--seeds", "0"], "--seeds 0: must be at least 1"),

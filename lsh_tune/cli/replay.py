@@ -1,6 +1,7 @@
 """``lsh-tune replay TABLE``: replay a search against a training table (seconds, no training).
 
-``--metric ls|loss`` replays the search's own pool/ledger/generators (Ray-free); ``asha`` and
+``--metric ls|loss|hybrid`` (any registered ranking signal, :data:`lsh_tune.search.signals.SIGNALS`)
+replays the search's own pool/ledger/generators (Ray-free); ``asha`` and
 ``hyperband`` drive Ray Tune's ``AsyncHyperBandScheduler`` / ``HyperBandScheduler`` on validation
 loss (``--pool`` configurations sampled; not ``--hpo hyperband``, the LSH refill generator);
 ``sequential`` trains configurations
@@ -14,18 +15,22 @@ import argparse
 import math
 
 from lsh_tune.errors import LSHUsageError
+from lsh_tune.search.signals import RANKING_METRICS
 
-__all__ = ["OVERRIDES", "register", "replay_many", "replay_settings", "mean_ci"]
+__all__ = ["BASELINES", "METRICS", "OVERRIDES", "register", "replay_many", "replay_settings", "mean_ci"]
 
-METRICS = ("ls", "loss", "asha", "hyperband", "sequential")
+#: ``--metric`` values that are not a ranking signal of the search but another scheduler replayed.
+BASELINES = ("asha", "hyperband", "sequential")
+METRICS = (*RANKING_METRICS, *BASELINES)
 
 
 #: How ``replay`` shows the :class:`~lsh_tune.table.ReplaySettings` fields whose meaning is wider on
 #: the command line (``--metric`` also names the Ray Tune and sequential baselines).
 OVERRIDES = {
     "metric": {"choices": METRICS,
-               "help": "what the search ranks by: ls or loss (the search replayed), asha or hyperband (Ray Tune's "
-                       "schedulers on validation loss), sequential (full training, one configuration after another)"},
+               "help": f"what the search ranks by: {', '.join(RANKING_METRICS)} (the search replayed with that ranking "
+                       "signal), asha or hyperband (Ray Tune's schedulers on validation loss), sequential (full "
+                       "training, one configuration after another)"},
     "pool": {"help": "initial pool size (asha, hyperband, sequential: configurations tried)"},
     "max_rounds": {"help": "cap on halving rounds (default: what the table's epochs allow, (epochs - 1) // E)"},
     "seed": {"help": "search seed of the first replay; --seeds K replays SEED, SEED+1, ..., SEED+K-1"},
@@ -69,7 +74,6 @@ def replay_settings(args: argparse.Namespace):
 
     from lsh_tune.cli._dataclass_args import dataclass_values
     from lsh_tune.errors import check_choice, check_int
-    from lsh_tune.search import RANKING_METRICS
     from lsh_tune.table import ReplaySettings
 
     check_choice("metric", args.metric, METRICS)
@@ -168,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
         print_json(out)
         return 0
     s = out["summary"]
-    print(f"{args.metric} {args.hpo if args.metric in ('ls', 'loss') else ''} pool {args.pool}, "
+    print(f"{args.metric} {args.hpo if args.metric in RANKING_METRICS else ''} pool {args.pool}, "
           f"{args.seeds} seed(s), {out['n_configs']} tabulated configurations")
     print(f"  test ppl {s['test_ppl']['mean']:.2f} ± {s['test_ppl']['ci95']:.2f}; rank {s['rank']['mean']:.1f} "
           f"± {s['rank']['ci95']:.1f}; best selected {s['best_selected']:.0%}; simulated time "

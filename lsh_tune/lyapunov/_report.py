@@ -42,11 +42,12 @@ def spectrum_metrics(history: Sequence[Sequence[float]] | np.ndarray,
         LSHUsageError: an empty history, spectra of different lengths, a bad embedding or
             distance, or a diverged reference.
 
-    Example:
+    Example (−1.2 lies below the fit's 5th percentile of exponents, −1.15, and is clipped to it:
+    :func:`~lsh_tune.lyapunov.distance.fill_neg_inf`):
         >>> ref = [[0.0, -1.0], [0.1, -1.2]]
         >>> m = spectrum_metrics([[0.1, -1.0]], ref, embedding="raw")
         >>> m["ls"], round(m["ls_distance_own_fit"], 3), m["ls_n"]
-        ([0.1, -1.0], 0.2, 2)
+        ([0.1, -1.0], 0.15, 2)
     """
     distances, _ = ls_distances(reference_history, {"candidate": history}, embedding=embedding,
                                 metric=distance, seed=seed)

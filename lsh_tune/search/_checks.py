@@ -20,7 +20,7 @@ from lsh_tune.lyapunov.spectrum import QR_ORDERS
 from lsh_tune.models import MODELS, PRESETS, model_has_cell_state
 from lsh_tune.search._generators import HPO_METHODS
 from lsh_tune.search._ls_fit import LS_FITS
-from lsh_tune.search._pool import RANKING_METRICS
+from lsh_tune.search.signals import RANKING_METRICS
 from lsh_tune.search.layout import REFERENCE_CACHE
 from lsh_tune.search.packing import AUTO
 from lsh_tune.space import SearchSpace

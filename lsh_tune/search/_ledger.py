@@ -25,6 +25,7 @@ from lsh_tune.search._ls_fit import PoolLSFit
 from lsh_tune.search._pool import DONE, CandidatePool, PoolConfig, RoundDecision
 from lsh_tune.search._reference import DenseReference
 from lsh_tune.search.layout import STATE_FILE
+from lsh_tune.search.signals import RankingSignal, RoundData, make_signal, signal_class, signal_from_dict
 from lsh_tune.space import SearchSpace
 from lsh_tune.storage import Storage
 
@@ -44,11 +45,12 @@ class SearchLedger:
         directory: experiment storage (a directory, an object-store URI or a
             :class:`~lsh_tune.storage.Storage`; state in ``lsh/state.json``) (``None``: in memory only).
         meta: extra JSON metadata saved with the state (hpo name, generator kwargs, ...).
-        ls_fit: when set, a round's values are the LS distances it computes from the candidates'
-            spectra (``on_boundary(..., spectrum=)``) when the round closes; values reported with a
-            boundary are then not used. A fit without a reference history yet keeps every round
-            open until :meth:`set_reference` (the dense reference is a trial of the search, issued
-            first as :data:`~lsh_tune.search.keys.REFERENCE_CID`; its lifecycle and progress are
+        ls_fit: when set, the candidates' spectra (``on_boundary(..., spectrum=)``) from which the
+            ranking signal (:attr:`signal`, :mod:`lsh_tune.search.signals`) computes a round's values
+            when it closes; values reported with a boundary are then not used. A fit without a
+            reference history yet keeps every round open until :meth:`set_reference` (the dense
+            reference is a trial of the search, issued first as
+            :data:`~lsh_tune.search.keys.REFERENCE_CID`; its lifecycle and progress are
             :attr:`reference`'s, a :class:`~lsh_tune.search._reference.DenseReference`).
     """
 
@@ -61,6 +63,8 @@ class SearchLedger:
         self.directory = None if self.storage is None else self.storage.uri  # the registry key
         self.meta = dict(meta or {})
         self.ls_fit = ls_fit
+        #: What the rounds rank by (:mod:`lsh_tune.search.signals`; saved as ``meta["signal"]``).
+        self.signal = _signal_of(self.meta, pool.config.metric, ls_fit)
         self.reference = DenseReference(ls_fit, self.meta)
         self._issued: set[str] = set()   # candidates that got (or found) a trial in this process
 
@@ -68,16 +72,18 @@ class SearchLedger:
     @classmethod
     def create(cls, config: PoolConfig, hpo: str, space: SearchSpace, directory: Storage | str | os.PathLike | None,
                ls_fit: PoolLSFit | None = None, reference_source: dict | None = None,
-               **generator_kwargs: Any) -> "SearchLedger":
+               signal: RankingSignal | None = None, **generator_kwargs: Any) -> "SearchLedger":
         """A fresh ledger with the generator's initial pool; saved at once when ``directory`` is set.
 
-        ``ls_fit`` (metric ``ls`` only) ranks each round in one LS space fitted on the whole pool;
-        its reference history is saved beside the state. ``reference_source`` (``{"cache":
+        ``ls_fit`` (signals that need a reference only) holds the spectra the rounds are ranked on;
+        its reference history is saved beside the state. ``signal``: what the rounds rank by (its name
+        must be ``config.metric``; default: that signal with the settings of ``ls_fit``).
+        ``reference_source`` (``{"cache":
         location, "key": key}``) is where :meth:`load_reference` finds a reference still in training.
 
         Raises:
-            LSHUsageError: the directory already holds a search state (resume it instead), or
-                ``hpo`` does not match ``config`` (generates/bracketed).
+            LSHUsageError: the directory already holds a search state (resume it instead), ``hpo``
+                does not match ``config`` (generates/bracketed), or ``ls_fit``/``signal`` do not fit ``config.metric``.
         """
         generator = make_generator(hpo, space, config.seed, **generator_kwargs)
         if config.generates != generator.generates or config.bracketed != generator.bracketed:
@@ -87,11 +93,14 @@ class SearchLedger:
         if store is not None and store.is_file(STATE_FILE):
             raise LSHUsageError(f"{store.uri_of(STATE_FILE)} exists: resume that search (--resume) "
                                 "or choose another --name")
-        if ls_fit is not None and config.metric != "ls":
-            raise LSHUsageError(f"a pool-wide LS fit ranks by LS distance; metric={config.metric!r}")
+        if ls_fit is not None and not signal_class(config.metric).needs_reference:
+            raise LSHUsageError(f"an LS fit ranks by LS distance; metric={config.metric!r} needs no spectra")
+        if signal is not None and signal.name != config.metric:
+            raise LSHUsageError(f"signal {signal.name!r} does not match metric={config.metric!r}")
         pool = CandidatePool(config, generator.initial(config.pool_size))
         meta = {"hpo": hpo, "space": space.to_dict(), "generator_kwargs": generator_kwargs,
                 "ls_fit": None if ls_fit is None else ls_fit.meta()}
+        meta["signal"] = (signal or _signal_of(meta, config.metric, ls_fit)).to_dict()
         if reference_source is not None:
             meta["reference"] = dict(reference_source)
         if ls_fit is not None and store is not None:
@@ -166,7 +175,7 @@ class SearchLedger:
     # --------------------------------------------------------------- queries
     @property
     def metric_name(self) -> str:
-        """What rounds rank by: ``ls`` or ``loss`` (:data:`~lsh_tune.search._pool.RANKING_METRICS`)."""
+        """The name of what rounds rank by (:attr:`signal`; :data:`~lsh_tune.search.signals.RANKING_METRICS`)."""
         return self.pool.config.metric
 
     @property
@@ -243,13 +252,14 @@ class SearchLedger:
             return decision
 
     def _close_round_if_ready(self) -> RoundDecision | None:
-        """Decide the open round once every active candidate reported and the reference is known
-        (LS fit first)."""
+        """Decide the open round once every active candidate reported and the reference is known: the
+        signal computes the round's values (:meth:`RankingSignal.values`), then the pool ranks."""
         if not self.pool.ready() or self.needs_reference:
             return None
-        if self.ls_fit is not None:
-            active = self.pool.active()
-            self.pool.rescore(self.ls_fit.distances({c.cid: c.epochs + [c.pending[0]] for c in active}))
+        active = self.pool.active()
+        data = RoundData({c.cid: c.epochs + [c.pending[0]] for c in active}, {c.cid: c.pending[1] for c in active},
+                         {c.cid: c.round_info() for c in active}, self.ls_fit)
+        self.pool.rescore(self.signal.values(data))
         return self.pool.decide(self._generate)
 
     def _generate(self, n: int) -> list[dict]:
@@ -353,6 +363,15 @@ class SearchLedger:
         decision = self._close_round_if_ready()
         self.save()
         return decision
+
+
+def _signal_of(meta: dict, metric: str, ls_fit: PoolLSFit | None) -> RankingSignal:
+    """The signal saved in ``meta``; a state saved before signals were: ``metric`` with ``ls_fit``'s settings."""
+    if meta.get("signal"):
+        return signal_from_dict(meta["signal"])
+    fit = {} if ls_fit is None else ls_fit.meta()
+    return make_signal(metric, {"ls_embedding": fit.get("embedding", "pca"), "ls_distance": fit.get("distance", "l2"),
+                                "ls_fit": fit.get("fit", "pool"), "seed": int(fit.get("seed", 0))})
 
 
 def _open_ledger(directory: str) -> SearchLedger:

@@ -13,7 +13,11 @@ The reference history may arrive after the candidates' first spectra (the dense 
 trial of the same search, see :mod:`lsh_tune.search.run.reference`): until :meth:`PoolLSFit.set_reference`
 the fit has no reference and the ledger keeps the round open. With ``fit="candidate"`` each
 candidate is ranked in a space fitted on the reference and its own history alone (what each trial
-reports as ``ls_distance_own_fit``), computed here from the same spectra.
+reports as ``ls_distance_own_fit``), computed here from the same spectra. With ``fit="authors"``
+(the authors' code, ``FATE4869/hyperpruning`` ``sources/util.py`` ``LE_distance_main``) each candidate at
+its epoch e is ranked in a space fitted on the reference's epochs 0..e and its own history, against the
+reference **at the same epoch e** (the reference's last epoch where it trained fewer), −inf set to 0;
+the other fits use the default −inf rule (:func:`lsh_tune.lyapunov.distance.fill_neg_inf`).
 
 Files (experiment storage, written all-or-nothing before the ledger's state, so a resumed search
 ranks with the same spectra): ``lsh/reference_ls.json`` (the reference history, once known) and
@@ -29,15 +33,18 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from lsh_tune.errors import LSHUsageError, check_choice, check_int
-from lsh_tune.lyapunov.distance import EMBEDDINGS, METRICS, ls_distances
+from lsh_tune.lyapunov.distance import EMBEDDINGS, METRICS, NEG_INF_FLOOR, ls_distances
 from lsh_tune.search.layout import REFERENCE_LS_FILE, SPECTRA_DIR
 from lsh_tune.storage import Storage
 
 __all__ = ["LSSpace", "PoolLSFit", "LS_FITS"]
 
 #: ``pool``: one embedding per round over the reference and every ranked candidate (the paper);
-#: ``candidate``: rank by the distance each trial reports (reference + its own history).
-LS_FITS = ("pool", "candidate")
+#: ``candidate``: rank by the distance each trial reports (reference + its own history);
+#: ``authors``: per candidate, the reference's epochs 0..e + its own, against the reference at epoch e, −inf → 0.
+LS_FITS = ("pool", "candidate", "authors")
+#: The −inf rule of each fit (:func:`~lsh_tune.lyapunov.distance.fill_neg_inf`).
+NEG_INF_RULES = {"pool": NEG_INF_FLOOR, "candidate": NEG_INF_FLOOR, "authors": 0.0}
 
 
 @dataclass(frozen=True)
@@ -63,15 +70,17 @@ class LSSpace:
         check_int("seed", self.seed, 0)
 
     def distances(self, reference_history: Sequence | np.ndarray,
-                  histories: Mapping[str, Sequence | np.ndarray]) -> dict[str, float]:
+                  histories: Mapping[str, Sequence | np.ndarray], *,
+                  neg_inf_fill: float | str = NEG_INF_FLOOR) -> dict[str, float]:
         """Distance of each history's last spectrum to the reference's last one, one fit over all.
 
         Args:
-            reference_history: (E_ref, N) spectra of the dense reference.
+            reference_history: (E_ref, N) spectra of the dense reference (nats per step).
             histories: candidate id -> its (E_i, N) spectra.
+            neg_inf_fill: the −inf rule (:func:`~lsh_tune.lyapunov.distance.fill_neg_inf`).
         """
         dist, _ = ls_distances(reference_history, histories, embedding=self.embedding, metric=self.distance,
-                               seed=self.seed)
+                               neg_inf_fill=neg_inf_fill, seed=self.seed)
         return {cid: float(d) for cid, d in dist.items()}
 
     def to_dict(self) -> dict:
@@ -87,8 +96,10 @@ class PoolLSFit:
         space: the LS space.
         directory: experiment storage for the files (a :class:`~lsh_tune.storage.Storage`, a
             directory or a URI; ``None``: in memory only).
-        fit: ``pool`` (one embedding over the reference and every ranked candidate, the paper)
-            or ``candidate`` (one per candidate, over the reference and its own history).
+        fit: ``pool`` (one embedding over the reference and every ranked candidate, the paper),
+            ``candidate`` (one per candidate, over the reference and its own history) or ``authors``
+            (one per candidate, over the reference's epochs 0..e and its own, measured against the
+            reference at e; see the module docstring).
     """
 
     def __init__(self, reference_history: Sequence | np.ndarray | None, space: LSSpace = LSSpace(),
@@ -199,9 +210,25 @@ class PoolLSFit:
                                     "spectrum ('ls')")
             last = max(int(e) for e in eps)
             histories[cid] = np.asarray([have[e] for e in sorted(have) if e <= last], dtype=np.float64)
+        rule = NEG_INF_RULES[self.fit]
+        if self.fit == "authors":
+            return {cid: self.space.distances(self.reference_at(max(int(e) for e in epochs[cid])), {cid: h},
+                                              neg_inf_fill=rule)[cid] for cid, h in histories.items()}
         if self.fit == "candidate":
-            return {cid: self.space.distances(self.reference, {cid: h})[cid] for cid, h in histories.items()}
-        return self.space.distances(self.reference, histories)
+            return {cid: self.space.distances(self.reference, {cid: h}, neg_inf_fill=rule)[cid]
+                    for cid, h in histories.items()}
+        return self.space.distances(self.reference, histories, neg_inf_fill=rule)
+
+    def reference_at(self, epoch: int) -> np.ndarray:
+        """The reference's spectra of epochs 0..``epoch`` ((epoch + 1, N); its whole history where it
+        has fewer: a reference trained fewer epochs, or given as a checkpoint, ends with its last).
+
+        Raises:
+            LSHUsageError: there is no reference yet.
+        """
+        if self.reference is None:
+            raise LSHUsageError("the dense reference's LS history is not known yet: no round can be ranked")
+        return self.reference[:max(0, int(epoch)) + 1]
 
 
 def _check_length(cid: str, values: Sequence[float], n: int) -> None:

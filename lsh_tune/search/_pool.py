@@ -1,23 +1,28 @@
 """The LSH candidate pool: removal, refill counts, termination (paper §3 "LS-based Hyperpruning").
 
 Ray-free. Every candidate trains ``E`` epochs of its own per round; when every active candidate
-has reported its round metric (LS distance to the dense reference, or validation loss for the
-loss-based baseline; lower is better), :meth:`CandidatePool.decide` ranks the pool, removes the
-farther ⌊n/2⌋ and asks the refill generator for ⌊n/4⌋ new candidates (n = pool size before
-removal). Halving stops when the pool is at or below ``final_k`` or a round/epoch budget is
-spent; the survivors are then trained to ``max_epochs`` (of their own training) and the best
-validation perplexity wins.
+has reported its round metric (the value of the search's ranking signal,
+:mod:`lsh_tune.search.signals`: LS distance to the dense reference, validation loss, ...; lower is
+better), :meth:`CandidatePool.decide` ranks the pool, removes the farther ⌊n/2⌋ and asks the refill
+generator for ⌊n/4⌋ new candidates (n = pool size before removal). Halving stops when the pool is
+at or below ``final_k`` or a round/epoch budget is spent; the survivors are then trained to
+``max_epochs`` (of their own training) and the best validation perplexity wins.
 
 Conventions (documented choices):
 
-* Ranking: ascending metric, ties broken by candidate id. A NaN or infinite metric (a diverged
-  RNN, exploding exponents) ranks behind every finite one.
+* Ranking: candidates that are not learning (:func:`lsh_tune.search.signals.not_learning`: a
+  non-finite loss, a validation perplexity above an untrained model's, or one more than doubled since
+  the candidate's previous round) rank behind every candidate that is, whatever their metric, the
+  lower validation perplexity first among them; the round records why (``not_learning``). The others:
+  ascending metric, ties broken by candidate id; a NaN or infinite metric (a diverged RNN, exploding
+  exponents) ranks behind every finite one.
 * Removal never leaves fewer than ``final_k`` survivors: ``removed = min(⌊n/2⌋, n − final_k)``.
   A round that reaches ``final_k`` (or spends the budget) generates nothing.
 * Bracketed generators (``hyperband``, ``bohb``): each refill batch is a bracket (the initial
   pool is bracket 0); a candidate is ranked only against its bracket — its score is its mid-rank
   quantile ``(rank + ½)/n_b`` within the bracket — and the ⌊n/2⌋ highest scores are removed
-  (ties: larger metric, then id). With one bracket this is plain ranking.
+  (ties: larger metric, then id), candidates that are not learning before any other. With one
+  bracket this is plain ranking.
 
 The whole state is a JSON dict (:meth:`CandidatePool.state_dict`).
 """
@@ -27,14 +32,13 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
-from lsh_tune.errors import LSHUsageError, check_choice, check_int
+from lsh_tune.errors import LSHUsageError, check_int, check_range
+from lsh_tune.search.signals import RANKING_METRICS, not_learning, signal_class, val_ppl_of
 
 __all__ = ["ACTIVE", "FINAL", "FINISHED", "REMOVED", "FAILED", "RANKING_METRICS", "Candidate", "PoolConfig",
            "CandidatePool", "RoundDecision", "diverged", "plan_rounds", "plan_schedule", "required_max_epochs"]
 
 ACTIVE, FINAL, FINISHED, REMOVED, FAILED = "active", "final", "finished", "removed", "failed"
-#: What a round ranks by: ``ls`` (LS distance to the dense reference) or ``loss`` (validation loss).
-RANKING_METRICS = ("ls", "loss")
 SELECTION, FINAL_PHASE, DONE = "selection", "final", "done"
 #: Extras whose non-finite value marks a candidate as diverged (:func:`diverged`).
 _DIVERGENCE_KEYS = ("train_loss", "val_loss", "val_ppl", "test_loss", "test_ppl")
@@ -52,10 +56,14 @@ class PoolConfig:
         final_k: stop halving when at most this many candidates remain (default 2).
         max_rounds: optional cap on the number of halving rounds.
         epoch_budget: optional cap on candidate-epochs spent in selection (Σ over rounds n·E).
-        metric: ``ls`` (distance to the dense reference) or ``loss`` (validation loss baseline).
+        metric: the ranking signal's name (:data:`~lsh_tune.search.signals.SIGNALS`: ``ls``, the distance
+            to the dense reference; ``loss``, the validation loss baseline; ``hybrid``, their rank average).
         generates: whether rounds refill (``grid``: no).
         bracketed: Hyperband-style per-bracket ranking (``hyperband``, ``bohb``).
         seed: seed of the generator (candidate ids are deterministic anyway).
+        untrained_ppl: validation perplexity of an untrained model: a candidate above it at a round
+            boundary is not learning (the dense reference's at initialisation where known, else the
+            vocabulary size; ``None``: that test is off).
 
     Raises:
         LSHUsageError: a value out of range or a ``max_epochs`` too small for the schedule.
@@ -71,11 +79,14 @@ class PoolConfig:
     generates: bool = True
     bracketed: bool = False
     seed: int = 0
+    untrained_ppl: float | None = None
 
     def __post_init__(self) -> None:
         check_int("max_epochs", self.max_epochs, 1)
         check_int("seed", self.seed, 0)
-        check_choice("metric", self.metric, RANKING_METRICS)
+        signal_class(self.metric)
+        if self.untrained_ppl is not None:
+            check_range("untrained_ppl", self.untrained_ppl, 1.0, low_open=True)
         rounds = plan_rounds(self)
         need = required_max_epochs(len(rounds), self.rounds_every)
         if self.max_epochs < need:
@@ -158,6 +169,7 @@ class Candidate:
         status: ``active`` | ``final`` | ``finished`` | ``removed`` | ``failed``.
         history: decided metric value per own round.
         epochs: the candidate's own epoch count at each decided round.
+        val_ppl: its validation perplexity at each decided round (``None`` where not reported).
         pending: ``[epoch, value]`` reported for the current round, not yet decided (``value`` is
             ``None`` until :meth:`CandidatePool.rescore` when the round's values are computed at its close).
         removed_round: global round that removed it.
@@ -175,21 +187,29 @@ class Candidate:
     removed_round: int | None = None
     final: dict | None = None
     last: dict | None = None
+    val_ppl: list = field(default_factory=list)
 
     @property
     def alive(self) -> bool:
         return self.status in (ACTIVE, FINAL)
 
+    def round_info(self) -> dict:
+        """The extras reported with the open round's boundary (``val_loss``, ``val_ppl`` ...; ``{}``: none)."""
+        last = self.last or {}
+        return last if self.pending is not None and last.get("epoch") == self.pending[0] else {}
+
 
 @dataclass(frozen=True)
 class RoundDecision:
-    """Outcome of one round: the ranking (best first), who goes, who comes, whether halving ended."""
+    """Outcome of one round: the ranking (best first), who goes, who comes, whether halving ended, and
+    why the candidates that are not learning are (cid -> reason, :func:`~lsh_tune.search.signals.not_learning`)."""
 
     round: int
     ranking: list[tuple[str, float]]
     removed: list[str]
     generated: list[str]
     done: bool
+    not_learning: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -197,6 +217,11 @@ class RoundDecision:
 
 def _sort_key(value: float) -> float:
     return value if math.isfinite(value) else math.inf
+
+
+def _round_ppl(c: "Candidate") -> float | None:
+    """``c``'s validation perplexity at its open round's boundary (from ``val_ppl`` or ``val_loss``)."""
+    return val_ppl_of(c.round_info())
 
 
 def diverged(c: Candidate) -> bool:
@@ -208,24 +233,44 @@ def diverged(c: Candidate) -> bool:
     return any(not math.isfinite(float(v)) for v in values)
 
 
-def rank(values: dict[str, float]) -> list[tuple[str, float]]:
-    """Candidates sorted best first (ascending, non-finite last, ties by id)."""
-    return sorted(values.items(), key=lambda kv: (_sort_key(kv[1]), math.isnan(kv[1]), kv[0]))
+def _order(value: float) -> tuple[float, bool]:
+    return _sort_key(value), math.isnan(value)
 
 
-def choose_removed(values: dict[str, float], brackets: dict[str, int] | None, k: int) -> list[str]:
-    """The ``k`` candidates to remove: the worst overall, or the worst per bracket (see module doc)."""
+def rank(values: dict[str, float], not_learning: dict[str, str] | None = None,
+         val_ppl: dict[str, float | None] | None = None) -> list[tuple[str, float]]:
+    """Candidates sorted best first: those learning by ascending value (non-finite last, ties by id),
+    then those in ``not_learning`` by ascending ``val_ppl`` (unknown last), value, id."""
+    bad, ppl = not_learning or {}, val_ppl or {}
+
+    def key(kv: tuple[str, float]) -> tuple:
+        cid, value = kv
+        if cid not in bad:
+            return (0, 0.0, False, *_order(value), cid)
+        p = ppl.get(cid)
+        return (1, *_order(math.nan if p is None else float(p)), *_order(value), cid)
+
+    return sorted(values.items(), key=key)
+
+
+def choose_removed(values: dict[str, float], brackets: dict[str, int] | None, k: int,
+                   not_learning: dict[str, str] | None = None,
+                   val_ppl: dict[str, float | None] | None = None) -> list[str]:
+    """The ``k`` candidates to remove: the worst overall, or the worst per bracket (see module doc);
+    candidates that are not learning first either way."""
     if k <= 0:
         return []
+    bad = not_learning or {}
     if not brackets:
-        return [cid for cid, _ in rank(values)[::-1][:k]]
+        return [cid for cid, _ in rank(values, bad, val_ppl)[::-1][:k]]
+    worst_bad = [cid for cid, _ in rank({c: v for c, v in values.items() if c in bad}, bad, val_ppl)[::-1]]
     score: dict[str, float] = {}
     for b in sorted(set(brackets.values())):
-        members = {c: v for c, v in values.items() if brackets[c] == b}
+        members = {c: v for c, v in values.items() if brackets[c] == b and c not in bad}
         for r, (cid, _) in enumerate(rank(members)):
             score[cid] = (r + 0.5) / len(members)
-    order = sorted(values, key=lambda c: (-score[c], -_sort_key(values[c]), c))
-    return order[:k]
+    order = sorted(score, key=lambda c: (-score[c], -_sort_key(values[c]), c))
+    return (worst_bad + order)[:k]
 
 
 class CandidatePool:
@@ -357,14 +402,21 @@ class CandidatePool:
         cfg = self.config
         act = self.active()
         values = {c.cid: c.pending[1] for c in act}
+        ppl = {c.cid: _round_ppl(c) for c in act}
+        bad = {}
+        for c in act:
+            why = not_learning(c.round_info(), c.val_ppl[-1] if c.val_ppl else None, cfg.untrained_ppl)
+            if why is not None:
+                bad[c.cid] = why
         n = len(act)
         k, n_gen = _round_counts(n, cfg.final_k, cfg.generates)
         self.epochs_spent += n * cfg.rounds_every
         brackets = {c.cid: c.born_round for c in act} if cfg.bracketed else None
-        removed = choose_removed(values, brackets, k)
+        removed = choose_removed(values, brackets, k, bad, ppl)
         for c in act:
             c.epochs.append(c.pending[0])
             c.history.append(c.pending[1])
+            c.val_ppl.append(ppl[c.cid])
             c.pending = None
         for cid in removed:
             self.candidates[cid].status = REMOVED
@@ -375,7 +427,7 @@ class CandidatePool:
         if not done and n_gen > 0:
             for conf in generate(n_gen):
                 generated.append(self.add(conf, born_round=self.round + 1))
-        decision = RoundDecision(self.round, rank(values), removed, generated, done)
+        decision = RoundDecision(self.round, rank(values, bad, ppl), removed, generated, done, bad)
         self.rounds.append(decision.to_dict())
         if decision.done:
             self._enter_final()
@@ -431,13 +483,23 @@ class CandidatePool:
             pool.candidates[c["cid"]] = Candidate(**c)
         return pool
 
+    def not_learning(self, cid: str) -> str | None:
+        """Why candidate ``cid`` was not learning in the last round that ranked it (``None``: it was)."""
+        c = self.candidates[cid]
+        if not c.history:
+            return None
+        decided = self.rounds[int(c.born_round) + len(c.history) - 1]
+        return decided.get("not_learning", {}).get(cid)
+
     def table(self) -> list[dict]:
-        """One row per candidate: config, metric per round, status, ``diverged``, final metrics."""
+        """One row per candidate: config, metric per round, status, ``diverged``, ``not_learning`` (why,
+        in the last round that ranked it), final metrics."""
         rows = []
         for c in self.candidates.values():
             row = {"cid": c.cid, **c.config, "born_round": c.born_round, "status": c.status,
                    "removed_round": c.removed_round, "metric_per_round": list(c.history),
-                   "epochs_per_round": list(c.epochs), "diverged": diverged(c)}
+                   "epochs_per_round": list(c.epochs), "diverged": diverged(c),
+                   "not_learning": self.not_learning(c.cid)}
             row.update({f"last_{k}": v for k, v in (c.last or {}).items()})
             row.update({k: v for k, v in (c.final or {}).items() if not isinstance(v, (list, dict))})
             rows.append(row)

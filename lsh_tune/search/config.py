@@ -22,9 +22,10 @@ from lsh_tune.search._checks import check_search_fields
 from lsh_tune.search._generators import HPO_METHODS, generator_class
 from lsh_tune.search._ledger import SearchLedger
 from lsh_tune.search._ls_fit import LS_FITS, LSSpace
-from lsh_tune.search._pool import RANKING_METRICS, PoolConfig, plan_schedule, required_max_epochs
+from lsh_tune.search._pool import PoolConfig, plan_schedule, required_max_epochs
 from lsh_tune.search.layout import CONFIG_FILE
 from lsh_tune.search.packing import AUTO, parse_gpus_per_trial
+from lsh_tune.search.signals import RANKING_METRICS, RankingSignal, signal_for
 from lsh_tune.space import DEFAULT_DEATH_RATE_GRID, DEFAULT_SPACE, SearchSpace
 from lsh_tune.storage import Storage
 
@@ -42,7 +43,8 @@ class SearchConfig:
         model, preset, corpus: see :func:`lsh_tune.models.get_preset` / :func:`lsh_tune.data.load_corpus`.
         sparsity: target sparsity s.
         hpo: refill generator, one of :data:`~lsh_tune.search.HPO_METHODS`.
-        metric: ``ls`` (LS distance to the dense reference) or ``loss`` (validation loss).
+        metric: the ranking signal (:data:`~lsh_tune.search.signals.SIGNALS`): ``ls`` (LS distance to the
+            dense reference), ``loss`` (validation loss) or ``hybrid`` (the mean of the two ranks).
         pool: initial pool size |P| (``None``: the whole grid of ``space`` for ``grid``, else 20).
         rounds_every: E.
         final_k: finalists.
@@ -64,8 +66,10 @@ class SearchConfig:
             (``ls_qr``: ``layered``, one QR per layer, or ``joint``, the authors' one QR over all).
         ls_embedding, ls_distance: LS-space embedding and distance.
         ls_fit: ``pool`` (the paper: each round fits the LS space on the reference and every ranked
-            candidate's history) or ``candidate`` (rank by the distance each trial reports, fitted on
-            the reference and that candidate's history only). Same result for ``raw``.
+            candidate's history), ``candidate`` (rank by the distance each trial reports, fitted on
+            the reference and that candidate's history only; same result as ``pool`` for ``raw``) or
+            ``authors`` (the authors' code: per candidate at its epoch e, the reference's epochs 0..e and
+            its own history, against the reference at e, −inf → 0).
         grid_death_rate: death rate of the ``grid`` variants.
         lr: override the preset's learning rate.
         address: Ray address (``auto`` for a running cluster, ``HOST:PORT``, ``ray://HOST[:PORT]``);
@@ -95,7 +99,8 @@ class SearchConfig:
     sparsity: float = field(default=0.67, metadata={"help": "target sparsity s"})
     hpo: str = field(default="tpe", metadata={"choices": HPO_METHODS, "help": "refill generator"})
     metric: str = field(default="ls", metadata={
-        "choices": RANKING_METRICS, "help": "ls (LS distance, LSH) or loss (loss-based baseline)"})
+        "choices": RANKING_METRICS,
+        "help": "ls (LS distance, LSH), loss (loss-based baseline) or hybrid (mean of the LS and the loss rank)"})
     pool: int | None = field(default=None, metadata={
         "help": f"initial pool size (default: the whole grid for grid, else {DEFAULT_POOL})"})
     rounds_every: int = field(default=3, metadata={"help": "E: epochs per round"})
@@ -130,7 +135,8 @@ class SearchConfig:
     ls_embedding: str = field(default="pca", metadata={"choices": EMBEDDINGS, "help": "LS-space embedding"})
     ls_distance: str = field(default="l2", metadata={"choices": METRICS, "help": "distance in LS space"})
     ls_fit: str = field(default="pool", metadata={
-        "choices": LS_FITS, "help": "pool (rank in one LS space fitted on the whole pool, the paper) or candidate"})
+        "choices": LS_FITS, "help": "pool (rank in one LS space fitted on the whole pool, the paper), candidate, or "
+                                    "authors (per candidate, against the reference at the same epoch, -inf -> 0)"})
     grid_death_rate: float = field(default=DEFAULT_DEATH_RATE_GRID, metadata={"help": "death rate of the grid"})
     lr: float | None = field(default=None, metadata={"help": "override the preset's learning rate"})
     address: str | None = field(default=None, metadata={
@@ -189,11 +195,18 @@ class SearchConfig:
                                epoch_budget=self.epoch_budget)
         return max(self.specs()[1].epochs, required_max_epochs(len(rounds), self.rounds_every))
 
-    def pool_config(self) -> PoolConfig:
+    def pool_config(self, untrained_ppl: float | None = None) -> PoolConfig:
+        """The schedule of the search; ``untrained_ppl``: see :class:`~lsh_tune.search._pool.PoolConfig`
+        (a run passes the vocabulary size)."""
         return SearchLedger.pool_config_for(
             self.hpo, pool_size=self.pool_size, rounds_every=self.rounds_every, max_epochs=self.resolved_max_epochs(),
             final_k=self.final_k, max_rounds=self.max_rounds, epoch_budget=self.epoch_budget, metric=self.metric,
-            seed=self.seed)
+            seed=self.seed, untrained_ppl=untrained_ppl)
+
+    def signal(self) -> RankingSignal:
+        """What the rounds rank by: the signal ``metric`` with the ``ls_*`` settings
+        (:func:`~lsh_tune.search.signals.signal_for`)."""
+        return signal_for(self)
 
     @property
     def size_label(self) -> str:

@@ -1,9 +1,10 @@
 """The result keys a candidate trial reports and the scheduler reads (Ray-free).
 
 Every report carries :data:`CID_KEY` and ``epoch``. A round boundary sets :data:`BOUNDARY_KEY`
-and carries the ranked metric (:data:`METRIC_KEYS`) and, with metric ``ls``, the spectrum
-(:data:`LS_KEY`); a finalist's last report sets :data:`FINAL_KEY` and carries ``val_ppl`` and
-``test_ppl``; a boundary re-reported after a restore sets :data:`REPLAY_KEY`. The trial of the dense
+and carries what the search's ranking signal needs (its ``result_keys``,
+:mod:`lsh_tune.search.signals`: ``val_loss``; the LS-based signals also the spectrum :data:`LS_KEY`
+and :data:`OWN_FIT_DISTANCE_KEY`); a finalist's last report sets :data:`FINAL_KEY` and carries
+``val_ppl`` and ``test_ppl``; a boundary re-reported after a restore sets :data:`REPLAY_KEY`. The trial of the dense
 reference (:data:`REFERENCE_CID`) reports ``epoch`` and :data:`REFERENCE_EPOCHS_KEY` every epoch and
 sets :data:`REFERENCE_DONE_KEY` on its last report.
 """
@@ -12,8 +13,8 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 __all__ = ["CID_KEY", "OWN_FIT_DISTANCE_KEY", "REFERENCE_CID", "REFERENCE_EPOCHS_KEY", "REFERENCE_DONE_KEY",
-           "REFERENCE_LS_KEYS", "BOUNDARY_KEY", "FINAL_KEY", "REPLAY_KEY", "LS_KEY", "LS_EPOCHS_KEY", "LS_FIRST_EPOCH_KEY", "METRIC_KEYS",
-           "FINAL_METRIC_KEYS", "ROUND_INFO_KEYS", "require"]
+           "REFERENCE_LS_KEYS", "BOUNDARY_KEY", "FINAL_KEY", "REPLAY_KEY", "LS_KEY", "LS_EPOCHS_KEY",
+           "LS_FIRST_EPOCH_KEY", "FINAL_METRIC_KEYS", "ROUND_INFO_KEYS", "require"]
 
 #: The candidate id (also in every trial's config).
 CID_KEY = "cid"
@@ -43,12 +44,11 @@ LS_FIRST_EPOCH_KEY = "ls_first_epoch"
 #: signal, not what ranks a round (with ``--ls-fit pool``, the default, each round is ranked in one
 #: space fitted on the whole pool; those values are in ``lsh/state.json`` and the TensorBoard log).
 OWN_FIT_DISTANCE_KEY = "ls_distance_own_fit"
-#: Result key ranked for each ``--metric`` (unless the ledger's LS fit ranks the round).
-METRIC_KEYS = {"ls": OWN_FIT_DISTANCE_KEY, "loss": "val_loss"}
 #: Keys copied into the pool when a finalist finishes.
 FINAL_METRIC_KEYS = ("epoch", "val_loss", "val_ppl", "test_loss", "test_ppl", "density", OWN_FIT_DISTANCE_KEY)
-#: Keys kept with each round's metric (results table: ``last_*`` columns).
-ROUND_INFO_KEYS = ("val_loss", "val_ppl", "density", OWN_FIT_DISTANCE_KEY)
+#: Keys kept with each round's metric (results table: ``last_*`` columns; the not-learning rule reads
+#: the losses, :func:`lsh_tune.search.signals.not_learning`).
+ROUND_INFO_KEYS = ("val_loss", "val_ppl", "train_loss", "density", OWN_FIT_DISTANCE_KEY)
 
 
 def require(result: Mapping[str, Any], key: str, why: str) -> Any:

@@ -32,9 +32,10 @@ import numpy as np
 
 from lsh_tune.errors import LSHUsageError, check_int
 from lsh_tune.search._ledger import SearchLedger
-from lsh_tune.search._ls_fit import LSSpace, PoolLSFit
+from lsh_tune.search._ls_fit import LSSpace
 from lsh_tune.search._pool import PoolConfig
-from lsh_tune.search.keys import BOUNDARY_KEY, CID_KEY, FINAL_KEY, LS_KEY, METRIC_KEYS, REPLAY_KEY
+from lsh_tune.search.keys import BOUNDARY_KEY, CID_KEY, FINAL_KEY, REPLAY_KEY
+from lsh_tune.search.signals import make_signal, signal_class
 from lsh_tune.space import DEFAULT_SPACE, SearchSpace
 from lsh_tune.train import perplexity
 
@@ -45,7 +46,7 @@ def make_ledger(*, pool_size: int, rounds_every: int, max_epochs: int, hpo: str 
                 final_k: int = 2, max_rounds: int | None = None, epoch_budget: int | None = None, seed: int = 0,
                 space: SearchSpace = DEFAULT_SPACE, directory: str | os.PathLike | None = None,
                 reference_history: Sequence | np.ndarray | None = None, ls_space: LSSpace | None = None,
-                **generator_kwargs: Any) -> SearchLedger:
+                untrained_ppl: float | None = None, **generator_kwargs: Any) -> SearchLedger:
     """A new ledger for ``LSHScheduler(ledger)`` and ``LSHSearcher(ledger)``.
 
     Args:
@@ -53,32 +54,41 @@ def make_ledger(*, pool_size: int, rounds_every: int, max_epochs: int, hpo: str 
         rounds_every: E, epochs of a candidate's own training per round.
         max_epochs: epochs of a finalist's own training (the error names the minimum).
         hpo: refill generator, one of :data:`~lsh_tune.search.HPO_METHODS`.
-        metric: ``ls`` (rank by LS distance to the dense reference) or ``loss`` (by ``val_loss``).
+        metric: the ranking signal (:data:`~lsh_tune.search.signals.SIGNALS`): ``ls`` (LS distance to the
+            dense reference), ``loss`` (``val_loss``) or ``hybrid`` (the mean of the two ranks).
         final_k: halving stops at this many candidates.
         max_rounds, epoch_budget: optional selection budgets (rounds; Σ n·E candidate-epochs).
         seed: seed of the generator (and of t-SNE in the default LS space).
         space: the hyperparameters every trial config holds besides ``cid``.
         directory: where the state lives (``<directory>/lsh/state.json``, kept across a
             ``Tuner.restore``); ``None`` keeps it in memory.
-        reference_history: the dense reference's spectra (E_ref, N), metric ``ls`` only: each round
-            is then ranked in one LS space fitted on the reference and every ranked candidate's
-            reported spectra (the paper). Without it, ``ls`` ranks by the ``ls_distance_own_fit`` reported.
+        reference_history: the dense reference's spectra (E_ref, N), signals that need a reference
+            only: each round is then ranked in one LS space fitted on the reference and every ranked
+            candidate's reported spectra (the paper). Without it, ``ls`` ranks by the
+            ``ls_distance_own_fit`` reported.
         ls_space: embedding/distance of that fit (default: PCA, L2, t-SNE seed ``seed``).
+        untrained_ppl: validation perplexity of an untrained model, e.g. the vocabulary size: a
+            candidate above it at a round boundary is ranked behind every candidate that is learning
+            (``None``: only non-finite losses and a validation perplexity more than doubled since the
+            previous round count as not learning; :func:`lsh_tune.search.signals.not_learning`).
         **generator_kwargs: passed to the generator (``grid``: ``death_rate``).
 
     Raises:
-        LSHUsageError: a bad schedule, an unknown ``hpo``/``metric``, a reference with metric
-            ``loss``, or a ``directory`` that already holds a search.
+        LSHUsageError: a bad schedule, an unknown ``hpo``/``metric``, a reference with a signal that
+            needs none (``loss``), or a ``directory`` that already holds a search.
     """
-    if reference_history is not None and metric != "ls":
-        raise LSHUsageError(f"reference_history ranks by LS distance; metric={metric!r} ranks by loss")
+    if reference_history is not None and not signal_class(metric).needs_reference:
+        raise LSHUsageError(f"reference_history is for a signal that ranks spectra; metric={metric!r} ranks by "
+                            f"{signal_class(metric)().describe()} and needs no reference")
     schedule = SearchLedger.pool_config_for(hpo, pool_size=pool_size, rounds_every=rounds_every,
                                             max_epochs=max_epochs, final_k=final_k, max_rounds=max_rounds,
-                                            epoch_budget=epoch_budget, metric=metric, seed=seed)
-    ls_fit = None
-    if reference_history is not None:
-        ls_fit = PoolLSFit(reference_history, ls_space or LSSpace(seed=seed))
-    return SearchLedger.create(schedule, hpo, space, directory, ls_fit=ls_fit, **generator_kwargs)
+                                            epoch_budget=epoch_budget, metric=metric, seed=seed,
+                                            untrained_ppl=untrained_ppl)
+    space_ = ls_space or LSSpace(seed=seed)
+    signal = make_signal(metric, {"ls_embedding": space_.embedding, "ls_distance": space_.distance,
+                                  "seed": space_.seed})
+    ls_fit = None if reference_history is None else signal.make_fit(reference_history)
+    return SearchLedger.create(schedule, hpo, space, directory, ls_fit=ls_fit, signal=signal, **generator_kwargs)
 
 
 def is_boundary(schedule: PoolConfig, epoch: int) -> bool:
@@ -87,13 +97,14 @@ def is_boundary(schedule: PoolConfig, epoch: int) -> bool:
 
 
 def _check_ls(schedule: PoolConfig, epoch: int, ls: Mapping[str, Any] | None) -> None:
-    if schedule.metric != "ls":
+    signal = signal_class(schedule.metric)
+    if not signal.needs_reference:
         return
-    needed = (LS_KEY, METRIC_KEYS["ls"])
+    needed = tuple(k for k in signal.result_keys if k != "val_loss")  # val_loss: always reported
     if ls is None or any(k not in ls for k in needed):
-        raise LSHUsageError(f"epoch {epoch} ends a round of an LS-ranked search: pass "
-                            f"ls=lsh_tune.lyapunov.spectrum_metrics(history, reference_history) "
-                            f"(it needs {', '.join(needed)})")
+        raise LSHUsageError(f"epoch {epoch} ends a round of a search ranked by {signal.label} (metric "
+                            f"{schedule.metric!r}): pass ls=lsh_tune.lyapunov.spectrum_metrics(history, "
+                            f"reference_history) (it needs {', '.join(needed)})")
 
 
 def candidate_metrics(schedule: PoolConfig, cid: str, epoch: int, *, val_loss: float,
@@ -106,8 +117,8 @@ def candidate_metrics(schedule: PoolConfig, cid: str, epoch: int, *, val_loss: f
         cid: the candidate id, ``config["cid"]``.
         epoch: epochs of its own training so far (1 … ``schedule.max_epochs``).
         val_loss: mean validation NLL (nats per token); ``val_ppl`` = exp of it.
-        ls: :func:`lsh_tune.lyapunov.spectrum_metrics` of its spectra (needed on a boundary of
-            an LS-ranked search; on other epochs it is reported if given).
+        ls: :func:`lsh_tune.lyapunov.spectrum_metrics` of its spectra (needed on a boundary of a
+            search whose signal needs a reference; on other epochs it is reported if given).
         test_loss: mean test NLL, needed on the last epoch (``max_epochs``).
         **extra: further metrics (``density``, timings ...); they may not replace the above.
 

@@ -6,6 +6,10 @@ the run's history 0…``e``, and the distance is measured from the reference's l
 run's point at ``e`` (:func:`lsh_tune.lyapunov.ls_distances`, the fit each trial reports as its
 ``ls_distance``; a search's pool-wide ranking refits over the whole pool, which
 :mod:`lsh_tune.table.replay` does from the stored spectra).
+
+The logged distances replace −inf exponents by 0 (:data:`TABLE_NEG_INF_FILL`, the authors' rule, what
+the committed tables were built with), so that every run of a table is measured alike; a search
+ranks with the floor rule of :func:`lsh_tune.lyapunov.distance.fill_neg_inf` (a replay refits with it).
 """
 from __future__ import annotations
 
@@ -16,7 +20,10 @@ import numpy as np
 from lsh_tune.lyapunov import ls_distances
 from lsh_tune.table._format import REFERENCE_KEY, TableSettings, read_run, write_run
 
-__all__ = ["annotate_run", "annotate_table", "history", "run_distances"]
+__all__ = ["TABLE_NEG_INF_FILL", "annotate_run", "annotate_table", "history", "run_distances"]
+
+#: The −inf rule of a table's logged distances (see the module docstring).
+TABLE_NEG_INF_FILL = 0.0
 
 
 def history(run: dict, state: str, upto: int | None = None, top: int | None = None) -> np.ndarray:
@@ -29,12 +36,12 @@ def history(run: dict, state: str, upto: int | None = None, top: int | None = No
 
 
 def run_distances(run: dict, reference: dict, state: str, embedding: str, metric: str, *, top: int | None = None,
-                  seed: int = 0) -> list[float]:
+                  seed: int = 0, neg_inf_fill: float | str = TABLE_NEG_INF_FILL) -> list[float]:
     """Distance at every epoch 0…E of ``run`` (see the module docstring), from the ``top`` leading
-    exponents only if set."""
+    exponents only if set; ``neg_inf_fill``: the −inf rule (:func:`lsh_tune.lyapunov.distance.fill_neg_inf`)."""
     ref, full = history(reference, state, top=top), history(run, state, top=top)
-    return [float(ls_distances(ref, {"c": full[:e + 1]}, embedding=embedding, metric=metric, seed=seed)[0]["c"])
-            for e in range(len(full))]
+    return [float(ls_distances(ref, {"c": full[:e + 1]}, embedding=embedding, metric=metric, seed=seed,
+                               neg_inf_fill=neg_inf_fill)[0]["c"]) for e in range(len(full))]
 
 
 def annotate_run(run: dict, reference: dict, settings: TableSettings, *, seed: int = 0) -> dict:

@@ -2,7 +2,7 @@
 
 :func:`replay_search` runs the search's own :class:`~lsh_tune.search.SearchLedger` — the same
 :class:`~lsh_tune.search._pool.CandidatePool`, refill generators (grid, random, TPE, ATPE,
-Hyperband, BOHB) and :class:`~lsh_tune.search._ls_fit.PoolLSFit` ranking — and answers every
+Hyperband, BOHB), ranking signals (:mod:`lsh_tune.search.signals`) and the not-learning rule — and answers every
 candidate's round boundary and final result from the table: candidate ``cid`` trains with the
 table's seed ``seeds[crc32(seed, cid) % len(seeds)]`` (a real search seeds each candidate
 ``crc32(seed, cid)``); the dense reference is the table's reference at ``seeds[seed % len(seeds)]``.
@@ -10,10 +10,14 @@ A refill proposing a configuration the table lacks is answered by the nearest ta
 (:meth:`Table.nearest`); ``substituted`` counts how often.
 
 Simulated wall time (``sim_time_s``) uses the logged seconds of each epoch (training, plus the LS
-of one state convention per epoch with metric ``ls``; epoch 0's LS in the first round) under
+of one state convention per epoch with a signal that ranks spectra; epoch 0's LS in the first round) under
 ``gpus`` parallel workers: each round is the makespan of its candidates' epochs (list scheduling
 in id order, the scheduler's order), the reference's whole training joins round 0, then the
-finalists train to the end. Trial start/pause overheads are not counted.
+finalists train to the end.
+
+What an untrained model scores (``PoolConfig.untrained_ppl``, above which a candidate is not learning):
+the table's reference at epoch 0 with a signal that needs a reference, else the vocabulary size of the
+table's corpus (what a search that trains no reference uses). Trial start/pause overheads are not counted.
 
 :func:`replay_sequential` is Fig. 3-right's baseline: configurations trained one after another
 (``gpus`` at a time) to the end, in a seeded random order; the best validation perplexity so far
@@ -21,6 +25,7 @@ is the answer at each moment.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Iterable
@@ -30,8 +35,9 @@ from lsh_tune.lyapunov import CONVENTIONS
 from lsh_tune.lyapunov.distance import EMBEDDINGS, METRICS
 from lsh_tune.search import HPO_METHODS
 from lsh_tune.search._ledger import SearchLedger
-from lsh_tune.search._ls_fit import LS_FITS, LSSpace, PoolLSFit
-from lsh_tune.search._pool import FINAL, RANKING_METRICS, SELECTION
+from lsh_tune.search._ls_fit import LS_FITS
+from lsh_tune.search._pool import FINAL, SELECTION
+from lsh_tune.search.signals import RANKING_METRICS, signal_for
 from lsh_tune.seeds import derive_seed
 from lsh_tune.space import DEFAULT_DEATH_RATE_GRID
 from lsh_tune.table._distances import history
@@ -51,7 +57,7 @@ class ReplaySettings:
 
     Args:
         hpo: refill generator (:data:`~lsh_tune.search.HPO_METHODS`).
-        metric: ``ls`` or ``loss``.
+        metric: the ranking signal (:data:`~lsh_tune.search.signals.SIGNALS`: ``ls``, ``loss``, ``hybrid``).
         pool: initial pool size.
         rounds_every: E.
         final_k, max_rounds: as in a search.
@@ -66,7 +72,8 @@ class ReplaySettings:
     hpo: str = field(default="grid", metadata={
         "choices": HPO_METHODS, "help": "refill generator of a replayed search (metric ls/loss)"})
     metric: str = field(default="ls", metadata={
-        "choices": RANKING_METRICS, "help": "what the search ranks by: ls (LS distance, LSH) or loss"})
+        "choices": RANKING_METRICS,
+        "help": "what the search ranks by: ls (LS distance, LSH), loss, or hybrid (mean of the LS and the loss rank)"})
     pool: int = field(default=24, metadata={"help": "initial pool size"})
     rounds_every: int = field(default=1, metadata={"help": "E: epochs per round"})
     final_k: int = field(default=2, metadata={"help": "stop halving at this pool size"})
@@ -78,7 +85,8 @@ class ReplaySettings:
     ls_embedding: str = field(default="pca", metadata={"choices": EMBEDDINGS, "help": "LS-space embedding"})
     ls_distance: str = field(default="l2", metadata={"choices": METRICS, "help": "distance in LS space"})
     ls_fit: str = field(default="pool", metadata={
-        "choices": LS_FITS, "help": "pool (rank in one LS space fitted on the whole pool, the paper) or candidate"})
+        "choices": LS_FITS, "help": "pool (rank in one LS space fitted on the whole pool, the paper), candidate, or "
+                                    "authors (per candidate, against the reference at the same epoch, -inf -> 0)"})
     ls_history: str = field(default="epoch", metadata={
         "choices": LS_HISTORIES, "help": "epoch (every epoch from 0, paper) or boundary (one spectrum per round)"})
     ls_top: int | None = field(default=None, metadata={
@@ -102,6 +110,19 @@ class ReplaySettings:
             raise LSHUsageError(f"final_k={self.final_k} must be below pool={self.pool} (else nothing is selected)")
 
 
+@functools.lru_cache(maxsize=4)
+def _vocabulary_size(corpus: str) -> int:
+    from lsh_tune.data import load_corpus
+
+    return len(load_corpus(corpus).vocab)
+
+
+def vocabulary_size(table: Table) -> int:
+    """The vocabulary size V of the table's corpus (read once per process): a uniform prediction's
+    perplexity, what a search that trains no reference takes for an untrained model's."""
+    return _vocabulary_size(table.settings.corpus)
+
+
 def makespan(durations: Iterable[float], workers: int) -> float:
     """Seconds until ``durations`` (in order) are done on ``workers`` slots, each task going to the
     slot free first (list scheduling)."""
@@ -119,20 +140,24 @@ class _Replay:
         if s.ls_state not in table.settings.ls_states:
             raise LSHUsageError(f"ls_state={s.ls_state!r}: the table logged {list(table.settings.ls_states)}")
         self.table, self.s = table, s
+        self.signal = signal_for(s)
+        self.with_ls = self.signal.needs_reference
         seeds = table.settings.seeds
         self.ref_seed = seeds[s.seed % len(seeds)]
         kwargs = {"death_rate": s.grid_death_rate} if s.hpo == "grid" else {}
+        ref_run = table.run(REFERENCE_KEY, self.ref_seed)
+        untrained = math.exp(ref_run["epochs"][0]["val_loss"]) if self.with_ls else float(vocabulary_size(table))
         schedule = SearchLedger.pool_config_for(
             s.hpo, pool_size=s.pool, rounds_every=s.rounds_every, max_epochs=table.settings.epochs,
-            final_k=s.final_k, max_rounds=s.max_rounds, metric=s.metric, seed=s.seed)
+            final_k=s.final_k, max_rounds=s.max_rounds, metric=s.metric, seed=s.seed, untrained_ppl=untrained)
         fit = None
-        if s.metric == "ls":
-            reference = history(table.run(REFERENCE_KEY, self.ref_seed), s.ls_state)
+        if self.with_ls:
+            reference = history(ref_run, s.ls_state)
             if s.ls_top is not None and s.ls_top > reference.shape[1]:
                 raise LSHUsageError(f"ls_top={s.ls_top} exceeds the {reference.shape[1]} exponents the table logged "
                                     f"under ls_state={s.ls_state!r}; use 1…{reference.shape[1]}")
-            fit = PoolLSFit(reference[:, :s.ls_top], LSSpace(s.ls_embedding, s.ls_distance, s.seed), fit=s.ls_fit)
-        self.ledger = SearchLedger.create(schedule, s.hpo, space, None, ls_fit=fit, **kwargs)
+            fit = self.signal.make_fit(reference[:, :s.ls_top])
+        self.ledger = SearchLedger.create(schedule, s.hpo, space, None, ls_fit=fit, signal=self.signal, **kwargs)
         self.answer: dict[str, tuple[str, int]] = {}
         self.substituted = 0
         self.clock = 0.0
@@ -148,10 +173,10 @@ class _Replay:
         return self.answer[cid]
 
     def _seconds(self, cid: str, first: int, last: int) -> float:
-        """Seconds candidate ``cid`` spends on epochs ``first``…``last`` (its LS included with metric ls)."""
+        """Seconds candidate ``cid`` spends on epochs ``first``…``last`` (its LS included when the signal
+        ranks spectra)."""
         key, seed = self.source(cid)
-        with_ls = self.s.metric == "ls"
-        total = sum(self.table.epoch_time(key, seed, e, with_ls=with_ls and self._has_ls(e))
+        total = sum(self.table.epoch_time(key, seed, e, with_ls=self.with_ls and self._has_ls(e))
                     for e in range(first, last + 1))
         self.candidate_epochs += last - max(first, 1) + 1
         return total
@@ -164,8 +189,8 @@ class _Replay:
         run = self.table.run(key, seed)
         rec = run["epochs"][epoch]
         info = {"val_loss": rec["val_loss"], "val_ppl": rec["val_ppl"]}
-        if self.s.metric == "loss":
-            self.ledger.on_boundary(cid, epoch, float(rec["val_loss"]), info)
+        if not self.with_ls:
+            self.ledger.on_boundary(cid, epoch, float(rec[self.signal.reported_key]), info)
             return
         first = 0 if previous == 0 else previous + 1
         epochs = range(first, epoch + 1) if self.s.ls_history == "epoch" else [epoch]
@@ -176,14 +201,14 @@ class _Replay:
         """Answer every active candidate's next boundary; the last one closes the round."""
         pending = [c for c in self.ledger.pool.active() if c.pending is None]
         tasks = []
-        if first_round and self.s.metric == "ls":
+        if first_round and self.with_ls:
             ref = self.table.run(REFERENCE_KEY, self.ref_seed)
             tasks.append(sum(self.table.epoch_time(REFERENCE_KEY, self.ref_seed, e)
                              for e in range(len(ref["epochs"]))))
         for c in pending:
             previous = c.epochs[-1] if c.epochs else 0
             epoch = previous + self.s.rounds_every
-            start = 0 if previous == 0 and self.s.metric == "ls" and self._has_ls(0) else previous + 1
+            start = 0 if previous == 0 and self.with_ls and self._has_ls(0) else previous + 1
             tasks.append(self._seconds(c.cid, start, epoch))
             self._boundary(c.cid, previous, epoch)
         self.clock += makespan(tasks, self.s.gpus)
@@ -200,7 +225,8 @@ class _Replay:
 
 
 def replay_search(table: Table, settings: ReplaySettings, space=None) -> dict:
-    """Replay one LSH (``metric=ls``) or loss-based (``metric=loss``) search against ``table``.
+    """Replay one search against ``table``: LSH (``metric=ls``), loss-based (``metric=loss``), or any
+    other registered ranking signal (:data:`~lsh_tune.search.signals.SIGNALS`).
 
     ``space``: the searched :class:`~lsh_tune.space.SearchSpace` (default: the table's space cut
     to its tabulated categorical values, :meth:`Table.tabulated_space`).
@@ -232,8 +258,8 @@ def replay_search(table: Table, settings: ReplaySettings, space=None) -> dict:
             "sim_time_s": r.clock, "candidate_epochs": r.candidate_epochs,
             "candidates": len(r.ledger.pool.candidates), "substituted": r.substituted,
             "answers": {cid: [r.ledger.pool.candidates[cid].config, key] for cid, (key, _) in r.answer.items()},
-            "rounds": [{"round": d["round"], "ranking": d["ranking"], "removed": d["removed"]}
-                       for d in r.ledger.pool.rounds]}
+            "rounds": [{"round": d["round"], "ranking": d["ranking"], "removed": d["removed"],
+                        "not_learning": d.get("not_learning", {})} for d in r.ledger.pool.rounds]}
 
 
 def replay_sequential(table: Table, *, budget: int | None = None, seed: int = 0, gpus: int = 1) -> dict:

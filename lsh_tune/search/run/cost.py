@@ -144,8 +144,9 @@ def estimate_search(cfg: SearchConfig, device: str, slots: int = 1) -> SearchEst
     E = cfg.rounds_every
     rounds = plan_schedule(cfg.pool_size, E, cfg.final_k, generates=generator_class(cfg.hpo).generates,
                            max_rounds=cfg.max_rounds, epoch_budget=cfg.epoch_budget)
-    round_s = E * epoch_s + ls_s  # a candidate's round: E epochs, one spectrum at its boundary
-    ref_s = reference_seconds(cfg, device) if cfg.metric == "ls" else 0.0
+    uses_ls = cfg.signal().needs_reference  # the signal ranks spectra: a reference, and trials compute LS
+    round_s = E * epoch_s + (ls_s if uses_ls else 0.0)  # a candidate's round: E epochs, one spectrum at its boundary
+    ref_s = reference_seconds(cfg, device) if uses_ls else 0.0
     beside = max(slots - 1, 1) if ref_s else slots
     n0 = rounds[0][0] if rounds else cfg.pool_size
     total = max(ref_s, math.ceil(n0 / beside) * round_s) if rounds else ref_s

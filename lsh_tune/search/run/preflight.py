@@ -215,7 +215,7 @@ def _check_corpus(cfg: SearchConfig) -> None:
     corpus = search_corpus(cfg)
     model_spec, train_spec = cfg.specs()
     ls = cfg.ls_config()
-    uses_ls = cfg.metric == "ls"
+    uses_ls = cfg.signal().needs_reference
     check_corpus_size(corpus, batch_size=train_spec.batch_size, eval_batch_size=train_spec.eval_batch_size,
                       ls_rows=ls.total_steps if uses_ls else None, ls_k=ls.k if uses_ls else None)
     if uses_ls and cfg.ls_top is not None:

@@ -22,7 +22,8 @@ fails is issued again (it resumes from its newest epoch), ``max_failures`` times
 
 Result keys the trainable must send (:mod:`lsh_tune.search.keys`; a missing key raises):
 :data:`CID_KEY`, ``epoch``, :data:`BOUNDARY_KEY` at round boundaries with the metric
-(:data:`METRIC_KEYS`) or, when the ledger ranks with a pool-wide LS fit, the spectrum
+(the signal's ``reported_key``, :mod:`lsh_tune.search.signals`) or, when the ledger ranks with a
+pool-wide LS fit, the spectrum
 (:data:`LS_KEY`), and :data:`FINAL_KEY` with ``val_ppl``/``test_ppl`` on its last report.
 """
 from __future__ import annotations
@@ -38,7 +39,7 @@ from ray.tune.search import Searcher
 
 from lsh_tune.search._ledger import SearchLedger
 from lsh_tune.search.keys import (BOUNDARY_KEY, CID_KEY, FINAL_KEY, FINAL_METRIC_KEYS, LS_EPOCHS_KEY,
-                                  LS_FIRST_EPOCH_KEY, LS_KEY, METRIC_KEYS, REFERENCE_CID, REFERENCE_DONE_KEY,
+                                  LS_FIRST_EPOCH_KEY, LS_KEY, REFERENCE_CID, REFERENCE_DONE_KEY,
                                   REFERENCE_EPOCHS_KEY, ROUND_INFO_KEYS, require)
 from lsh_tune.storage import atomic_write_json
 
@@ -91,7 +92,7 @@ class LSHScheduler(FIFOScheduler):
         super().__init__()
         self.ledger = ledger
         self.max_failures = max_failures
-        self._metric_key = METRIC_KEYS[ledger.metric_name]
+        self._metric_key = ledger.signal.reported_key
         self._trials: dict[str, Trial] = {}
 
     def __getstate__(self) -> dict:

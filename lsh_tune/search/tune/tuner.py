@@ -26,7 +26,6 @@ from dataclasses import replace
 
 from lsh_tune.errors import LSHStorageError, LSHUsageError
 from lsh_tune.search._ledger import SearchLedger
-from lsh_tune.search._ls_fit import PoolLSFit
 from lsh_tune.search.candidate import trial_settings
 from lsh_tune.search.config import SearchConfig
 from lsh_tune.search.keys import REFERENCE_CID
@@ -80,7 +79,7 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, space: SearchSpace | 
     cfg = resolve_gpus(cfg)  # --gpus-per-trial auto → a number, before anything is saved or placed
     check_resources(cfg, ray.cluster_resources())
     corpus = search_corpus(cfg)
-    reference = prepare_reference(cfg, corpus) if cfg.metric == "ls" else None
+    reference = prepare_reference(cfg, corpus) if cfg.signal().needs_reference else None
     ledger = SearchLedger.open(exp) if resume else _new_ledger(cfg, reference)
     ledger.load_reference()  # finished while no driver ran (resume), or by an earlier search (cache)
     if ledger.needs_reference:
@@ -145,18 +144,20 @@ def _check_shared_storage(cfg: SearchConfig) -> None:
 
 
 def _new_ledger(cfg: SearchConfig, reference: dict | None) -> SearchLedger:
-    """Save the config and create the ledger of a new search: with metric ``ls`` the ledger ranks
-    from the candidates' spectra (``--ls-fit pool`` or ``candidate``) and waits for the reference."""
+    """Save the config and create the ledger of a new search: with a signal that needs a reference
+    (``ls``, ``hybrid``) the ledger ranks from the candidates' spectra and waits for the reference. A
+    candidate above the vocabulary size's perplexity is not learning (``PoolConfig.untrained_ppl``)."""
     exp = cfg.experiment()
     cfg.save()
     SearchLedger.forget(exp)
     kwargs = {"death_rate": cfg.grid_death_rate} if cfg.hpo == "grid" else {}
-    ls_fit, source = None, None
+    ls_fit, source, signal = None, None, cfg.signal()
     if reference is not None:
-        ls_fit = PoolLSFit(reference["history"], cfg.ls_space(), fit=cfg.ls_fit)
+        ls_fit = signal.make_fit(reference["history"])
         source = reference["plan"].source()
-    return SearchLedger.create(cfg.pool_config(), cfg.hpo, cfg.space, exp, ls_fit=ls_fit, reference_source=source,
-                               **kwargs)
+    schedule = cfg.pool_config(untrained_ppl=float(len(search_corpus(cfg).vocab)))
+    return SearchLedger.create(schedule, cfg.hpo, cfg.space, exp, ls_fit=ls_fit, reference_source=source,
+                               signal=signal, **kwargs)
 
 
 def tune_storage(experiment: Storage) -> tuple[str, object | None]:
@@ -242,7 +243,7 @@ def trainable_for(experiment_dir: str | os.PathLike):
     exp = parent.child(name)
     cfg = replace(SearchConfig.load(exp), storage_path=parent.uri, name=name)
     corpus = search_corpus(cfg)
-    reference = prepare_reference(cfg, corpus) if cfg.metric == "ls" else None
+    reference = prepare_reference(cfg, corpus) if cfg.signal().needs_reference else None
     return make_trainable(cfg, SearchLedger.open(exp).generator.space, corpus, reference)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from lsh_tune.search.signals import SIGNALS, learning_rule_text
 from lsh_tune.search.views.progress import config_label
 
 __all__ = ["ConsoleView", "format_duration"]
@@ -103,7 +104,8 @@ class ConsoleView:
 
     def _on_search_start(self, e: dict) -> None:
         self._unigram = (e.get("unigram") or {}).get("test")
-        self._metric = {"ls": "LS distance", "loss": "val loss"}.get(e["metric"], e["metric"])
+        # events of a search started before signals had labels: the registered signal's label
+        self._metric = e.get("signal_label") or getattr(SIGNALS.get(e["metric"]), "label", e["metric"])
         plan = " → ".join([str(n) for n, _, _ in e["plan"]] + [str(e["final_k"])])
         what = " ".join(str(e[k]) for k in ("model", "preset") if e.get(k))
         tokens = "/".join(f"{t:,}" for t in e.get("tokens") or ())
@@ -111,6 +113,8 @@ class ConsoleView:
                    f"{e.get('sparsity', '?')}, {e.get('hpo', '?')}/{e['metric']}, pool {e['pool']}, E = "
                    f"{e['rounds_every']}, plan {plan} finalists to {e['max_epochs']} epochs, {e['slots']} trial(s) "
                    f"at a time{' (resumed)' if e.get('resumed') else ''}")
+        if e.get("signal"):
+            self.print(f"ranked by {e['signal']}; {learning_rule_text(e.get('untrained_ppl'))}")
         if e.get("unigram"):
             self.print(f"add-one unigram perplexity of these tokens: valid {_ppl(e['unigram'].get('valid'))}, "
                        f"test {_ppl(e['unigram'].get('test'))}")
@@ -138,6 +142,10 @@ class ConsoleView:
         ranking = [f"{cid} {_value(v)}" for cid, v in e["ranking"]]
         self.print("  ranking  " + " · ".join(ranking[:kept]) + (" | " + " · ".join(ranking[kept:]) if
                                                                  ranking[kept:] else ""))
+        why = e.get("not_learning") or {}
+        if why:
+            self.print("  not learning (ranked last)  " + " · ".join(f"{cid}: {reason}" for cid, reason in
+                                                                     why.items()))
         for what, items in (("removed", e["removed"]), (f"refilled ({e.get('generator')})", e["refilled"])):
             if items:
                 self.print(f"  {what}  " + " · ".join(f"{i['cid']} {config_label(i['config'])}" for i in items))

@@ -23,7 +23,9 @@ Writing costs each event its own bytes, never the whole file again:
 Every event is a JSON object with ``kind``, ``time`` (wall clock, s since the epoch) and the
 fields of its kind (perplexities per token, times in seconds):
 
-* ``search_start`` — ``name``, ``hpo``, ``metric``, ``pool``, ``rounds_every``, ``final_k``,
+* ``search_start`` — ``name``, ``hpo``, ``metric`` (the ranking signal's name), ``signal`` (what it
+  ranks, with its settings) and ``signal_label`` (its short name), ``untrained_ppl`` (above it a
+  candidate is not learning; ``None``: no such test), ``pool``, ``rounds_every``, ``final_k``,
   ``max_epochs``, ``plan`` (``[[n, removed, generated], ...]``, :func:`~lsh_tune.search.plan_rounds`),
   ``slots`` (trials that run at once), ``unigram`` (``{"valid", "test"}`` add-one unigram
   perplexities of the search's slices), ``tokens`` (``[train, valid, test]``), ``resumed``;
@@ -36,6 +38,8 @@ fields of its kind (perplexities per token, times in seconds):
   (``selection`` or ``final``);
 * ``round`` — a closed round: ``round`` (0-based), ``rounds`` (planned), ``pool``, ``ranking``
   (``[[cid, value], ...]`` best first), ``removed`` / ``refilled`` (``[{"cid", "config"}, ...]``),
+  ``not_learning`` (``{cid: why}``: the candidates ranked behind every learning one, e.g.
+  ``"val ppl 1.3e7 > 10,000 at initialisation"``, :func:`lsh_tune.search.signals.not_learning`),
   ``generator``, ``best`` (``{"cid", "value", "val_ppl"}``, the head of the ranking), ``done``,
   ``elapsed_s``, ``eta_s`` (``None`` before an epoch time is known);
 * ``finalist_done`` — ``cid``, ``val_ppl``, ``test_ppl``, ``density``;

@@ -187,7 +187,8 @@ def round_space_figure(history: SearchHistory, r: int):
         colour = cmap(norm(p)) if np.isfinite(p) else "0.5"
         ax.plot(pts[:, 0], pts[:, 1], "-.", color=colour, lw=1.0, alpha=0.8, marker=".", ms=4,
                 gid=f"trajectory:{e.cid}")
-        ax.annotate(e.cid, pts[-1], fontsize=8, xytext=(4, -10), textcoords="offset points")
+        ax.annotate(e.cid + (" (not learning)" if e.not_learning else ""), pts[-1], fontsize=8, xytext=(4, -10),
+                    textcoords="offset points")
     for kept, marker, label in ((True, "o", "kept"), (False, "X", "removed")):
         sel = [i for i, e in enumerate(ranked) if e.kept == kept]
         pts = np.array([space.candidates[ranked[i].cid][-1] for i in sel]).reshape(-1, 2)
@@ -212,7 +213,7 @@ def ranking_vs_final(history: SearchHistory):
     fig = _figure(figsize=(4.2 * max(1, n), 4))
     axes = fig.subplots(1, max(1, n), squeeze=False)
     rhos = spearman_by_round(history)
-    metric = "LS distance" if history.config.metric == "ls" else "validation loss"
+    metric = history.signal.label
     for r, ax in enumerate(axes[0][:n]):
         ranked = [e for e in history.ranked(r) if math.isfinite(e.value)]
         final = [(e.value, history.final(e.cid), e.cid) for e in ranked if history.final(e.cid) is not None]

@@ -16,12 +16,12 @@ gives each candidate's distance to the reference's last spectrum at each of its 
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 import numpy as np
 
-from lsh_tune.lyapunov.distance import REFERENCE, ls_distances
+from lsh_tune.lyapunov.distance import REFERENCE, embed_histories, ls_distances, point_distance
+from lsh_tune.search._ls_fit import NEG_INF_RULES
 from lsh_tune.search.layout import CONFIG_FILE, STATE_FILE, SUMMARY_FILE
 from lsh_tune.search.views.events import read_event_file
 from lsh_tune.storage import Storage
@@ -31,13 +31,15 @@ __all__ = ["SearchHistory", "RankedCandidate", "RoundSpace"]
 
 @dataclass(frozen=True)
 class RankedCandidate:
-    """One candidate in one round: its ranking value, its own epoch count then, whether it stayed."""
+    """One candidate in one round: its ranking value, its own epoch count then, whether it stayed, and
+    why it was not learning (``None``: it was; :func:`lsh_tune.search.signals.not_learning`)."""
 
     cid: str
     value: float
     epoch: int | None
     kept: bool
     val_ppl: float | None
+    not_learning: str | None = None
 
 
 @dataclass(frozen=True)
@@ -57,16 +59,6 @@ class RoundSpace:
     distances: dict[str, float]
 
 
-def _metric(p: np.ndarray, q: np.ndarray, metric: str) -> float:
-    """L2 or cosine distance (1 − cos) between two points; +inf if either is not finite."""
-    if not (np.isfinite(p).all() and np.isfinite(q).all()):
-        return math.inf
-    if metric == "l2":
-        return float(np.linalg.norm(p - q))
-    norms = float(np.linalg.norm(p) * np.linalg.norm(q))
-    return 0.0 if norms == 0.0 else float(max(0.0, 1.0 - float(p @ q) / norms))
-
-
 class SearchHistory:
     """Everything a search left behind (see the module docstring). Use :meth:`load`."""
 
@@ -76,6 +68,8 @@ class SearchHistory:
         self.config = config
         self.pool = ledger.pool
         self.ls_fit = ledger.ls_fit
+        #: What the rounds ranked by (:mod:`lsh_tune.search.signals`), as the ledger saved it.
+        self.signal = ledger.signal
         self.hpo = ledger.meta.get("hpo", getattr(config, "hpo", None))
         self.events = events
         self.epoch_log = epoch_log
@@ -171,11 +165,12 @@ class SearchHistory:
         """Round ``r``'s ranking, best first."""
         decided = self.pool.rounds[r]
         removed = set(decided["removed"])
+        why = decided.get("not_learning") or {}
         out = []
         for cid, value in decided["ranking"]:
             epoch = self.round_epoch(cid, r)
             out.append(RankedCandidate(cid, float(value), epoch, cid not in removed,
-                                       self.val_curve(cid).get(epoch) if epoch is not None else None))
+                                       self.val_curve(cid).get(epoch) if epoch is not None else None, why.get(cid)))
         return out
 
     # ----------------------------------------------------------- LS space
@@ -204,7 +199,7 @@ class SearchHistory:
             epochs[entry.cid] = [e for e in spectra if entry.epoch is None or e <= entry.epoch]
             histories[entry.cid] = np.stack([spectra[e] for e in epochs[entry.cid]])
         dist, coords = ls_distances(self.ls_fit.reference, histories, embedding=space.embedding,
-                                    metric=space.distance, seed=space.seed)
+                                    metric=space.distance, neg_inf_fill=NEG_INF_RULES[self.ls_fit.fit], seed=space.seed)
         return RoundSpace(coords[REFERENCE], {c: coords[c] for c in histories}, epochs, dist)
 
     def common_distances(self) -> dict[str, dict[int, float]]:
@@ -214,15 +209,11 @@ class SearchHistory:
         arrays = {cid: np.stack(list(h.values())) for cid, h in histories.items()}
         if not arrays:
             return {}
-        _, coords = ls_distances(self.ls_fit.reference, arrays, embedding=space.embedding, metric=space.distance,
-                                 seed=space.seed)
-        raw = space.embedding == "raw"
-        ref = _filled(self.ls_fit.reference[-1]) if raw else coords[REFERENCE][-1]
-        out: dict[str, dict[int, float]] = {}
-        for cid, h in histories.items():
-            points = [_filled(s) for s in arrays[cid]] if raw else coords[cid]
-            out[cid] = {e: _metric(ref, p, space.distance) for e, p in zip(h, points)}
-        return out
+        points, _ = embed_histories(self.ls_fit.reference, arrays, embedding=space.embedding,
+                                    neg_inf_fill=NEG_INF_RULES[self.ls_fit.fit], seed=space.seed)
+        ref = points[REFERENCE][-1]
+        return {cid: {e: point_distance(ref, p, space.distance) for e, p in zip(h, points[cid])}
+                for cid, h in histories.items()}
 
     # ------------------------------------------------------------- times
     def slots(self) -> int:
@@ -236,9 +227,3 @@ class SearchHistory:
             depth += step
             best = max(best, depth)
         return max(1, best)
-
-
-def _filled(spectrum: np.ndarray) -> np.ndarray:
-    """A spectrum as the distance sees it: −inf exponents replaced by 0 (the authors' convention)."""
-    s = np.asarray(spectrum, dtype=np.float64)
-    return np.where(np.isneginf(s), 0.0, s)

@@ -72,9 +72,11 @@ class SearchProgress:
         """Emit ``search_start`` with the schedule and ``facts`` (``name``, ``unigram``, ``tokens`` ...)."""
         pool = self.ledger.pool
         cfg = pool.config
+        signal = self.ledger.signal
         self.log.emit("search_start", pool=cfg.pool_size, rounds_every=cfg.rounds_every, final_k=cfg.final_k,
-                      max_epochs=cfg.max_epochs, metric=cfg.metric, plan=plan_rounds(cfg), slots=self.slots,
-                      resumed=self._rounds_seen > 0 or pool.round > 0, **facts)
+                      max_epochs=cfg.max_epochs, metric=cfg.metric, signal=signal.describe(),
+                      signal_label=signal.label, untrained_ppl=cfg.untrained_ppl, plan=plan_rounds(cfg),
+                      slots=self.slots, resumed=self._rounds_seen > 0 or pool.round > 0, **facts)
 
     def mean_epoch_s(self) -> float | None:
         """Wall seconds one epoch has held a slot so far, everything included (training, validation, LS,
@@ -174,6 +176,7 @@ class SearchProgress:
 
         self.log.emit("round", round=r, rounds=len(plan_rounds(pool.config)), pool=len(ranking), ranking=ranking,
                       removed=named(decided["removed"]), refilled=named(decided["generated"]),
+                      not_learning=dict(decided.get("not_learning") or {}),
                       generator=self.ledger.meta.get("hpo"), best=best, done=bool(decided["done"]),
                       elapsed_s=self.clock() - self.started, eta_s=self.eta_s())
 

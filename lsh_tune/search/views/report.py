@@ -6,8 +6,9 @@ what the terminal shows). Sections:
 
 * the chosen configuration and its validation/test perplexity and density, against the add-one
   unigram of the search's tokens, the dense reference and the other finalists;
-* one row per round: the ranking with its metric values (best first), removed, refilled and by
-  which generator;
+* one row per round: the ranking with its metric values (best first; the ranking signal is named,
+  :mod:`lsh_tune.search.signals`), the candidates that were not learning and why (ranked behind every
+  learning one), removed, refilled and by which generator;
 * the time split: dense reference, candidate training, LS, and waiting/orchestration (the rest
   of ``slots × wall time``), from the epoch log and the events;
 * how often each hyperparameter value survived each round (kept / ranked);
@@ -19,6 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from lsh_tune.search.signals import learning_rule_text
 from lsh_tune.search.views.console import format_duration
 from lsh_tune.search.views.history import SearchHistory
 from lsh_tune.search.views.progress import config_label
@@ -48,6 +50,7 @@ def _rounds(history: SearchHistory) -> list[dict]:
     for r, decided in enumerate(history.pool.rounds):
         out.append({"round": r, "pool": len(decided["ranking"]),
                     "ranking": [[cid, float(v)] for cid, v in decided["ranking"]],
+                    "not_learning": dict(decided.get("not_learning") or {}),
                     "removed": list(decided["removed"]), "refilled": list(decided["generated"]),
                     "generator": history.hpo if decided["generated"] else None})
     return out
@@ -126,7 +129,8 @@ def build_report(history: SearchHistory) -> dict[str, Any]:
     return {"experiment": history.storage.uri_of(), "name": cfg.name, "status": status,
             "settings": {k: getattr(cfg, k) for k in ("model", "preset", "corpus", "max_tokens", "sparsity", "hpo",
                                                       "metric", "pool_size", "rounds_every", "final_k")}
-            | {"max_epochs": cfg.resolved_max_epochs(), "preset": cfg.size_label},
+            | {"max_epochs": cfg.resolved_max_epochs(), "preset": cfg.size_label,
+               "signal": history.signal.describe(), "untrained_ppl": history.pool.config.untrained_ppl},
             "unigram": unigram, "reference": reference, "chosen": chosen, "finalists": finalists,
             "rounds": _rounds(history), "time": time_split(history), "survival": survival(history),
             "spearman": spearman_by_round(history)}
@@ -153,7 +157,9 @@ def _scores_table(rep: dict) -> list[str]:
 def _rounds_table(rep: dict) -> list[str]:
     lines = ["| round | pool | ranking, best first (metric) | removed | refilled |", "|---|---|---|---|---|"]
     for r in rep["rounds"]:
-        ranking = ", ".join(f"{cid} {v:.4g}" for cid, v in r["ranking"])
+        why = r.get("not_learning") or {}
+        ranking = ", ".join(f"{cid} {v:.4g}" + (f" (not learning: {why[cid]})" if cid in why else "")
+                            for cid, v in r["ranking"])
         refill = f"{', '.join(r['refilled'])} ({r['generator']})" if r["refilled"] else "–"
         lines.append(f"| {r['round'] + 1} | {r['pool']} | {ranking} | {', '.join(r['removed']) or '–'} | {refill} |")
     return lines
@@ -193,7 +199,8 @@ def render_markdown(rep: dict) -> str:
     lines = [f"# LSH search `{rep['name']}` — {rep['status']}", "",
              f"{s['model']}/{s['preset']} on {s['corpus']} (max_tokens {s['max_tokens']}), sparsity {s['sparsity']}, "
              f"{s['hpo']}/{s['metric']}, pool {s['pool_size']}, E = {s['rounds_every']}, {s['final_k']} finalists to "
-             f"{s['max_epochs']} epochs; {head}", "", *_scores_table(rep), "", "## Rounds", *_rounds_table(rep), "",
+             f"{s['max_epochs']} epochs; {head}", "", *_scores_table(rep), "", "## Rounds", "",
+             f"Ranked by {s['signal']}; {learning_rule_text(s.get('untrained_ppl'))}.", "", *_rounds_table(rep), "",
              "## Survival of each hyperparameter value (kept/ranked)", *_survival_table(rep), "",
              f"**Time**: {_time_line(rep['time'])}", "",
              f"**Spearman ρ** of the round metric with final validation perplexity: {_spearman_line(rep)}"]
