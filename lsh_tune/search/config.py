@@ -15,17 +15,16 @@ from pathlib import Path
 from lsh_tune.data import KNOWN_CORPORA
 from lsh_tune.errors import LSHUsageError
 from lsh_tune.lyapunov import CONVENTIONS
-from lsh_tune.lyapunov.distance import EMBEDDINGS, METRICS
 from lsh_tune.lyapunov.spectrum import QR_ORDERS
 from lsh_tune.models import MODELS, PRESETS
 from lsh_tune.search._checks import check_search_fields
 from lsh_tune.search._generators import HPO_METHODS, generator_class
 from lsh_tune.search._ledger import SearchLedger
-from lsh_tune.search._ls_fit import LS_FITS, LSSpace
+from lsh_tune.search._ls_fit import LSSpace
 from lsh_tune.search._pool import PoolConfig, plan_schedule, required_max_epochs
 from lsh_tune.search.layout import CONFIG_FILE
 from lsh_tune.search.packing import AUTO, parse_gpus_per_trial
-from lsh_tune.search.signals import RANKING_METRICS, RankingSignal, signal_for
+from lsh_tune.search.signals import RANKING_METRICS, ls_setting, RankingSignal, signal_for
 from lsh_tune.space import DEFAULT_DEATH_RATE_GRID, DEFAULT_SPACE, SearchSpace
 from lsh_tune.storage import Storage
 
@@ -132,11 +131,9 @@ class SearchConfig:
         "choices": CONVENTIONS, "help": "h (paper: c held fixed) or hc (full LSTM state; ranks better after 1-2 epochs, BENCHMARKS.md)"})
     ls_qr: str = field(default="layered", metadata={
         "choices": QR_ORDERS, "help": "layered (one QR per layer), joint (the authors' one QR over all layers) or cholesky (layered, Cholesky QR per step: for GPUs, BENCHMARKS.md)"})
-    ls_embedding: str = field(default="pca", metadata={"choices": EMBEDDINGS, "help": "LS-space embedding"})
-    ls_distance: str = field(default="l2", metadata={"choices": METRICS, "help": "distance in LS space"})
-    ls_fit: str = field(default="pool", metadata={
-        "choices": LS_FITS, "help": "pool (rank in one LS space fitted on the whole pool, the paper), candidate, or "
-                                    "authors (per candidate, against the reference at the same epoch, -inf -> 0)"})
+    ls_embedding: str = ls_setting("ls_embedding")
+    ls_distance: str = ls_setting("ls_distance")
+    ls_fit: str = ls_setting("ls_fit")
     grid_death_rate: float = field(default=DEFAULT_DEATH_RATE_GRID, metadata={"help": "death rate of the grid"})
     lr: float | None = field(default=None, metadata={"help": "override the preset's learning rate"})
     address: str | None = field(default=None, metadata={

@@ -53,7 +53,26 @@ from lsh_tune.search.keys import LS_KEY, OWN_FIT_DISTANCE_KEY
 
 __all__ = ["RANKING_METRICS", "RISE_FACTOR", "SIGNALS", "LSDistance", "RankAverage", "RankingSignal", "RoundData",
            "ValLoss", "make_signal", "not_learning", "ppl_text", "register_signal", "signal_class", "signal_for",
-           "signal_from_dict", "learning_rule_text", "val_ppl_of"]
+           "signal_from_dict", "learning_rule_text", "ls_setting", "val_ppl_of"]
+
+#: The LS distance's settings that a search (:class:`~lsh_tune.search.config.SearchConfig`) and a
+#: replay (:class:`~lsh_tune.table.ReplaySettings`) both declare: default and command-line metadata,
+#: declared once here (:func:`ls_setting`).
+_LS_SETTINGS = {
+    "ls_embedding": ("pca", {"choices": EMBEDDINGS, "help": "LS-space embedding"}),
+    "ls_distance": ("l2", {"choices": METRICS, "help": "distance in LS space"}),
+    "ls_fit": ("pool", {"choices": LS_FITS,
+                        "help": "pool (rank in one LS space fitted on the whole pool, the paper), candidate, or "
+                                "authors (per candidate, against the reference at the same epoch, -inf -> 0)"}),
+}
+
+
+def ls_setting(name: str):
+    """The dataclass field of the LS setting ``name`` (``ls_embedding``, ``ls_distance`` or ``ls_fit``):
+    its default and its ``--ls-*`` option's choices and help."""
+    default, metadata = _LS_SETTINGS[name]
+    return field(default=default, metadata=dict(metadata))
+
 
 #: A candidate whose validation perplexity rose by more than this factor since its previous
 #: evaluation is not learning (module docstring: why 2).

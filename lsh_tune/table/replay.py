@@ -37,7 +37,7 @@ from lsh_tune.search import HPO_METHODS
 from lsh_tune.search._ledger import SearchLedger
 from lsh_tune.search._ls_fit import LS_FITS
 from lsh_tune.search._pool import FINAL, SELECTION
-from lsh_tune.search.signals import RANKING_METRICS, signal_for
+from lsh_tune.search.signals import RANKING_METRICS, ls_setting, signal_for
 from lsh_tune.seeds import derive_seed
 from lsh_tune.space import DEFAULT_DEATH_RATE_GRID
 from lsh_tune.table._distances import history
@@ -82,11 +82,9 @@ class ReplaySettings:
     gpus: int = field(default=1, metadata={"help": "parallel workers of the simulated wall time"})
     ls_state: str = field(default="h", metadata={
         "choices": CONVENTIONS, "help": "state convention of the spectra ranked with (the table must have logged it)"})
-    ls_embedding: str = field(default="pca", metadata={"choices": EMBEDDINGS, "help": "LS-space embedding"})
-    ls_distance: str = field(default="l2", metadata={"choices": METRICS, "help": "distance in LS space"})
-    ls_fit: str = field(default="pool", metadata={
-        "choices": LS_FITS, "help": "pool (rank in one LS space fitted on the whole pool, the paper), candidate, or "
-                                    "authors (per candidate, against the reference at the same epoch, -inf -> 0)"})
+    ls_embedding: str = ls_setting("ls_embedding")
+    ls_distance: str = ls_setting("ls_distance")
+    ls_fit: str = ls_setting("ls_fit")
     ls_history: str = field(default="epoch", metadata={
         "choices": LS_HISTORIES, "help": "epoch (every epoch from 0, paper) or boundary (one spectrum per round)"})
     ls_top: int | None = field(default=None, metadata={
