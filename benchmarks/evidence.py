@@ -21,13 +21,16 @@ import sys
 from pathlib import Path
 
 from lsh_tune.cli.replay import replay_many
-from lsh_tune.search.signals import RANKING_METRICS
+from lsh_tune.lyapunov.distance import FLOOR_PERCENTILE, NEG_INF_FLOOR
 from lsh_tune.search import HPO_METHODS
+from lsh_tune.search.signals import RANKING_METRICS
 from lsh_tune.space import DEFAULT_DEATH_RATE_GRID
 from lsh_tune.storage import atomic_write_json
 from lsh_tune.table import Table
 from lsh_tune.table.analysis import predictive_power
 
+#: The −inf rule the replays rank with (part of every cache key).
+NEG_INF_RULE = f"{NEG_INF_FLOOR}@p{FLOOR_PERCENTILE:g}"
 REPLAY_DEFAULTS = dict(hpo="grid", metric="ls", pool=12, rounds_every=1, final_k=2, max_rounds=None, seeds=10, gpus=1,
                        ls_state="h", ls_embedding="pca", ls_distance="l2", ls_history="epoch", ls_top=None, reduction_factor=2.0,
                        targets=None)
@@ -52,8 +55,9 @@ class Evidence:
         args = {**REPLAY_DEFAULTS, "seeds": self.seeds, **options}
         if args["metric"] in RANKING_METRICS and args["max_rounds"] is None:  # what the table's epochs allow
             args["max_rounds"] = (self.table.settings.epochs - 1) // args["rounds_every"]
-        key = json.dumps({**args, "table_seeds": list(self.table.settings.seeds), "configs": self.table.keys},
-                         sort_keys=True)  # a grown table or other seeds are other replays
+        key = json.dumps({**args, "table_seeds": list(self.table.settings.seeds), "configs": self.table.keys,
+                          "neg_inf_rule": NEG_INF_RULE}, sort_keys=True)  # a grown table, other seeds or
+        # another -inf rule are other replays (a cache written before the floor rule is not reused)
         if key not in self.done:
             out = replay_many(self.table, argparse.Namespace(**args))
             self.done[key] = {"summary": out["summary"],
