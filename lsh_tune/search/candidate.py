@@ -90,7 +90,10 @@ EPOCH_RECORD_METRICS = ("train_loss", "val_loss", "val_ppl", "test_loss", "test_
 def read_epoch_log(experiment: Storage | str | os.PathLike) -> list[dict]:
     """Every trained epoch, oldest first: ``cid``, ``epoch``, ``pid``, ``trial_id``, ``start``/``time``
     (wall clock at its start and end, s since the epoch), where it ran (``gpu_ids``, Ray's ``node_id``,
-    ``hostname``, ``node_ip``) and its metrics (:data:`EPOCH_RECORD_METRICS`, where known)."""
+    ``hostname``, ``node_ip``), its metrics (:data:`EPOCH_RECORD_METRICS`, where known) and the slot time
+    around it: ``setup_s`` (the first epoch after a trial's start or restore: seconds from the trial's
+    start to this epoch's: building the model, loading its state, the epoch-0 spectrum) and ``save_s``
+    (seconds to write its full state to the experiment's storage after it)."""
     return Storage.of(experiment).read_records(EPOCH_LOG)
 
 

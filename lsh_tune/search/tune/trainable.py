@@ -224,6 +224,7 @@ def candidate_trainable(config: dict, *, settings: TrialSettings, corpus, refere
     """
     from ray import tune
 
+    entered = time.time()  # what this (re)start costs before its first epoch: the record's setup_s
     cid = str(config[CID_KEY])
     torch.set_num_threads(max(1, int(settings.threads)))
     device = _device(settings.allow_cpu_fallback)
@@ -257,8 +258,12 @@ def candidate_trainable(config: dict, *, settings: TrialSettings, corpus, refere
         # the epoch's log record travels with its state: a kill between the two writes loses neither
         meta["epoch_record"] = {"cid": cid, "epoch": epoch, "start": start, "time": time.time(), **tags,
                                 **{k: float(res[k]) for k in EPOCH_RECORD_METRICS if res.get(k) is not None}}
+        if entered is not None:  # the first epoch of this (re)start: what came before it
+            meta["epoch_record"]["setup_s"], entered = start - entered, None
+        saving = time.time()
         mirror = None if store is None else save_state(trainer, store, cid, meta)
         if store is not None:
+            meta["epoch_record"]["save_s"] = time.time() - saving  # in the log only (the state was written)
             log_epoch(store, meta["epoch_record"])
         if boundary:
             ckpt_dir = _checkpoint_dir(trainer, cid, meta, mirror)

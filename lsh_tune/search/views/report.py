@@ -9,8 +9,9 @@ what the terminal shows). Sections:
 * one row per round: the ranking with its metric values (best first; the ranking signal is named,
   :mod:`lsh_tune.search.signals`), the candidates that were not learning and why (ranked behind every
   learning one), removed, refilled and by which generator;
-* the time split: dense reference, candidate training, LS, and waiting/orchestration (the rest
-  of ``slots × wall time``), from the epoch log and the events;
+* the time split of ``slots × wall time``: dense reference, candidate training, LS, trial
+  starts/restores, state saves, rounds waiting for their last candidates and the rest
+  (:func:`time_split`), from the epoch log and the events;
 * how often each hyperparameter value survived each round (kept / ranked);
 * where final perplexities are known, Spearman's ρ (``scipy.stats.spearmanr``) of each round's
   metric with the final validation perplexity, over the candidates of that round that finished.
@@ -94,23 +95,72 @@ def spearman_by_round(history: SearchHistory) -> list[dict[str, Any]]:
 
 
 def time_split(history: SearchHistory) -> dict[str, float]:
-    """Seconds of ``wall`` time × ``slots`` spent on the dense reference, on candidate training (training
-    and validation), on candidate LS, and the rest (``waiting``: trial start/pause/restore, rounds
-    waiting for their slowest candidate, the driver)."""
+    """Where ``wall`` time × ``slots`` went, in seconds (they add up to it):
+
+    * ``reference_s`` — the dense reference's epochs and spectra;
+    * ``training_s`` — candidate training and validation; ``ls_s`` — candidate spectra;
+    * ``setup_s`` — trial starts and restores (model built, state loaded, epoch-0 spectrum: the
+      epoch log's ``setup_s``); ``save_s`` — each epoch's full state written to the experiment's storage;
+    * ``barrier_s`` — slots idle while a round waits for its last candidates (from the first of its
+      candidates reaching the round's boundary to the round's decision);
+    * ``waiting_s`` — the rest: Tune placing, pausing and checkpointing trials, the driver, slots idle
+      outside a round's wait.
+
+    Records written before ``setup_s``/``save_s`` were logged count those as waiting.
+    """
     ls_by_epoch = {(e["cid"], int(e["epoch"])): float(e.get("ls_time_s") or 0.0) for e in history.events_of("epoch")}
-    busy = ls = 0.0
+    epoch_s = ls = setup = save = 0.0
+    intervals, ends = [], {}
     for rec in history.epoch_log:
-        busy += float(rec["time"]) - float(rec["start"])
+        start, end = float(rec["start"]), float(rec["time"])
+        s_setup, s_save = float(rec.get("setup_s") or 0.0), float(rec.get("save_s") or 0.0)
+        epoch_s += end - start
         ls += float(rec.get("ls_time_s", ls_by_epoch.get((rec["cid"], int(rec["epoch"])), 0.0)))
-    reference = sum(float(e.get("epoch_time_s") or 0.0) + float(e.get("ls_time_s") or 0.0)
-                    for e in history.events_of("reference_epoch"))
+        setup, save = setup + s_setup, save + s_save
+        intervals.append((start - s_setup, end + s_save))
+        ends[(rec["cid"], int(rec["epoch"]))] = end + s_save
+    reference = 0.0
+    for e in history.events_of("reference_epoch"):
+        took = float(e.get("epoch_time_s") or 0.0) + float(e.get("ls_time_s") or 0.0)
+        reference += took
+        intervals.append((float(e["time"]) - took, float(e["time"])))
     starts = [e["time"] for e in history.events_of("search_start")]
-    ends = [e["time"] for e in history.events] + [float(r["time"]) for r in history.epoch_log]
-    begin = min(starts + [float(r["start"]) for r in history.epoch_log], default=None)
-    wall = (max(ends) - begin) if begin is not None and ends else 0.0
+    last = [e["time"] for e in history.events] + [b for _, b in intervals]
+    begin = min(starts + [a for a, _ in intervals], default=None)
+    wall = (max(last) - begin) if begin is not None and last else 0.0
     slots = history.slots()
-    return {"wall_s": wall, "slots": slots, "reference_s": reference, "training_s": busy - ls, "ls_s": ls,
-            "waiting_s": max(0.0, wall * slots - busy - reference)}
+    barrier = _idle_in(intervals, _round_waits(history, ends), slots)
+    busy = epoch_s + setup + save + reference
+    return {"wall_s": wall, "slots": slots, "reference_s": reference, "training_s": epoch_s - ls, "ls_s": ls,
+            "setup_s": setup, "save_s": save, "barrier_s": barrier,
+            "waiting_s": max(0.0, wall * slots - busy - barrier)}
+
+
+def _round_waits(history: SearchHistory, ends: dict) -> list[tuple[float, float]]:
+    """(from, to) of each round's wait: the first of its ranked candidates' boundary epochs ending
+    (its state saved) to the round's decision (its ``round`` event)."""
+    decided = {int(e["round"]): float(e["time"]) for e in history.events_of("round")}
+    waits = []
+    for r, at in sorted(decided.items()):
+        reached = [ends[(c.cid, c.epoch)] for c in history.ranked(r) if (c.cid, c.epoch) in ends]
+        if reached and min(reached) < at:
+            waits.append((min(reached), at))
+    return waits
+
+
+def _idle_in(intervals: list[tuple[float, float]], windows: list[tuple[float, float]], slots: int) -> float:
+    """Slot-seconds idle (``slots`` minus the busy ``intervals`` covering a moment, at least 0) inside
+    the union of ``windows``."""
+    if not windows:
+        return 0.0
+    marks = sorted({t for pair in intervals + windows for t in pair})
+    idle = 0.0
+    for a, b in zip(marks, marks[1:]):
+        mid = (a + b) / 2
+        if any(w0 <= mid < w1 for w0, w1 in windows):
+            running = sum(s <= mid < e for s, e in intervals)
+            idle += max(0, slots - running) * (b - a)
+    return idle
 
 
 def build_report(history: SearchHistory) -> dict[str, Any]:
@@ -179,7 +229,9 @@ def _time_line(t: dict) -> str:
     capacity = t["wall_s"] * t["slots"] or 1.0
     parts = [f"{label} {format_duration(t[key])} ({100 * t[key] / capacity:.0f} %)" for label, key in
              (("dense reference", "reference_s"), ("candidate training", "training_s"), ("LS", "ls_s"),
-              ("waiting/orchestration", "waiting_s"))]
+              ("trial starts/restores", "setup_s"), ("state saves", "save_s"),
+              ("rounds waiting for their last candidates", "barrier_s"),
+              ("other waiting (Tune, the driver)", "waiting_s"))]
     return f"{format_duration(t['wall_s'])} wall × {t['slots']} slot(s): " + " · ".join(parts)
 
 
