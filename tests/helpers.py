@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 __all__ = ["REPO", "SHARED_DATA", "closed_port", "descendants", "free_port", "kill_pids", "kill_processes_using",
+           "load_benchmark",
            "kill_tree", "run_cli", "unigram_perplexity", "wait_gone"]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -174,3 +175,14 @@ def unigram_perplexity(train, valid, vocab_size: int) -> float:
     counts = torch.bincount(train, minlength=vocab_size).double() + 1.0
     logp = torch.log(counts / counts.sum())
     return math.exp(-logp[valid].mean().item())
+
+
+def load_benchmark(name: str):
+    """The script ``benchmarks/<name>.py`` imported as module ``name`` (benchmarks are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -3,29 +3,18 @@ its cells are the replays' own numbers, and a second run reads them from the cac
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
+from helpers import REPO, load_benchmark
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tables" / "tiny"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("evidence", REPO / "benchmarks" / "evidence.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["evidence"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_cells_are_the_replays_and_a_rerun_reads_the_cache(tmp_path, capsys, monkeypatch):
     from lsh_tune.cli.replay import replay_many
     from lsh_tune.table import Table
 
-    evidence = _load()
+    evidence = load_benchmark("evidence")
     cache = tmp_path / "evidence.json"
     argv = [str(TINY), "--seeds", "2", "--pools", "3,6", "--cache", str(cache), "--sections", "calibration,table2"]
     assert evidence.main(argv) == 0
@@ -47,7 +36,7 @@ def test_verdict_counts_match_the_table2_cells(tmp_path, capsys):
     from lsh_tune.search import HPO_METHODS
     from lsh_tune.table import Table
 
-    evidence = _load()
+    evidence = load_benchmark("evidence")
     cache = tmp_path / "evidence.json"
     assert evidence.main([str(TINY), "--seeds", "2", "--pools", "3,6", "--cache", str(cache),
                           "--sections", "verdict"]) == 0
@@ -69,7 +58,7 @@ def test_b2_at_e2_replays_with_rounds_every_2(tmp_path, capsys):
     from lsh_tune.cli.replay import replay_many
     from lsh_tune.table import Table
 
-    evidence = _load()
+    evidence = load_benchmark("evidence")
     assert evidence.main([str(TINY), "--seeds", "2", "--pools", "3,4,6", "--cache", str(tmp_path / "c.json"),
                           "--sections", "b2e2", "--ls-tops", "8"]) == 0
     out = capsys.readouterr().out

@@ -4,30 +4,19 @@ mean test perplexity minus the table's best, and a rerun reads every replay from
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
-import sys
-from pathlib import Path
 
 import pytest
+from helpers import REPO, load_benchmark
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tables" / "tiny"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("ranking_defaults", REPO / "benchmarks" / "ranking_defaults.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["ranking_defaults"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_cells_are_the_replays_and_a_rerun_reads_the_cache(tmp_path, capsys, monkeypatch):
     from lsh_tune.cli.replay import replay_many
     from lsh_tune.table import Table
 
-    rd = _load()
+    rd = load_benchmark("ranking_defaults")
     argv = [str(TINY), "--seeds", "2", "--hpo", "tpe", "--pools", "3", "--es", "1", "--cache", str(tmp_path / "c.json")]
     assert rd.main(argv) == 0
     first = capsys.readouterr().out
