@@ -16,6 +16,11 @@ def test_a_saved_but_unlogged_epoch_is_logged_once_on_restart(tmp_path):
     log_epoch(store, lost)                                              # a second restart adds nothing
     log_epoch(store, {"cid": "c000", "epoch": 1, "start": 1.0, "time": 2.0})  # logged already: nothing
     assert [(r["cid"], r["epoch"]) for r in read_epoch_log(store)] == [("c000", 1), ("c000", 2)]
+    # the first attempt's record (with what was timed after the state was saved) is kept by a restart
+    logged = {"cid": "c000", "epoch": 3, "start": 5.0, "time": 6.0, "save_s": 0.25}
+    log_epoch(store, logged)
+    log_epoch(store, {k: v for k, v in logged.items() if k != "save_s"}, if_missing=True)  # as in the state
+    assert read_epoch_log(store)[-1] == logged
 
 
 def test_a_resume_keeps_the_address_it_is_given_even_the_saved_one(tiny_search):

@@ -97,15 +97,19 @@ def read_epoch_log(experiment: Storage | str | os.PathLike) -> list[dict]:
     return Storage.of(experiment).read_records(EPOCH_LOG)
 
 
-def log_epoch(experiment: Storage | str | os.PathLike, record: dict) -> None:
+def log_epoch(experiment: Storage | str | os.PathLike, record: dict, *, if_missing: bool = False) -> None:
     """Add one trained epoch (``cid``, ``epoch``, ``time`` at its end ...) to the log of :func:`read_epoch_log`.
 
     Idempotent: the record's file is named by its end time, ``cid`` and ``epoch``, so logging it again
-    (a trial restarted from a state saved just before the first attempt to log it) rewrites the same
-    file instead of adding a second record.
+    (a trial restarted from a state saved just before the first attempt to log it) writes the same
+    file instead of adding a second record; ``if_missing`` leaves a file already there as it is (the
+    first attempt's record also holds what was measured after the state was saved, ``save_s``).
     """
-    name = f"{round(float(record['time']) * 1e9):020d}-{record['cid']}-e{int(record['epoch'])}.json"
-    Storage.of(experiment).write_json(f"{EPOCH_LOG}/{name}", record, indent=None)
+    name = f"{EPOCH_LOG}/{round(float(record['time']) * 1e9):020d}-{record['cid']}-e{int(record['epoch'])}.json"
+    store = Storage.of(experiment)
+    if if_missing and store.is_file(name):
+        return
+    store.write_json(name, record, indent=None)
 
 
 def read_state_meta(store: Storage, directory: str = "") -> dict | None:

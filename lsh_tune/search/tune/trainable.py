@@ -246,7 +246,8 @@ def candidate_trainable(config: dict, *, settings: TrialSettings, corpus, refere
     if reference is not None and trainer.epoch == 0 and not meta["ls_epochs"]:
         _append_spectrum(trainer, settings, meta, reference, 0)  # epoch 0: before training
     if store is not None and meta.get("epoch_record") is not None:
-        log_epoch(store, meta["epoch_record"])  # killed after its state was saved, perhaps before it was logged
+        log_epoch(store, meta["epoch_record"], if_missing=True)  # killed after its state was saved, perhaps
+        # before it was logged (one file checked, not the whole log read)
     if meta["last_report"] is not None and trainer.epoch > 0:
         tune.report({**meta["last_report"], REPLAY_KEY: True})
     tags = _tags()
