@@ -105,12 +105,12 @@ def test_s3_search_killed_during_reference_training_resumes_with_outputs_in_the_
 
     for env_name, value in s3.env().items():
         os.environ.setdefault(env_name, value)
-    result = SearchResult.load(exp.uri)
-    assert result.best["cid"] == best["best"]["cid"] and str(result.experiment_dir).startswith("s3://")
-    assert result.best_model == f"{result.experiment_dir}/best_model.pt"  # best.json keeps the URI without a query
-    with_endpoint = SearchResult.from_summary({**best, "experiment_dir": exp.uri})
-    assert with_endpoint.best_model == Storage(exp.uri).child("best_model.pt").uri  # ... one with an endpoint keeps it
-    remote_model = with_endpoint.load_best_model()  # read from the bucket through that URI
+    result = SearchResult.load(exp.uri)  # the files where they are: the URI given, its endpoint included
+    assert result.best["cid"] == best["best"]["cid"] and result.experiment_dir == exp.uri
+    assert result.best_model == Storage(exp.uri).child("best_model.pt").uri  # the query stays at the end
+    from_file = SearchResult.from_summary(best)  # best.json keeps the URI without the query (no endpoint there)
+    assert from_file.best_model == f"{best['experiment_dir']}/best_model.pt"
+    remote_model = result.load_best_model()  # read from the bucket through the URI the API returned
     assert all(torch.equal(v, local_model.state_dict()[k]) for k, v in remote_model.state_dict().items())
     assert Storage.split(Storage(exp.uri).child("best_model.pt").uri)[0].is_file("best_model.pt")
     assert LSHTuner.can_restore(exp.uri)
