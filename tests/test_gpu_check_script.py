@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from helpers import load_benchmark
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -42,3 +46,21 @@ def test_gpu_packing_dry_run_on_cpu():
         assert r["batches_per_s"] == r["trials"] * r["batches_each"] / r["slowest_s"]
     assert rows[1]["speedup"] == rows[1]["batches_per_s"] / rows[0]["batches_per_s"]
     assert summary["best_trials_per_gpu"] == max(rows, key=lambda r: r["batches_per_s"])["trials"]
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_step_benchmark_dry_run_on_cpu_and_its_refusals(capsys):
+    """``benchmarks/bench_train_step.py`` (the GPU check's step timing) on CPU, tiny RHN: one line per
+    variant and a summary whose ratios are the medians' ratio; bad variants exit with a message."""
+    bench = load_benchmark("bench_train_step")
+    assert bench.main(["--model", "rhn", "--preset", "tiny", "--variants", "eager,unfused", "--batches", "2",
+                       "--repeat", "2"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    rows, summary = lines[:2], lines[2]["summary"]
+    assert [r["variant"] for r in rows] == ["eager", "unfused"]
+    assert summary["unfused_over_eager"] == pytest.approx(rows[1]["s_per_batch_median"] / rows[0]["s_per_batch_median"])
+    for argv, msg in ((["--variants", "eager,fast"], "--variants fast not allowed"),
+                      (["--model", "stacked_lstm", "--variants", "unfused"], "applies to --model rhn only")):
+        with pytest.raises(SystemExit) as e:
+            bench.main(argv)
+        assert e.value.code == 2 and msg in capsys.readouterr().err

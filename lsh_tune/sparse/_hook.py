@@ -87,6 +87,15 @@ class SparseTrainingHook(TrainingHook):
                 if p.grad is not None:
                     self._update_momentum(k, p.grad)
 
+    def graph_safe(self) -> bool:
+        """Its per-step work (mask re-application, buffer masking, the gradient moving average,
+        the gradient hook) is device work on the same tensors every step: recordable."""
+        return True
+
+    def graph_key(self) -> tuple:
+        """Changes when prune-and-regrow replaces the masks (and their cached float copies)."""
+        return (self.masking.prune_steps, tuple(id(f) for f in self.masking._fmasks.values()))
+
     def should_prune(self, epochs_done: int, max_epochs: int) -> bool:
         """Prune after epoch ``epochs_done`` (1-based) unless it is the last planned epoch."""
         return epochs_done % self.config.prune_interval_epochs == 0 and epochs_done < max_epochs

@@ -18,6 +18,7 @@ from lsh_tune.errors import LSHUsageError
 from lsh_tune.models import RNNLanguageModel, TrainSpec
 from lsh_tune.train.averaging import WeightAverager
 from lsh_tune.train.checkpoint import atomic_torch_save, read_checkpoint, resolve_device
+from lsh_tune.train.graph_step import GraphStep, graph_step_wanted
 
 __all__ = ["Trainer", "TrainingHook", "TrainingProgress", "perplexity", "seed_everything",
            "nt_asgd_should_switch"]
@@ -59,6 +60,18 @@ class TrainingHook:
 
     def on_epoch_end(self, trainer: "Trainer") -> None:
         """After an epoch's training batches, before validation."""
+
+    def graph_safe(self) -> bool:
+        """Whether :meth:`after_optimizer_step` may be recorded in a CUDA graph
+        (:mod:`lsh_tune.train.graph_step`): device work only, no host reads or Python decisions
+        that change between steps, the same tensors every step (what changes them must change
+        :meth:`graph_key`). Default: ``True`` only when the hook does not override it."""
+        return type(self).after_optimizer_step is TrainingHook.after_optimizer_step
+
+    def graph_key(self):
+        """A hashable that changes whenever a recorded :meth:`after_optimizer_step` would be stale
+        (e.g. a mask tensor replaced); the trainer then records its step again. Default ``None``."""
+        return None
 
     def state_dict(self) -> dict:
         return {}
@@ -105,11 +118,15 @@ class Trainer:
         hooks: :class:`TrainingHook` objects (e.g. the sparse engine).
         max_epochs: planned number of epochs (defaults to ``spec.epochs``); sets ``total_steps``.
         momentum: SGD momentum (0 as in the AWD/Selfish-RNN recipes).
+        cuda_graph: record the training step of full-length batches in a CUDA graph
+            (:mod:`lsh_tune.train.graph_step`): ``None`` (auto: on CUDA with fixed BPTT and
+            graph-safe hooks, unless ``LSH_CUDA_GRAPH=0``), ``True`` (refused where it cannot
+            apply) or ``False``. ``graph_reason`` says why it is off.
     """
 
     def __init__(self, model: RNNLanguageModel, corpus: Corpus, spec: TrainSpec, *, seed: int = 0,
                  device: str | torch.device | None = None, hooks: Sequence[TrainingHook] = (),
-                 max_epochs: int | None = None, momentum: float = 0.0) -> None:
+                 max_epochs: int | None = None, momentum: float = 0.0, cuda_graph: bool | None = None) -> None:
         check_corpus_size(corpus, batch_size=spec.batch_size, eval_batch_size=spec.eval_batch_size)
         self.max_epochs = int(spec.epochs if max_epochs is None else max_epochs)
         if self.max_epochs < 0:
@@ -128,6 +145,12 @@ class Trainer:
         self.bptt_rng = np.random.default_rng(seed)
         self.state = _State()
         self._began = False
+        # Σ loss·seq_len of the epoch, float64 on the device, read once per epoch (a CUDA graph adds to it)
+        self._loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        self._state_generation = 0   # bumped by load_state_dict: a recorded step is then stale
+        use_graph, self.graph_reason = graph_step_wanted(cuda_graph, self.device, variable_bptt=spec.variable_bptt,
+                                                         hooks=self.hooks)
+        self.graph_step: GraphStep | None = GraphStep(self) if use_graph else None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -172,26 +195,20 @@ class Trainer:
         state = self.model.init_state(self.spec.batch_size)
         # Σ loss·seq_len in float64 on the model's device, read once per epoch: no host-device
         # synchronisation per batch (the same float64 sums as Python floats: bit-identical on CPU)
-        total, count = torch.zeros((), dtype=torch.float64, device=self.device), 0
+        self._loss_sum.zero_()
+        count = 0
+        graph = self.graph_step
         for x, y, seq_len in bptt_batches(self.train_data, self.spec.bptt, variable=self.spec.variable_bptt,
                                           rng=self.bptt_rng):
             lr = self.spec.lr * seq_len / self.spec.bptt
             for g in self.optimizer.param_groups:
                 g["lr"] = lr
-            state = self.model.detach_state(state)
-            self.optimizer.zero_grad(set_to_none=True)
-            log_probs, state = self.model(x, state)
-            loss = self._loss(log_probs, y)
-            loss.backward()
-            if self.spec.clip > 0:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.spec.clip)
-            self.optimizer.step()
-            self.state.step += 1
-            for h in self.hooks:
-                h.after_optimizer_step(self)
-            if self.averager is not None:
-                self.averager.update(self.model)
-            total += loss.detach().double() * seq_len
+            if graph is not None and graph.accepts(x, seq_len):
+                state = graph.run(x, y, state, lr, self._eager_step)
+            else:
+                if graph is not None:
+                    state = graph.release_state(state)
+                state = self._eager_step(x, y, state)
             count += seq_len
         for h in self.hooks:
             h.on_epoch_end(self)
@@ -201,10 +218,36 @@ class Trainer:
             self.state.asgd_epoch = self.state.epoch + 1
         self.state.val_history.append(val_loss)
         self.state.epoch += 1
-        train_loss = total.item() / max(count, 1)
+        train_loss = self._loss_sum.item() / max(count, 1)
         return {"epoch": self.state.epoch, "train_loss": train_loss, "val_loss": val_loss,
                 "val_ppl": perplexity(val_loss), "lr": self.spec.lr, "asgd": self.averager is not None,
                 "epoch_time_s": time.perf_counter() - t0}
+
+    def _eager_step(self, x: torch.Tensor, y: torch.Tensor, state):
+        """One training step on ``x``/``y`` (T, B), eagerly; returns the new state."""
+        self.optimizer.zero_grad(set_to_none=True)
+        return self._step_body(x, y, self.model.detach_state(state), x.size(0))
+
+    def _step_body(self, x: torch.Tensor, y: torch.Tensor, state, seq_len: int, *, count_step: bool = True):
+        """Forward, backward, clipping, SGD, hooks, averaging, loss sum: the step a CUDA graph
+        records (no host synchronisation; gradients must be unset on entry). Returns the new state.
+
+        ``count_step``: add the step to ``state.step`` before the hooks run (a recorded step is
+        counted by the graph's caller on every replay instead)."""
+        log_probs, state = self.model(x, state)
+        loss = self._loss(log_probs, y)
+        loss.backward()
+        if self.spec.clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.spec.clip)
+        self.optimizer.step()
+        if count_step:
+            self.state.step += 1
+        for h in self.hooks:
+            h.after_optimizer_step(self)
+        if self.averager is not None:
+            self.averager.update(self.model)
+        self._loss_sum.add_(loss.detach().double() * seq_len)
+        return state
 
     def fit(self, epochs: int | None = None, callback=None) -> list[dict]:
         """Train until ``epochs`` (default ``max_epochs``) are completed; ``callback(metrics)`` per epoch."""
@@ -273,6 +316,7 @@ class Trainer:
             self.averager.load_state_dict(d["averager"])
         else:
             self.averager = None
+        self._state_generation += 1
         t = d["trainer"]
         self.state = _State(t["epoch"], t["step"], list(t["val_history"]), t["asgd_epoch"])
         for h, hs in zip(self.hooks, d["hooks"]):
