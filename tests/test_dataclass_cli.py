@@ -174,10 +174,16 @@ def test_every_replay_setting_is_reachable_from_the_command_line():
     given = ReplaySettings(hpo="tpe", metric="loss", pool=9, rounds_every=2, final_k=3, max_rounds=2, seed=4, gpus=2,
                            ls_state="hc", ls_embedding="raw", ls_distance="cosine", ls_fit="candidate",
                            ls_history="boundary", ls_top=5, grid_death_rate=0.5)
-    argv = ["replay", "T"]
-    for f in dataclasses.fields(ReplaySettings):
-        argv += ["--" + f.name.replace("_", "-"), str(getattr(given, f.name))]
-    assert replay_settings(build_parser().parse_args(argv)) == given
+    preset = dataclasses.replace(given, ls_state="h", ls_embedding="pca", ls_distance="l2", ls_fit="authors",
+                                 ls_preset="authors")
+    for settings in (given, preset):
+        argv = ["replay", "T"]
+        for f in dataclasses.fields(ReplaySettings):
+            if getattr(settings, f.name) is not None:       # None: the option left out
+                argv += ["--" + f.name.replace("_", "-"), str(getattr(settings, f.name))]
+        assert replay_settings(build_parser().parse_args(argv)) == settings
+    assert {f.name for f in dataclasses.fields(ReplaySettings)} <= {k for k, v in vars(given).items()
+                                                                     if v is not None} | {"ls_preset"}
     assert replay_settings(build_parser().parse_args(["replay", "T"])) == ReplaySettings()
 
 

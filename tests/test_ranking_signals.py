@@ -352,6 +352,27 @@ def test_replays_rank_every_not_learning_candidate_last(bench_table, metric, fit
         assert all(i >= len(order) - len(bad) for i in bad), r  # the not-learning ones close the ranking
 
 
+@needs_bench
+def test_the_ls_presets_set_the_published_settings_and_replay_as_those_settings_given_by_hand(bench_table):
+    """``--ls-preset authors`` is the authors' code (per-candidate fit against the reference at the same
+    epoch, joint QR); ``paper`` Appendix B's per-candidate fit; a replay under a preset is the replay
+    with the preset's settings given one by one."""
+    from lsh_tune.search.signals import LS_PRESETS
+    from lsh_tune.table import ReplaySettings, replay_search
+
+    authors = SearchConfig(ls_preset="authors")
+    assert (authors.ls_fit, authors.ls_qr, authors.ls_embedding, authors.ls_distance, authors.ls_state) == \
+        ("authors", "joint", "pca", "l2", "h")
+    assert SearchConfig(ls_preset="paper").ls_fit == "candidate"
+    assert SearchConfig(ls_preset="paper", ls_fit="candidate").ls_fit == "candidate"   # the preset's own value
+    for preset, values in LS_PRESETS.items():
+        by_hand = {k: v for k, v in values.items() if k != "ls_qr"}   # a replay's QR is its table's
+        kw = dict(hpo="tpe", pool=12, rounds_every=1, max_rounds=5, seed=3)
+        a = replay_search(bench_table, ReplaySettings(ls_preset=preset, **kw))
+        b = replay_search(bench_table, ReplaySettings(**by_hand, **kw))
+        assert a["chosen"] == b["chosen"] and [r["ranking"] for r in a["rounds"]] == [r["ranking"] for r in b["rounds"]]
+
+
 # ----------------------------------------------------------------------------- a real tiny search
 #: The tiny preset's learning rate is 40; at 130 on 2,000 PTB tokens about half the candidates end epoch 1
 #: above V = 10,000 validation perplexity (measured: 3,634–282,944 over eight grid candidates).

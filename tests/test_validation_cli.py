@@ -182,6 +182,9 @@ CATALOGUE = [
     ("search-ls-qr", [*S, "--ls-qr", "blocks"], "ls_qr='blocks'"),
     ("search-ls-distance", [*S, "--ls-distance", "l1"], "ls_distance='l1'"),
     ("search-ls-fit", [*S, "--ls-fit", "global"], "ls_fit='global'"),
+    ("search-ls-preset", [*S, "--ls-preset", "optuna"], "ls_preset='optuna' is not allowed; choose one of: paper, authors"),
+    ("search-ls-preset-conflict", [*S, "--ls-preset", "authors", "--ls-fit", "candidate"],
+     "ls_preset='authors' sets ls_fit='authors', and ls_fit='candidate' was given"),
     ("sparse-death", [*TS, "--death", "random", "--out", "{root}/o"], "death='random'"),
     ("sparse-growth", [*TS, "--growth", "magnitude", "--out", "{root}/o"], "growth='magnitude'"),
     ("sparse-masked", [*TS, "--masked", "embedding,bias", "--out", "{root}/o"], "masked='bias'"),
@@ -304,6 +307,8 @@ CATALOGUE = [
     # replay and table build: options generated from ReplaySettings / TableSettings, checked by them
     ("replay-hpo", ["replay", "{root}/no_table", "--hpo", "smac"], "hpo='smac' is not allowed; choose one of"),
     ("replay-ls-fit", ["replay", str(REPO / "tables" / "tiny"), "--ls-fit", "global"], "ls_fit='global'"),
+    ("replay-ls-preset-conflict", ["replay", str(REPO / "tables" / "tiny"), "--ls-preset", "paper", "--ls-embedding",
+                                   "tsne"], "ls_preset='paper' sets ls_embedding='pca', and ls_embedding='tsne' was given"),
     ("replay-seed", ["replay", str(REPO / "tables" / "tiny"), "--seed", "-1"], "seed=-1"),
     ("table-build-ls-states", ["table", "build", "{root}/new_table", "--preset", "tiny", "--ls-states", "h,x"],
      "ls_states='x' is not allowed"),

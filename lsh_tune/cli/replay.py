@@ -83,7 +83,7 @@ def replay_settings(args: argparse.Namespace):
     if args.metric in RANKING_METRICS:
         return ReplaySettings(**values)
     for f in dataclasses.fields(ReplaySettings):
-        if f.name in values and f.name != "metric" and "choices" in f.metadata:
+        if values.get(f.name) is not None and f.name != "metric" and "choices" in f.metadata:
             check_choice(f.name, values[f.name], f.metadata["choices"])
     check_int("seed", values.get("seed", 0), 0)
     return None

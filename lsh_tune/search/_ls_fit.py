@@ -39,7 +39,7 @@ from lsh_tune.storage import Storage
 
 __all__ = ["LSSpace", "PoolLSFit", "LS_FITS"]
 
-#: ``pool``: one embedding per round over the reference and every ranked candidate (the paper);
+#: ``pool``: one embedding per round over the reference and every ranked candidate;
 #: ``candidate``: rank by the distance each trial reports (reference + its own history);
 #: ``authors``: per candidate, the reference's epochs 0..e + its own, against the reference at epoch e, −inf → 0.
 LS_FITS = ("pool", "candidate", "authors")
@@ -96,7 +96,7 @@ class PoolLSFit:
         space: the LS space.
         directory: experiment storage for the files (a :class:`~lsh_tune.storage.Storage`, a
             directory or a URI; ``None``: in memory only).
-        fit: ``pool`` (one embedding over the reference and every ranked candidate, the paper),
+        fit: ``pool`` (one embedding over the reference and every ranked candidate),
             ``candidate`` (one per candidate, over the reference and its own history) or ``authors``
             (one per candidate, over the reference's epochs 0..e and its own, measured against the
             reference at e; see the module docstring).

@@ -24,7 +24,8 @@ from lsh_tune.search._ls_fit import LSSpace
 from lsh_tune.search._pool import PoolConfig, plan_schedule, required_max_epochs
 from lsh_tune.search.layout import CONFIG_FILE
 from lsh_tune.search.packing import AUTO, parse_gpus_per_trial
-from lsh_tune.search.signals import RANKING_METRICS, ls_setting, RankingSignal, signal_for
+from lsh_tune.search.signals import (RANKING_METRICS, RankingSignal, apply_ls_preset, ls_preset_field, ls_setting,
+                                     signal_for)
 from lsh_tune.space import DEFAULT_DEATH_RATE_GRID, DEFAULT_SPACE, SearchSpace
 from lsh_tune.storage import Storage
 
@@ -64,11 +65,13 @@ class SearchConfig:
         ls_k, ls_steps, ls_warmup, ls_top, ls_state, ls_qr: :class:`lsh_tune.lyapunov.LSConfig`
             (``ls_qr``: ``layered``, one QR per layer, or ``joint``, the authors' one QR over all).
         ls_embedding, ls_distance: LS-space embedding and distance.
-        ls_fit: ``pool`` (the paper: each round fits the LS space on the reference and every ranked
+        ls_fit: ``pool`` (each round fits the LS space on the reference and every ranked
             candidate's history), ``candidate`` (rank by the distance each trial reports, fitted on
             the reference and that candidate's history only; same result as ``pool`` for ``raw``) or
             ``authors`` (the authors' code: per candidate at its epoch e, the reference's epochs 0..e and
             its own history, against the reference at e, −inf → 0).
+        ls_preset: ``paper`` or ``authors`` sets the LS fields :data:`~lsh_tune.search.signals.LS_PRESETS`
+            names (a field given with another value is refused); ``None``: each as given.
         grid_death_rate: death rate of the ``grid`` variants.
         lr: override the preset's learning rate.
         address: Ray address (``auto`` for a running cluster, ``HOST:PORT``, ``ray://HOST[:PORT]``);
@@ -134,6 +137,7 @@ class SearchConfig:
     ls_embedding: str = ls_setting("ls_embedding")
     ls_distance: str = ls_setting("ls_distance")
     ls_fit: str = ls_setting("ls_fit")
+    ls_preset: str | None = ls_preset_field()
     grid_death_rate: float = field(default=DEFAULT_DEATH_RATE_GRID, metadata={"help": "death rate of the grid"})
     lr: float | None = field(default=None, metadata={"help": "override the preset's learning rate"})
     address: str | None = field(default=None, metadata={
@@ -149,6 +153,7 @@ class SearchConfig:
     setting: dict | None = field(default=None, metadata={"cli": False})
 
     def __post_init__(self) -> None:
+        apply_ls_preset(self)      # --ls-preset paper|authors sets the ls_* fields it names
         check_search_fields(self)  # every field's value (lsh_tune/search/_checks.py)
         n_grid = len(self.space.grid(self.grid_death_rate))
         if self.hpo == "grid" and self.pool_size > n_grid:

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import abc
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar, Mapping
 
 from lsh_tune.errors import LSHUsageError, check_choice, check_int
@@ -62,9 +62,58 @@ _LS_SETTINGS = {
     "ls_embedding": ("pca", {"choices": EMBEDDINGS, "help": "LS-space embedding"}),
     "ls_distance": ("l2", {"choices": METRICS, "help": "distance in LS space"}),
     "ls_fit": ("pool", {"choices": LS_FITS,
-                        "help": "pool (rank in one LS space fitted on the whole pool, the paper), candidate, or "
+                        "help": "pool (rank in one LS space fitted on the whole pool), candidate (per candidate: Appendix B), or "
                                 "authors (per candidate, against the reference at the same epoch, -inf -> 0)"}),
 }
+
+
+#: Named LS settings (``--ls-preset``), so that published results can be reproduced:
+#:
+#: * ``paper`` — Appendix B's equation: per candidate, a 2-D PCA of the dense reference's spectra and
+#:   the candidate's history (``ls_fit=candidate``), L2 to the reference, the ``h`` convention (−inf
+#:   exponents floored as in every fit but ``authors``; the paper sets them to 0);
+#: * ``authors`` — the authors' code (``FATE4869/hyperpruning``, ``sources/util.py``,
+#:   ``LE_distance_main``): per candidate at its epoch e, a 2-D PCA of the reference's epochs 0..e and
+#:   its own, L2 to the reference *at the same epoch e*, −inf → 0 (``ls_fit=authors``), one QR over
+#:   all layers (``ls_qr=joint``).
+#:
+#: A setting a preset names may be given too only with the preset's value.
+LS_PRESETS: dict[str, dict[str, str]] = {
+    "paper": {"ls_state": "h", "ls_embedding": "pca", "ls_distance": "l2", "ls_fit": "candidate"},
+    "authors": {"ls_state": "h", "ls_embedding": "pca", "ls_distance": "l2", "ls_fit": "authors", "ls_qr": "joint"},
+}
+
+
+def ls_preset_field():
+    """The dataclass field ``ls_preset`` (``None`` or a key of :data:`LS_PRESETS`)."""
+    return field(default=None, metadata={
+        "choices": tuple(LS_PRESETS),
+        "help": "named LS settings: paper (Appendix B: per-candidate PCA, L2 to the reference) or authors (their "
+                "code: reference at the same epoch, -inf -> 0, joint QR); sets the --ls-* options it names"})
+
+
+def apply_ls_preset(settings: Any) -> None:
+    """Set the LS fields of the frozen dataclass ``settings`` from its ``ls_preset`` (in ``__post_init__``).
+
+    Fields the dataclass lacks (a replay has no ``ls_qr``: its spectra are the table's) are skipped.
+
+    Raises:
+        LSHUsageError: an unknown preset, or a field the preset names that was given another value
+            than its default and the preset's.
+    """
+    preset = settings.ls_preset
+    if preset is None:
+        return
+    check_choice("ls_preset", preset, tuple(LS_PRESETS))
+    defaults = {f.name: f.default for f in fields(settings)}
+    for name, value in LS_PRESETS[preset].items():
+        if name not in defaults:
+            continue
+        given = getattr(settings, name)
+        if given != value and given != defaults[name]:
+            raise LSHUsageError(f"ls_preset={preset!r} sets {name}={value!r}, and {name}={given!r} was given; "
+                                f"leave {name} out or drop the preset")
+        object.__setattr__(settings, name, value)
 
 
 def ls_setting(name: str):

@@ -37,7 +37,7 @@ from lsh_tune.search import HPO_METHODS
 from lsh_tune.search._ledger import SearchLedger
 from lsh_tune.search._ls_fit import LS_FITS
 from lsh_tune.search._pool import FINAL, SELECTION
-from lsh_tune.search.signals import RANKING_METRICS, ls_setting, signal_for
+from lsh_tune.search.signals import RANKING_METRICS, apply_ls_preset, ls_preset_field, ls_setting, signal_for
 from lsh_tune.seeds import derive_seed
 from lsh_tune.space import DEFAULT_DEATH_RATE_GRID
 from lsh_tune.table._distances import history
@@ -64,6 +64,7 @@ class ReplaySettings:
         seed: search seed (generator, candidate seeds, reference seed).
         gpus: parallel workers of the simulated wall time.
         ls_state, ls_embedding, ls_distance, ls_fit: the LS settings ranked with.
+        ls_preset: named LS settings (:data:`~lsh_tune.search.signals.LS_PRESETS`; ``ls_qr`` is the table's).
         ls_history: ``epoch`` (every epoch from 0) or ``boundary``.
         ls_top: rank by only the ``ls_top`` leading exponents (a search's ``--ls-top``); ``None`` = all.
         grid_death_rate: death rate of the ``grid`` variants.
@@ -85,6 +86,7 @@ class ReplaySettings:
     ls_embedding: str = ls_setting("ls_embedding")
     ls_distance: str = ls_setting("ls_distance")
     ls_fit: str = ls_setting("ls_fit")
+    ls_preset: str | None = ls_preset_field()
     ls_history: str = field(default="epoch", metadata={
         "choices": LS_HISTORIES, "help": "epoch (every epoch from 0, paper) or boundary (one spectrum per round)"})
     ls_top: int | None = field(default=None, metadata={
@@ -93,6 +95,7 @@ class ReplaySettings:
         "help": "death rate of the grid variants (hpo grid)"})
 
     def __post_init__(self) -> None:
+        apply_ls_preset(self)
         check_choice("hpo", self.hpo, HPO_METHODS)
         check_choice("metric", self.metric, RANKING_METRICS)
         check_choice("ls_state", self.ls_state, CONVENTIONS)
