@@ -168,7 +168,7 @@ class GraphStep:
     def _copy_in(self, x, y, state) -> None:
         if self.x is None or self.x.shape != x.shape:
             self.x, self.y = torch.empty_like(x), torch.empty_like(y)
-            self.state = None
+            self.state, self.graph = None, None   # a graph reads the buffers it was recorded with
         self.x.copy_(x)
         self.y.copy_(y)
         if self._holds(state):
