@@ -37,6 +37,7 @@ CANDIDATES = {
     "loss": dict(metric="loss"),
     "hybrid h/pca/l2": dict(metric="hybrid"),
     "hybrid hc/raw/cosine": dict(metric="hybrid", ls_state="hc", ls_embedding="raw", ls_distance="cosine"),
+    "hybrid h/pca/l2 authors (same-epoch reference)": dict(metric="hybrid", ls_fit="authors"),
 }
 BASE = dict(hpo="grid", metric="ls", pool=12, rounds_every=1, final_k=2, max_rounds=None, seed=0, seeds=10, gpus=1,
             ls_state="h", ls_embedding="pca", ls_distance="l2", ls_fit="pool", ls_history="epoch", ls_top=None,
