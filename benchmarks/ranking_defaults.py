@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/ranking_defaults.py tables/bench --seeds 10 > /tmp/defaults.md
 
-Each candidate default (the search's current one, the authors' variant, the paper's per-candidate
+Each candidate default (the search's default, the LS distance alone that was the default before, the authors' variant, the paper's per-candidate
 fit, the other LS settings that rank well in BENCHMARKS.md, the loss and the hybrids) is replayed with
 ``lsh-tune replay``'s own code (:func:`lsh_tune.cli.replay.replay_many`) under every
 ``--hpo`` × ``--pool`` × ``E`` cell, ``--seeds`` replay seeds each. Per cell it records the chosen
@@ -29,13 +29,13 @@ from lsh_tune.table import Table
 
 #: name -> replay options of each candidate default.
 CANDIDATES = {
-    "ls h/pca/l2 pool-fit (current default)": dict(metric="ls"),
+    "ls h/pca/l2 pool fit (the default until 2026-12-05)": dict(metric="ls"),
     "ls h/pca/l2 authors (per-candidate fit, same-epoch reference)": dict(metric="ls", ls_fit="authors"),
     "ls h/pca/l2 candidate-fit (Appendix B per candidate)": dict(metric="ls", ls_fit="candidate"),
     "ls h top-16": dict(metric="ls", ls_top=16),
     "ls hc/raw/cosine": dict(metric="ls", ls_state="hc", ls_embedding="raw", ls_distance="cosine"),
     "loss": dict(metric="loss"),
-    "hybrid h/pca/l2": dict(metric="hybrid"),
+    "hybrid h/pca/l2 (the default since 2026-12-05)": dict(metric="hybrid"),
     "hybrid hc/raw/cosine": dict(metric="hybrid", ls_state="hc", ls_embedding="raw", ls_distance="cosine"),
     "hybrid h/pca/l2 authors (same-epoch reference)": dict(metric="hybrid", ls_fit="authors"),
 }

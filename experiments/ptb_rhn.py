@@ -11,7 +11,7 @@ script's settings (lsh_tune/cli/experiment.py). The script needs only the instal
 """
 from lsh_tune.cli.experiment import main
 
-SCRIPT = ["--model", "rhn", "--corpus", "ptb", "--sparsity", "0.53", "--hpo", "tpe", "--metric", "ls",
+SCRIPT = ["--model", "rhn", "--corpus", "ptb", "--sparsity", "0.53", "--hpo", "tpe", "--metric", "hybrid",
           "--name", "ptb_rhn"]
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ script's settings (lsh_tune/cli/experiment.py). The script needs only the instal
 """
 from lsh_tune.cli.experiment import main
 
-SCRIPT = ["--model", "stacked_lstm", "--corpus", "ptb", "--sparsity", "0.67", "--hpo", "tpe", "--metric", "ls",
+SCRIPT = ["--model", "stacked_lstm", "--corpus", "ptb", "--sparsity", "0.67", "--hpo", "tpe", "--metric", "hybrid",
           "--name", "ptb_stacked_lstm"]
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ script's settings (lsh_tune/cli/experiment.py). The script needs only the instal
 from lsh_tune.cli.experiment import main
 
 SCRIPT = ["--model", "awd_lstm_mos", "--corpus", "wikitext-2", "--sparsity", "0.55", "--hpo", "tpe",
-          "--metric", "ls", "--name", "wt2_awd_lstm_mos"]
+          "--metric", "hybrid", "--name", "wt2_awd_lstm_mos"]
 
 if __name__ == "__main__":
     raise SystemExit(main(SCRIPT, doc=__doc__))

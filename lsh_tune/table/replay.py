@@ -37,7 +37,7 @@ from lsh_tune.search import HPO_METHODS
 from lsh_tune.search._ledger import SearchLedger
 from lsh_tune.search._ls_fit import LS_FITS
 from lsh_tune.search._pool import FINAL, SELECTION
-from lsh_tune.search.signals import RANKING_METRICS, apply_ls_preset, ls_preset_field, ls_setting, signal_for
+from lsh_tune.search.signals import DEFAULT_METRIC, RANKING_METRICS, apply_ls_preset, ls_preset_field, ls_setting, signal_for
 from lsh_tune.seeds import derive_seed
 from lsh_tune.space import DEFAULT_DEATH_RATE_GRID
 from lsh_tune.table._distances import history
@@ -71,10 +71,11 @@ class ReplaySettings:
     """
 
     hpo: str = field(default="grid", metadata={
-        "choices": HPO_METHODS, "help": "refill generator of a replayed search (metric ls/loss)"})
-    metric: str = field(default="ls", metadata={
+        "choices": HPO_METHODS, "help": "refill generator of a replayed search (metric ls/loss/hybrid)"})
+    metric: str = field(default=DEFAULT_METRIC, metadata={
         "choices": RANKING_METRICS,
-        "help": "what the search ranks by: ls (LS distance, LSH), loss, or hybrid (mean of the LS and the loss rank)"})
+        "help": "what the search ranks by: hybrid (mean of the LS and the loss rank; the search's default), ls (LS "
+                "distance, LSH as published) or loss"})
     pool: int = field(default=24, metadata={"help": "initial pool size"})
     rounds_every: int = field(default=1, metadata={"help": "E: epochs per round"})
     final_k: int = field(default=2, metadata={"help": "stop halving at this pool size"})
