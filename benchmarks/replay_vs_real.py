@@ -52,7 +52,7 @@ def compare(cfg, table) -> dict:
         ls_distance=cfg.ls_distance, ls_fit=cfg.ls_fit, grid_death_rate=cfg.grid_death_rate))
     out: dict = {"settings": {k: getattr(cfg, k) for k in ("hpo", "metric", "pool_size", "rounds_every", "final_k",
                                                            "seed", "ls_state", "ls_embedding", "ls_distance")}}
-    if cfg.metric == "ls" and cfg.seed in table.settings.seeds:
+    if cfg.signal().needs_reference and cfg.seed in table.settings.seeds:
         mine = prepare_reference(cfg, search_corpus(cfg))["history"]
         theirs = np.array([e["ls"][cfg.ls_state] for e in table.run("reference", cfg.seed)["epochs"]])
         out["reference_max_abs_diff"] = float(np.max(np.abs(np.asarray(mine) - theirs)))

@@ -31,8 +31,9 @@ def test_tensorboard_log_matches_results(tiny_search):
     for cid, row in results.items():
         acc = _accumulator(tb / cid)
         tags = set(acc.Tags()["scalars"])
-        assert {"ls_distance/ranking", "ls_distance/common_fit", "perplexity/val"} <= tags
-        ranking = _scalars(acc, "ls_distance/ranking")  # the values that ranked it, at its epochs then
+        tag = f"ranking/{json.loads((exp / 'lsh' / 'search.json').read_text())['metric']}"
+        assert {tag, "ls_distance/common_fit", "perplexity/val"} <= tags
+        ranking = _scalars(acc, tag)  # the values that ranked it, at its epochs then
         assert [s for s, _ in ranking] == row["epochs_per_round"]
         assert [v for _, v in ranking] == pytest.approx(row["metric_per_round"], rel=1e-6)
         val = _scalars(acc, "perplexity/val")

@@ -67,19 +67,18 @@ def test_an_absurd_learning_rate_really_diverges(reports):
 @pytest.mark.parametrize("metric", ["ls", "loss"])
 def test_the_diverged_candidate_is_ranked_last_removed_and_marked(reports, metric):
     from lsh_tune.search._ledger import SearchLedger
-    from lsh_tune.search._ls_fit import PoolLSFit
 
     cfg, out, reference, configs = reports
     cfg = replace(cfg, metric=metric, name=f"exp-{metric}")
     cfg.save()
-    fit = PoolLSFit(reference, cfg.ls_space()) if metric == "ls" else None
+    fit = cfg.signal().make_fit(reference)
     ledger = SearchLedger.create(cfg.pool_config(), cfg.hpo, cfg.space, cfg.experiment(), ls_fit=fit)
     for cid, config in configs.items():  # the pool holds the configurations that were trained
         ledger.pool.candidates[cid].config = {k: v for k, v in config.items() if k != "cid"}
     decision = None
     for cid, r in out.items():
         info = {k: r[k] for k in ("val_loss", "val_ppl")}
-        if metric == "ls":
+        if fit is not None:
             decision = ledger.on_boundary(cid, 1, None, info, spectra=r["spectra"])
         else:
             decision = ledger.on_boundary(cid, 1, r["val_loss"], info)

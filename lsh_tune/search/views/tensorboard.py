@@ -7,8 +7,10 @@ Ray-free (``torch.utils.tensorboard`` writes the event files). One run per candi
 
 Per candidate run:
 
-* ``ls_distance/ranking`` — the value that ranked it in each round it took part in, at its epoch
-  then (``lsh/state.json``; pool-wide fit by default);
+* ``ranking/<metric>`` (``ranking/hybrid``, ``ranking/ls``, ``ranking/loss``: the search's ``--metric``)
+  — the value that ranked it in each round it took part in, at its epoch then (``lsh/state.json``:
+  for ``hybrid`` its mean rank, for ``ls`` its LS distance in the round's fit, for ``loss`` its
+  validation loss);
 * ``ls_distance/common_fit`` — its distance to the reference's last spectrum at every boundary
   epoch in one embedding of every spectrum of the search (Fig. 1-B);
 * ``ls_distance/own_fit`` — what the trial itself reported (reference + its own history only);
@@ -61,6 +63,11 @@ def _spectra(writer, tag: str, items) -> None:
             writer.add_histogram(tag, finite, epoch)
 
 
+def ranking_tag(config) -> str:
+    """The candidate runs' tag of the values that ranked them: ``ranking/<metric>`` of the search's config."""
+    return f"ranking/{config.metric}"
+
+
 def _hparam_value(value):
     return value if isinstance(value, (bool, int, float, str)) else str(value)
 
@@ -83,7 +90,7 @@ def _write_candidate(writer, history: SearchHistory, cid: str, common: dict, dis
 
     c = history.pool.candidates[cid]
     for epoch, value in zip(c.epochs, c.history):
-        writer.add_scalar("ls_distance/ranking", float(value), int(epoch))
+        writer.add_scalar(ranking_tag(history.config), float(value), int(epoch))
     for epoch, value in common.get(cid, {}).items():
         writer.add_scalar("ls_distance/common_fit", value, epoch)
     for e in history.events_of("epoch"):
