@@ -70,7 +70,9 @@ def test_cholesky_needs_a_block_lower_triangular_jacobian_like_layered():
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_dead_unit_gives_minus_inf_like_layered(dtype):
     """J e_5 = 0 at every step: −inf from the first step's exact zero column (warm-up 0), and from then on
-    one direction whose r_ii is roundoff, log ε + O(1) per step in both QRs (not compared: noise)."""
+    one direction whose r_ii is roundoff, log ε + O(1) per step in both QRs (not compared: noise). That
+    roundoff can itself come out exactly 0 in float32 (−inf: seen with `cholesky` on an AMD EPYC with
+    AVX-512, not on an Intel Xeon with AVX-512), so it is counted below the floor, −inf or not."""
     torch.manual_seed(0)
     model = build_model(get_preset("stacked_lstm", "tiny")[0], 30)
     with torch.no_grad():  # unit 5 of layer 0 feeds nothing: J e_5 = 0, an exact zero column of Z at the first step
@@ -82,7 +84,9 @@ def test_dead_unit_gives_minus_inf_like_layered(dtype):
         layered = lyapunov_spectrum(model, tokens, LSConfig(**base, qr="layered"))
         stats = {}
         fast = lyapunov_spectrum(model, tokens, LSConfig(**base, qr="cholesky"), stats=stats)
-        assert np.isneginf(fast).sum() == np.isneginf(layered).sum() == (1 if top is None else 0)
+        for ls in (fast, layered):  # the dead direction is −inf; the roundoff one may be too
+            assert np.isneginf(ls).sum() in ((1, 2) if top is None else (0,))
+            assert np.isneginf(ls[-1]) if top is None else True
         assert not np.isnan(fast).any() and stats["householder_fallbacks"] >= 1
         floor = 0.5 * np.log(torch.finfo(getattr(torch, dtype)).eps)  # −8.0 (float32), −18.0 (float64)
         assert (fast < floor).sum() == (layered < floor).sum() == (2 if top is None else 0)
@@ -129,8 +133,11 @@ def test_cholesky_equals_layered_on_ptb_trained_and_pruned_models(ptb):
         np.testing.assert_allclose(fast[:10], layered[:10], atol=1e-6, rtol=0)
         for ls in (fast, layered):
             np.testing.assert_allclose(ls, ref, atol=2e-2, rtol=0)
-            for key in ("max", "mean", "variance"):
+            for key in ("max", "mean"):
                 assert abs(ls_summary(ls)[key] - ls_summary(ref)[key]) < 1e-3, key
+            # the variance weighs the noisy contracting tail by |λ − mean| ≈ 8: within 0.1 % of float64's
+            # (measured 2e-4 of 4.93 on an AMD EPYC with AVX-512; an absolute 1e-3 held on an Intel Xeon only)
+            assert abs(ls_summary(ls)["variance"] - ls_summary(ref)["variance"]) < 1e-3 * ls_summary(ref)["variance"]
         assert stats["float64_gram"] > stats["qr_steps"] // 2  # hc breaks float32 Cholesky down
 
 

@@ -30,7 +30,7 @@ REFERENCE_EPOCHS = 5
 #: What the script's tiny preset runs (lsh_tune/cli/experiment.py, SCHEDULES), the reference made longer.
 SEARCH = dict(model="stacked_lstm", preset="tiny", corpus="ptb", pool=3, rounds_every=1, final_k=2, max_epochs=2,
               reference_epochs=REFERENCE_EPOCHS, max_tokens=2000, gpus_per_trial=0.0, cpus_per_trial=1.0, seed=0,
-              sparsity=0.67, hpo="tpe", metric="ls")
+              sparsity=0.67, hpo="tpe", metric="hybrid")
 
 
 def _args(uri: str, temp: Path) -> list[str]:
