@@ -1,0 +1,97 @@
+"""What the per-epoch state mirror costs a trial at a preset's size (issue 19 item 4: where slot time goes).
+
+After every epoch a search trial writes its full training state (weights, masks, optimizer, SNT-ASGD
+average, RNG; :func:`lsh_tune.search.candidate.save_state`) to ``<experiment>/candidates/<cid>/``
+before it reports the epoch, so an interrupted search loses no finished epoch. This times that write
+for a sparse candidate of ``--model``/``--preset`` on this machine, with and without the averaged
+copy that NT-ASGD adds once it triggers, into ``--dir`` (default: a temporary directory on the local
+disk; the write is all-or-nothing and fsynced, as in a search):
+
+    python benchmarks/bench_state_save.py --model stacked_lstm --preset paper --repeat 3
+
+Prints one JSON line per case: the state's size (MB), the median seconds of ``save_state`` and of a
+host copy of the state (``Trainer.state_dict()`` and a copy of every tensor in it: what a background
+writer would have to take before training goes on), and
+the write's share of an epoch of ``--epoch-s`` seconds (default: the H200 figure of issue 19 for the
+paper stacked LSTM, 17.7 s per PTB epoch).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+
+import torch
+
+
+def _build(model_name: str, preset: str, corpus):
+    from lsh_tune.models import build_model, get_preset
+    from lsh_tune.sparse import SparseConfig, build_sparse_hook
+    from lsh_tune.train import Trainer, seed_everything
+
+    model_spec, train_spec = get_preset(model_name, preset)
+    seed_everything(0)
+    model = build_model(model_spec, len(corpus.vocab))
+    hook = build_sparse_hook(model, SparseConfig(sparsity=0.67, sparse_init="ER", death="magnitude",
+                                                 growth="random", death_rate=0.8), seed=0)
+    return Trainer(model, corpus, replace(train_spec, eval_batch_size=train_spec.batch_size), seed=0,
+                   device="cpu", hooks=[hook], max_epochs=10)
+
+
+def _host_copy(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _host_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_host_copy(v) for v in obj)
+    return obj
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="stacked_lstm")
+    p.add_argument("--preset", default="paper")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--dir", default=None, help="where the states are written (default: a temporary directory)")
+    p.add_argument("--epoch-s", type=float, default=17.7, help="the epoch the write is a share of (seconds)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+
+    from lsh_tune.data import load_corpus
+    from lsh_tune.search.candidate import save_state
+    from lsh_tune.search.layout import STATE_NAME, candidate_dir
+    from lsh_tune.storage import Storage
+    from lsh_tune.train.averaging import WeightAverager
+
+    corpus = load_corpus("wikitext-2" if args.model == "awd_lstm_mos" else "ptb", max_tokens=20000)
+    trainer = _build(args.model, args.preset, corpus)
+    with tempfile.TemporaryDirectory(dir=args.dir) as root:
+        store = Storage(root)
+        for averaged in (False, True):
+            if averaged:
+                trainer.averager = WeightAverager(trainer.model)  # what NT-ASGD adds once it triggers
+            meta = {"ls_history": [[-1.0] * 8], "ls_epochs": [0], "last_report": None}
+            saves, copies = [], []
+            for _ in range(args.repeat):
+                t0 = time.perf_counter()
+                _host_copy(trainer.state_dict())
+                copies.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                save_state(trainer, store, "c000", meta)
+                saves.append(time.perf_counter() - t0)
+            size = store.local_path(f"{candidate_dir('c000')}/{STATE_NAME}").stat().st_size
+            save_s = statistics.median(saves)
+            print(json.dumps({"model": args.model, "preset": args.preset, "averaged": averaged,
+                              "state_mb": round(size / 2 ** 20, 1), "save_s": round(save_s, 3),
+                              "host_copy_s": round(statistics.median(copies), 3),
+                              "share_of_epoch": round(save_s / args.epoch_s, 4), "epoch_s": args.epoch_s,
+                              "repeat": args.repeat}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
