@@ -11,34 +11,23 @@ disk; the write is all-or-nothing and fsynced, as in a search):
 
 Prints one JSON line per case: the state's size (MB), the median seconds of ``save_state`` and of a
 host copy of the state (``Trainer.state_dict()`` and a copy of every tensor in it: what a background
-writer would have to take before training goes on), and
-the write's share of an epoch of ``--epoch-s`` seconds (default: the H200 figure of issue 19 for the
-paper stacked LSTM, 17.7 s per PTB epoch).
+writer would have to take before training goes on), and the write's share of an epoch of ``--epoch-s``
+seconds (default: the H200 figure of issue 19 for the paper stacked LSTM, 17.7 s per PTB epoch).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
-from dataclasses import replace
+from pathlib import Path
 
 import torch
 
-
-def _build(model_name: str, preset: str, corpus):
-    from lsh_tune.models import build_model, get_preset
-    from lsh_tune.sparse import SparseConfig, build_sparse_hook
-    from lsh_tune.train import Trainer, seed_everything
-
-    model_spec, train_spec = get_preset(model_name, preset)
-    seed_everything(0)
-    model = build_model(model_spec, len(corpus.vocab))
-    hook = build_sparse_hook(model, SparseConfig(sparsity=0.67, sparse_init="ER", death="magnitude",
-                                                 growth="random", death_rate=0.8), seed=0)
-    return Trainer(model, corpus, replace(train_spec, eval_batch_size=train_spec.batch_size), seed=0,
-                   device="cpu", hooks=[hook], max_epochs=10)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_train_step import _build  # noqa: E402  (the same sparse candidate as the step benchmark)
 
 
 def _host_copy(obj):
@@ -68,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from lsh_tune.train.averaging import WeightAverager
 
     corpus = load_corpus("wikitext-2" if args.model == "awd_lstm_mos" else "ptb", max_tokens=20000)
-    trainer = _build(args.model, args.preset, corpus)
+    trainer = _build(args, "eager", corpus, torch.device("cpu"))
     with tempfile.TemporaryDirectory(dir=args.dir) as root:
         store = Storage(root)
         for averaged in (False, True):

@@ -2,8 +2,8 @@
 
     OMP_NUM_THREADS=1 python benchmarks/ranking_defaults.py tables/bench --seeds 10 > /tmp/defaults.md
 
-Each candidate default (the search's default, the LS distance alone that was the default before, the authors' variant, the paper's per-candidate
-fit, the other LS settings that rank well in BENCHMARKS.md, the loss and the hybrids) is replayed with
+Each candidate default (the search's default, the LS distance alone that was the default before,
+the authors' variant, the paper's per-candidate fit, the other LS settings that rank well in BENCHMARKS.md, the loss and the hybrids) is replayed with
 ``lsh-tune replay``'s own code (:func:`lsh_tune.cli.replay.replay_many`) under every
 ``--hpo`` × ``--pool`` × ``E`` cell, ``--seeds`` replay seeds each. Per cell it records the chosen
 configuration's mean rank among the table's configurations (1 = best final test perplexity, the

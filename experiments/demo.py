@@ -3,8 +3,8 @@
     python experiments/demo.py --storage-path runs --name demo [overrides]
 
 Tiny stacked LSTM (emb = hidden = 64, two layers) on the first 80,000 tokens of each PTB split,
-sparsity 0.67, LSH-TPE ranked by the default hybrid (LS-distance rank and loss rank), pool 5, E = 1 (plan 5 → 4 → 2 finalists), finalists
-trained to 5 epochs, one CPU per trial, a local Ray with 2 CPUs. On this slice the add-one unigram
+sparsity 0.67, LSH-TPE ranked by the default hybrid (LS-distance rank and loss rank), pool 5, E = 1
+(plan 5 → 4 → 2 finalists), finalists trained to 5 epochs, one CPU per trial, a local Ray with 2 CPUs. On this slice the add-one unigram
 perplexity is 729 (valid) / 694 (test); the dense reference and the chosen candidate end well
 below it (``tests/test_demo.py`` runs exactly these settings and checks < 0.7 × unigram).
 Every ``lsh-tune search`` option can be appended; later options override these.

@@ -44,8 +44,8 @@ class SearchConfig:
         sparsity: target sparsity s.
         hpo: refill generator, one of :data:`~lsh_tune.search.HPO_METHODS`.
         metric: the ranking signal (:data:`~lsh_tune.search.signals.SIGNALS`): ``hybrid`` (the mean of the
-            LS-distance rank and the validation-loss rank; the default, :data:`~lsh_tune.search.signals.DEFAULT_METRIC`),
-            ``ls`` (LS distance to the dense reference) or ``loss`` (validation loss).
+            LS-distance rank and the validation-loss rank; the default,
+            :data:`~lsh_tune.search.signals.DEFAULT_METRIC`), ``ls`` (LS distance to the dense reference) or ``loss`` (validation loss).
         pool: initial pool size |P| (``None``: the whole grid of ``space`` for ``grid``, else 20).
         rounds_every: E.
         final_k: finalists.
@@ -103,8 +103,8 @@ class SearchConfig:
     hpo: str = field(default="tpe", metadata={"choices": HPO_METHODS, "help": "refill generator"})
     metric: str = field(default=DEFAULT_METRIC, metadata={
         "choices": RANKING_METRICS,
-        "help": "hybrid (mean of the LS-distance rank and the validation-loss rank; the default, chosen on tables/bench), "
-                "ls (LS distance alone, LSH as published) or loss (loss-based baseline)"})
+        "help": "hybrid (mean of the LS-distance rank and the validation-loss rank; the default, chosen on "
+                "tables/bench), ls (LS distance alone, LSH as published) or loss (loss-based baseline)"})
     pool: int | None = field(default=None, metadata={
         "help": f"initial pool size (default: the whole grid for grid, else {DEFAULT_POOL})"})
     rounds_every: int = field(default=3, metadata={"help": "E: epochs per round"})

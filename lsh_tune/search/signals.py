@@ -51,8 +51,8 @@ from lsh_tune.lyapunov.jacobians import CONVENTIONS
 from lsh_tune.search._ls_fit import LS_FITS, NEG_INF_RULES, LSSpace, PoolLSFit
 from lsh_tune.search.keys import LS_KEY, OWN_FIT_DISTANCE_KEY
 
-__all__ = ["DEFAULT_METRIC", "RANKING_METRICS", "RISE_FACTOR", "SIGNALS", "LSDistance", "RankAverage", "RankingSignal", "RoundData",
-           "ValLoss", "make_signal", "not_learning", "ppl_text", "register_signal", "signal_class", "signal_for",
+__all__ = ["DEFAULT_METRIC", "RANKING_METRICS", "RISE_FACTOR", "SIGNALS", "LSDistance", "RankAverage", "RankingSignal",
+           "RoundData", "ValLoss", "make_signal", "not_learning", "ppl_text", "register_signal", "signal_class", "signal_for",
            "signal_from_dict", "learning_rule_text", "ls_setting", "val_ppl_of"]
 
 #: The LS distance's settings that a search (:class:`~lsh_tune.search.config.SearchConfig`) and a

@@ -37,7 +37,8 @@ from lsh_tune.search import HPO_METHODS
 from lsh_tune.search._ledger import SearchLedger
 from lsh_tune.search._ls_fit import LS_FITS
 from lsh_tune.search._pool import FINAL, SELECTION
-from lsh_tune.search.signals import DEFAULT_METRIC, RANKING_METRICS, apply_ls_preset, ls_preset_field, ls_setting, signal_for
+from lsh_tune.search.signals import (DEFAULT_METRIC, RANKING_METRICS, apply_ls_preset, ls_preset_field, ls_setting,
+                                     signal_for)
 from lsh_tune.seeds import derive_seed
 from lsh_tune.space import DEFAULT_DEATH_RATE_GRID
 from lsh_tune.table._distances import history

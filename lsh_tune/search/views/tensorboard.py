@@ -63,7 +63,7 @@ def _spectra(writer, tag: str, items) -> None:
             writer.add_histogram(tag, finite, epoch)
 
 
-def ranking_tag(config) -> str:
+def _ranking_tag(config) -> str:
     """The candidate runs' tag of the values that ranked them: ``ranking/<metric>`` of the search's config."""
     return f"ranking/{config.metric}"
 
@@ -90,7 +90,7 @@ def _write_candidate(writer, history: SearchHistory, cid: str, common: dict, dis
 
     c = history.pool.candidates[cid]
     for epoch, value in zip(c.epochs, c.history):
-        writer.add_scalar(ranking_tag(history.config), float(value), int(epoch))
+        writer.add_scalar(_ranking_tag(history.config), float(value), int(epoch))
     for epoch, value in common.get(cid, {}).items():
         writer.add_scalar("ls_distance/common_fit", value, epoch)
     for e in history.events_of("epoch"):
