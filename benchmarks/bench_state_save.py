@@ -9,9 +9,11 @@ disk; the write is all-or-nothing and fsynced, as in a search):
 
     python benchmarks/bench_state_save.py --model stacked_lstm --preset paper --repeat 3
 
-Prints one JSON line per case: the state's size (MB), the median seconds of ``save_state`` and of a
-host copy of the state (``Trainer.state_dict()`` and a copy of every tensor in it: what a background
-writer would have to take before training goes on), and the write's share of an epoch of ``--epoch-s``
+Prints one JSON line per case (no average; the average with int32 counters, what lsh_tune writes; the
+same with int64 counters, what it wrote before 2026-12-05, interleaved with the int32 saves): the
+state's size (MB), the median seconds of ``save_state`` and of a host copy of the state
+(``Trainer.state_dict()`` and a copy of every tensor in it: what a background writer would have to
+take before training goes on), and the write's share of an epoch of ``--epoch-s``
 seconds (default: the H200 figure of issue 19 for the paper stacked LSTM, 17.7 s per PTB epoch).
 """
 from __future__ import annotations
@@ -40,6 +42,28 @@ def _host_copy(obj):
     return obj
 
 
+def _case(args, trainer, store, meta: dict, counts: str | None, repeat: int | None = None) -> dict:
+    """Median ``save_state`` and host-copy seconds of ``trainer``'s state (``counts``: the averager's
+    counter dtype, ``None`` without an averager) over ``repeat`` (default ``args.repeat``) saves."""
+    from lsh_tune.search.candidate import save_state
+    from lsh_tune.search.layout import STATE_NAME, candidate_dir
+
+    saves, copies = [], []
+    for _ in range(args.repeat if repeat is None else repeat):
+        t0 = time.perf_counter()
+        _host_copy(trainer.state_dict())
+        copies.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        save_state(trainer, store, "c000", meta)
+        saves.append(time.perf_counter() - t0)
+    size = store.local_path(f"{candidate_dir('c000')}/{STATE_NAME}").stat().st_size
+    save_s = statistics.median(saves)
+    return {"model": args.model, "preset": args.preset, "averaged": counts is not None, "counts": counts,
+            "state_mb": round(size / 2 ** 20, 1), "save_s": round(save_s, 3),
+            "host_copy_s": round(statistics.median(copies), 3), "share_of_epoch": round(save_s / args.epoch_s, 4),
+            "epoch_s": args.epoch_s, "repeat": len(saves)}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="stacked_lstm")
@@ -51,8 +75,6 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
 
     from lsh_tune.data import load_corpus
-    from lsh_tune.search.candidate import save_state
-    from lsh_tune.search.layout import STATE_NAME, candidate_dir
     from lsh_tune.storage import Storage
     from lsh_tune.train.averaging import WeightAverager
 
@@ -60,25 +82,22 @@ def main(argv: list[str] | None = None) -> int:
     trainer = _build(args, "eager", corpus, torch.device("cpu"))
     with tempfile.TemporaryDirectory(dir=args.dir) as root:
         store = Storage(root)
-        for averaged in (False, True):
-            if averaged:
-                trainer.averager = WeightAverager(trainer.model)  # what NT-ASGD adds once it triggers
-            meta = {"ls_history": [[-1.0] * 8], "ls_epochs": [0], "last_report": None}
-            saves, copies = [], []
-            for _ in range(args.repeat):
-                t0 = time.perf_counter()
-                _host_copy(trainer.state_dict())
-                copies.append(time.perf_counter() - t0)
-                t0 = time.perf_counter()
-                save_state(trainer, store, "c000", meta)
-                saves.append(time.perf_counter() - t0)
-            size = store.local_path(f"{candidate_dir('c000')}/{STATE_NAME}").stat().st_size
-            save_s = statistics.median(saves)
-            print(json.dumps({"model": args.model, "preset": args.preset, "averaged": averaged,
-                              "state_mb": round(size / 2 ** 20, 1), "save_s": round(save_s, 3),
-                              "host_copy_s": round(statistics.median(copies), 3),
-                              "share_of_epoch": round(save_s / args.epoch_s, 4), "epoch_s": args.epoch_s,
-                              "repeat": args.repeat}), flush=True)
+        meta = {"ls_history": [[-1.0] * 8], "ls_epochs": [0], "last_report": None}
+        print(json.dumps(_case(args, trainer, store, meta, None)), flush=True)
+        trainer.averager = WeightAverager(trainer.model)  # what NT-ASGD adds once it triggers
+        int32 = dict(trainer.averager.count)
+        int64 = {k: v.to(torch.int64) for k, v in int32.items()}  # the counters before 2026-12-05
+        runs = {"int32": [], "int64": []}
+        for _ in range(args.repeat):  # the two counter types interleaved, one save each per round
+            for name, counts in (("int32", int32), ("int64", int64)):
+                trainer.averager.count = counts
+                runs[name].append(_case(args, trainer, store, meta, name, repeat=1))
+        for name, rows in runs.items():
+            row = dict(rows[0], repeat=args.repeat)
+            for key in ("save_s", "host_copy_s"):
+                row[key] = round(statistics.median(r[key] for r in rows), 3)
+            row["share_of_epoch"] = round(row["save_s"] / args.epoch_s, 4)
+            print(json.dumps(row), flush=True)
     return 0
 
 

@@ -39,7 +39,9 @@ def test_tiny_lstm_learns_far_below_unigram(ptb_learning_slice):
 
 
 @pytest.mark.usefixtures("one_torch_thread")
-def test_resume_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("int64_counts", [False, True], ids=["this-format", "int64-counts"])
+def test_resume_is_bit_identical(tmp_path, int64_counts):
+    """Also from a state whose NT-ASGD counters are int64 (written before they became int32)."""
     c = load_corpus("ptb", max_tokens=3000)
     kw = dict(epochs=3, batch_size=5, bptt=20, variable_bptt=True)
 
@@ -54,9 +56,15 @@ def test_resume_is_bit_identical(tmp_path):
     first = _trainer(c, "awd_lstm_mos", seed=3, **kw)
     run(first, 2)
     first.save(tmp_path / "ck.pt")
+    saved = torch.load(tmp_path / "ck.pt", weights_only=False)
+    assert {v.dtype for v in saved["averager"]["count"].values()} == {torch.int32}
+    if int64_counts:
+        saved["averager"]["count"] = {k: v.to(torch.int64) for k, v in saved["averager"]["count"].items()}
+        torch.save(saved, tmp_path / "ck.pt")
     resumed = _trainer(c, "awd_lstm_mos", seed=99, **kw)  # other seed: state must come from the file
     resumed.load(tmp_path / "ck.pt")
     assert resumed.epoch == 2 and resumed.averager is not None
+    assert {v.dtype for v in resumed.averager.count.values()} == {torch.int32}
     resumed.fit()
     for (n, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(a, b), n

@@ -61,10 +61,10 @@ _CAP_NOTES = {"stacked_lstm": "measured on an H200: 4 trials train 2.26x the bat
 DEFAULT_CAP = 1
 
 #: Bytes per parameter a sparse candidate keeps on its GPU: weights 4, gradients 4, the mask (bool 1
-#: plus its float32 copy 4, ``Masking``), NT-ASGD's average 4, its int64 counts 8 and the weights
+#: plus its float32 copy 4, ``Masking``), NT-ASGD's average 4, its int32 counts 4 and the weights
 #: swapped out while the average is evaluated 4 (``train/averaging.py``). SGD without momentum keeps
 #: no optimizer state.
-BYTES_PER_PARAM = 4 + 4 + (1 + 4) + (4 + 8 + 4)
+BYTES_PER_PARAM = 4 + 4 + (1 + 4) + (4 + 4 + 4)
 #: float32 values autograd keeps per hidden unit, layer (RHN: per micro-layer) and token for the backward
 #: pass: an LSTM's 4 input and 4 recurrent gate pre-activations, c, tanh(c), h and a dropout mask.
 ACTIVATION_FLOATS_PER_UNIT = 12

@@ -18,14 +18,22 @@ class WeightAverager:
     regrown by dynamic sparse training, SNT-ASGD) while the others keep theirs; for dense
     training all counters stay equal and this is plain ASGD averaging from the switch step.
     Tensors are keyed by parameter name (tied tensors appear once).
+
+    The counters are int32 (4 bytes per weight, like the weights): up to 2**31 - 1 updates, against
+    1,328 steps per PTB epoch at batch 20. At the paper's stacked LSTM (66M weights) int64 counters
+    made up 504 MB of a 1,071 MB per-epoch state and of every trial's GPU memory. A state saved with
+    int64 counters loads unchanged (the copy casts).
     """
+
+    #: The counters' dtype.
+    COUNT_DTYPE = torch.int32
 
     def __init__(self, model: nn.Module) -> None:
         self.avg: dict[str, torch.Tensor] = {}
         self.count: dict[str, torch.Tensor] = {}
         for name, p in model.named_parameters():
             self.avg[name] = p.detach().clone()
-            self.count[name] = torch.zeros_like(p, dtype=torch.int64)
+            self.count[name] = torch.zeros_like(p, dtype=self.COUNT_DTYPE)
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
