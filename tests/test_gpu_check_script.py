@@ -64,3 +64,30 @@ def test_step_benchmark_dry_run_on_cpu_and_its_refusals(capsys):
         with pytest.raises(SystemExit) as e:
             bench.main(argv)
         assert e.value.code == 2 and msg in capsys.readouterr().err
+
+
+def test_the_whole_gpu_check_keeps_to_its_budget_on_a_cpu_dry_run():
+    """``benchmarks/gpu_check.sh`` with ``DEVICE=cpu PRESET=tiny`` and a 40 s budget: every step is
+    either started under a limit no longer than the time left or skipped once the budget is spent,
+    in the order of importance; the first step (the RHN step timing) runs to its summary; the script
+    ends with its ``done`` line, exit 0, within the budget plus the last step's overrun allowance."""
+    import time
+
+    steps = ["rhn_step", "stacked_lstm", "ls_fast", "graph_tests", "search_split", "packing_lstm", "stacked_step",
+             "rhn", "awd_lstm_mos", "packing_rhn"]
+    t0 = time.monotonic()
+    run = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True,
+                         timeout=200, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "DEVICE": "cpu",
+                                           "PRESET": "tiny", "BUDGET_S": "40", "PYTHON": sys.executable})
+    took = time.monotonic() - t0
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = [json.loads(x) for x in run.stdout.splitlines() if x.startswith("{")]
+    marks = [x for x in lines if x.get("step") in steps and ("limit_s" in x or "skipped" in x) and "exit" not in x]
+    assert [x["step"] for x in marks] == steps
+    skipped = ["skipped" in x for x in marks]
+    assert skipped == sorted(skipped)                     # once the budget is spent, every later step is skipped
+    assert not skipped[0] and any(skipped)                # 40 s cannot hold all ten steps
+    assert all(x["limit_s"] <= 40 for x in marks if "limit_s" in x)
+    assert any("summary" in x and x["summary"].get("model") == "rhn" for x in lines)
+    assert lines[-1]["step"] == "done" and lines[-1]["budget_s"] == 40
+    assert took < 40 + 30                                 # a step never outlives the time left (+ process start-up)
