@@ -20,7 +20,10 @@
 #   rhn, awd_lstm_mos  per-batch time and LS share of the other two paper models;
 #   packing_rhn      throughput of 1 and 4 RHN trials sharing the GPU.
 # Environment: BUDGET_S (default 470), DEVICE (cuda; cpu with PRESET=tiny for a dry run of the whole
-# script on a machine without a GPU, numbers meaningless), PYTHON (default python3).
+# script on a machine without a GPU, numbers meaningless), PYTHON (default python3), OUT (the device
+# tool's folder of files that come back: when set, everything printed is also written to
+# $OUT/gpu_check.log, since a run's reply keeps only the last 12,000 characters; the search's
+# experiment, checkpoints included, stays in WORK, default /tmp/lsh_gpu_check).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -28,7 +31,12 @@ DEVICE="${DEVICE:-cuda}"
 PRESET="${PRESET:-paper}"
 BUDGET_S="${BUDGET_S:-470}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+WORK="${WORK:-/tmp/lsh_gpu_check}"
 deadline=$(( $(date +%s) + BUDGET_S ))
+if [ -n "${OUT:-}" ]; then
+    mkdir -p "$OUT"
+    exec > >(tee "$OUT/gpu_check.log") 2>&1
+fi
 if [ "$DEVICE" = cuda ]; then
     "$PY" -c "import torch, sklearn, scipy; assert torch.cuda.is_available(), 'no CUDA'; print('torch', torch.__version__, torch.cuda.get_device_name(0))" || exit 1
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
@@ -66,7 +74,7 @@ step stacked_lstm 90 "$PY" benchmarks/gpu_check.py --model stacked_lstm "${SIZE[
     $([ "$DEVICE" = cuda ] || echo --batches 3 --top 8)
 step ls_fast 90 "$PY" benchmarks/bench_lyapunov.py --only e --device "$DEVICE" "${LS_SIZE[@]}"
 step graph_tests 45 "$PY" -m pytest -q -p no:cacheprovider tests/test_graph_step.py
-step search_split 170 env "${SEARCH_ENV[@]}" SEARCH_TIMEOUT=150 PYTHON="$PY" bash benchmarks/gpu_search.sh
+step search_split 170 env "${SEARCH_ENV[@]}" SEARCH_TIMEOUT=150 PYTHON="$PY" OUT="$WORK" bash benchmarks/gpu_search.sh
 step packing_lstm 80 "$PY" benchmarks/gpu_packing.py --model stacked_lstm "${SIZE[@]}" --batches 20 \
     --trials 1,2,4,8 --device "$DEVICE"
 step stacked_step 40 "$PY" benchmarks/bench_train_step.py --model stacked_lstm "${SIZE[@]}" --variants "eager${GRAPH:+,graph}" \

@@ -66,11 +66,12 @@ def test_step_benchmark_dry_run_on_cpu_and_its_refusals(capsys):
         assert e.value.code == 2 and msg in capsys.readouterr().err
 
 
-def test_the_whole_gpu_check_keeps_to_its_budget_on_a_cpu_dry_run():
+def test_the_whole_gpu_check_keeps_to_its_budget_on_a_cpu_dry_run(tmp_path):
     """``benchmarks/gpu_check.sh`` with ``DEVICE=cpu PRESET=tiny`` and a 40 s budget: every step is
     either started under a limit no longer than the time left or skipped once the budget is spent,
     in the order of importance; the first step (the RHN step timing) runs to its summary; the script
-    ends with its ``done`` line, exit 0, within the budget plus the last step's overrun allowance."""
+    ends with its ``done`` line, exit 0, within the budget plus the last step's overrun allowance.
+    With ``OUT`` set (the device tool's returned folder) the whole output is also in ``$OUT/gpu_check.log``."""
     import time
 
     steps = ["rhn_step", "stacked_lstm", "ls_fast", "graph_tests", "search_split", "packing_lstm", "stacked_step",
@@ -78,7 +79,8 @@ def test_the_whole_gpu_check_keeps_to_its_budget_on_a_cpu_dry_run():
     t0 = time.monotonic()
     run = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True,
                          timeout=200, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "DEVICE": "cpu",
-                                           "PRESET": "tiny", "BUDGET_S": "40", "PYTHON": sys.executable})
+                                           "PRESET": "tiny", "BUDGET_S": "40", "PYTHON": sys.executable,
+                                           "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work")})
     took = time.monotonic() - t0
     assert run.returncode == 0, run.stderr[-2000:]
     lines = [json.loads(x) for x in run.stdout.splitlines() if x.startswith("{")]
@@ -91,3 +93,5 @@ def test_the_whole_gpu_check_keeps_to_its_budget_on_a_cpu_dry_run():
     assert any("summary" in x and x["summary"].get("model") == "rhn" for x in lines)
     assert lines[-1]["step"] == "done" and lines[-1]["budget_s"] == 40
     assert took < 40 + 30                                 # a step never outlives the time left (+ process start-up)
+    assert [x for x in (tmp_path / "out" / "gpu_check.log").read_text().splitlines() if x.startswith("{")] == \
+        [x for x in run.stdout.splitlines() if x.startswith("{")]
