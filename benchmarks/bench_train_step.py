@@ -4,7 +4,10 @@ Variants (``--variants``, comma-separated):
 
 * ``eager`` — today's eager step (``Trainer(cuda_graph=False)``; the RHN cell's fused backward on);
 * ``graph`` — the step recorded in a CUDA graph (``Trainer(cuda_graph=True)``, CUDA only);
-* ``unfused`` — the eager step with the RHN highway cell's plain autograd backward (RHN only).
+* ``unfused`` — the eager step with the RHN highway cell's plain autograd backward (RHN only);
+* ``compiled`` — the eager step with the RHN cell through ``torch.compile`` (``Trainer(compile_cell=True)``,
+  RHN only; compiled in the warm-up epoch, whose time each row prints as ``warmup_epoch_s``);
+* ``graph_compiled`` — both: the compiled cell inside the CUDA graph (CUDA, RHN only; the default on CUDA).
 
 Each variant trains a sparse candidate (sparsity 0.67, ER / magnitude / random, as the search does)
 on a real-corpus slice of ``--batches`` full batches; the variants alternate for ``--repeat`` rounds
@@ -12,7 +15,7 @@ after one warm-up epoch each, and the median seconds per batch is reported with 
 first variant. Validation is one batch, so an epoch's time is its training steps.
 
     python benchmarks/bench_train_step.py --model rhn --preset small --variants unfused,eager --device cpu
-    python benchmarks/bench_train_step.py --model rhn --preset paper --variants eager,graph --device cuda
+    python benchmarks/bench_train_step.py --model rhn --preset paper --variants eager,graph,graph_compiled --device cuda
 
 Prints one JSON line per variant and a summary line.
 """
@@ -26,7 +29,8 @@ from dataclasses import replace
 
 import torch
 
-VARIANTS = ("eager", "graph", "unfused")
+VARIANTS = ("eager", "graph", "unfused", "compiled", "graph_compiled")
+RHN_ONLY = ("unfused", "compiled", "graph_compiled")
 
 
 def _build(args, variant: str, corpus, device):
@@ -38,12 +42,12 @@ def _build(args, variant: str, corpus, device):
     seed_everything(0)
     model = build_model(model_spec, len(corpus.vocab))
     if variant == "unfused":
-        model.fused_cell = False
+        model.set_cell("autograd")
     hook = build_sparse_hook(model, SparseConfig(sparsity=0.67, sparse_init="ER", death="magnitude",
                                                  growth="random", death_rate=0.8), seed=0)
     spec = replace(train_spec, eval_batch_size=train_spec.batch_size)
     return Trainer(model, corpus, spec, seed=0, device=device, hooks=[hook], max_epochs=10 ** 6,
-                   cuda_graph=(variant == "graph"))
+                   cuda_graph=variant.startswith("graph"), compile_cell=variant.endswith("compiled"))
 
 
 def _epoch_seconds(trainer) -> float:
@@ -69,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     bad = [v for v in variants if v not in VARIANTS]
     if bad:
         p.error(f"--variants {','.join(bad)} not allowed; choose from {', '.join(VARIANTS)}")
-    if "unfused" in variants and args.model != "rhn":
-        p.error("--variants unfused applies to --model rhn only")
+    rhn_only = [v for v in variants if v in RHN_ONLY]
+    if rhn_only and args.model != "rhn":
+        p.error(f"--variants {','.join(rhn_only)} applies to --model rhn only")
     device = torch.device(args.device)
 
     from lsh_tune.data import load_corpus
@@ -83,8 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     corpus.valid = corpus.valid[:bs * bptt + 1]
     corpus.test = corpus.test[:bs * bptt + 1]
     trainers = {v: _build(args, v, corpus, device) for v in variants}
-    for t in trainers.values():
-        _epoch_seconds(t)                                   # warm-up (allocator, handles, graph recording)
+    warmup_s = {v: _epoch_seconds(t) for v, t in trainers.items()}  # allocator, handles, recording, compiling
     times: dict[str, list[float]] = {v: [] for v in variants}
     for _ in range(args.repeat):
         for v, t in trainers.items():
@@ -97,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         med = statistics.median(times[v])
         gs = trainers[v].graph_step
         row = {"variant": v, "s_per_batch_median": med, "s_per_batch": times[v], "ratio_to_first": med / base,
-               "graph_replays": gs.replays if gs else 0, "graph_failed": gs.failed if gs else None}
+               "graph_replays": gs.replays if gs else 0, "graph_failed": gs.failed if gs else None,
+               "compiled_cell": getattr(trainers[v].model, "cell", None) == "compiled", "warmup_epoch_s": warmup_s[v]}
         summary[f"{v}_s_per_batch"] = med
         summary[f"{v}_over_{variants[0]}"] = med / base
         print(json.dumps(row), flush=True)

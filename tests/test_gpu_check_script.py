@@ -60,7 +60,8 @@ def test_step_benchmark_dry_run_on_cpu_and_its_refusals(capsys):
     assert [r["variant"] for r in rows] == ["eager", "unfused"]
     assert summary["unfused_over_eager"] == pytest.approx(rows[1]["s_per_batch_median"] / rows[0]["s_per_batch_median"])
     for argv, msg in ((["--variants", "eager,fast"], "--variants fast not allowed"),
-                      (["--model", "stacked_lstm", "--variants", "unfused"], "applies to --model rhn only")):
+                      (["--model", "stacked_lstm", "--variants", "unfused"], "applies to --model rhn only"),
+                      (["--model", "stacked_lstm", "--variants", "eager,compiled"], "--variants compiled applies")):
         with pytest.raises(SystemExit) as e:
             bench.main(argv)
         assert e.value.code == 2 and msg in capsys.readouterr().err

@@ -24,15 +24,18 @@ def ptb_slice():
     return c
 
 
-def _trainer(corpus, model: str, device: str, *, cuda_graph, mask_gradients: bool = False):
+def _trainer(corpus, model: str, device: str, *, cuda_graph, mask_gradients: bool = False,
+             compile_cell: bool = False, cell: str | None = None):
     spec, train = get_preset(model, "tiny")
     seed_everything(3)
     m = build_model(spec, len(corpus.vocab))
+    if cell is not None:
+        m.set_cell(cell)
     hook = build_sparse_hook(m, SparseConfig(sparsity=0.6, sparse_init="ER", death="magnitude", growth="gradient",
                                              redistribution="magnitude", death_rate=0.5,
                                              mask_gradients=mask_gradients), seed=3)
     return Trainer(m, corpus, replace(train, lr=30.0, clip=0.25), seed=3, device=device,
-                   hooks=[hook], max_epochs=4, cuda_graph=cuda_graph), hook
+                   hooks=[hook], max_epochs=4, cuda_graph=cuda_graph, compile_cell=compile_cell), hook
 
 
 def _run(t: Trainer, epochs: int) -> list[dict]:
@@ -103,12 +106,18 @@ def test_a_cpu_trainer_refuses_a_required_graph(ptb_slice):
 def test_cuda_graph_step_matches_the_eager_curve(ptb_slice, model):
     """Real CUDA graphs against the eager step, both on this GPU (the tiny presets have no dropout, so
     both draw no random numbers). Tolerance: ten times the spread of two eager runs measured here
-    (float32 atomics in the embedding's backward are not ordered), at least 1e-6 relative."""
+    (float32 atomics in the embedding's backward are not ordered), at least 1e-6 relative. RHN also:
+    the compiled cell inside the graph (the default on CUDA) against the eager curve, within ten times
+    the spread between the two eager cells (fused and autograd backward: one function, other rounding,
+    as Inductor's kernels are)."""
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     runs = {}
-    for name, cg in (("eager1", False), ("eager2", False), ("graph", True)):
-        t, _ = _trainer(ptb_slice, model, "cuda", cuda_graph=cg)
+    cases = [("eager1", False, False, None), ("eager2", False, False, None), ("graph", True, False, None)]
+    if model == "rhn":
+        cases += [("autograd", False, False, "autograd"), ("graph_compiled", True, True, None)]
+    for name, cg, compiled, cell in cases:
+        t, _ = _trainer(ptb_slice, model, "cuda", cuda_graph=cg, compile_cell=compiled, cell=cell)
         runs[name] = [m["val_loss"] for m in _run(t, 3)]
         if cg:
             full = (t.train_data.size(0) - 1) // t.spec.bptt
@@ -116,4 +125,8 @@ def test_cuda_graph_step_matches_the_eager_curve(ptb_slice, model):
     spread = max(abs(a - b) for a, b in zip(runs["eager1"], runs["eager2"]))
     tol = max(10 * spread, 1e-6 * abs(runs["eager1"][-1]))
     assert max(abs(a - b) for a, b in zip(runs["eager1"], runs["graph"])) <= tol, runs
+    if model == "rhn":
+        assert t.compiled_cell and t.model._compiled_ran
+        cells = max(abs(a - b) for a, b in zip(runs["eager1"], runs["autograd"]))
+        assert max(abs(a - b) for a, b in zip(runs["eager1"], runs["graph_compiled"])) <= max(10 * cells, tol), runs
 

@@ -76,7 +76,7 @@ def test_rhn_fused_highway_backward_is_the_composite_gradient():
     for fused in (True, False):
         torch.manual_seed(1)
         m = build_model(spec, 200).double().train()
-        m.fused_cell = fused
+        m.set_cell("fused" if fused else "autograd")
         tokens = torch.randint(0, 200, (6, 3))
         out, _ = m(tokens, m.init_state(3))
         out.sum().backward()

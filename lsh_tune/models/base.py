@@ -62,6 +62,11 @@ class RNNLanguageModel(nn.Module):
     def step(self, state: State, x: torch.Tensor) -> State:
         """One time step of the recurrent stack without dropout: x is (B, E)."""
 
+    def use_compiled_cell(self) -> bool:
+        """Switch training to a ``torch.compile``'d recurrent cell if this model has one; returns whether
+        it has (the base class: no; :class:`~lsh_tune.models.rhn.RHN`: yes)."""
+        return False
+
     @staticmethod
     def detach_state(state: State) -> State:
         return tuple(tuple(t.detach() for t in layer) for layer in state)

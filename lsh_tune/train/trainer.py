@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import math
 import random
 import time
@@ -106,6 +107,23 @@ class _State:
     asgd_epoch: int | None = None  # epoch after which averaging started
 
 
+#: ``LSH_COMPILE_CELL=0`` keeps the model's cell uncompiled wherever ``compile_cell`` is left to ``None``.
+COMPILE_ENV = "LSH_COMPILE_CELL"
+
+
+def _use_compiled_cell(model: RNNLanguageModel, compile_cell: bool | None, device: torch.device) -> bool:
+    """Switch ``model`` to its compiled cell when asked (``True``) or by default (``None``: on CUDA)."""
+    if compile_cell is False or (compile_cell is None and (device.type != "cuda"
+                                                           or os.environ.get(COMPILE_ENV, "1") == "0")):
+        return False
+    if model.use_compiled_cell():
+        return True
+    if compile_cell:
+        raise LSHUsageError(f"compile_cell=True: {type(model).__name__} has no compiled cell "
+                            "(RHN has; use compile_cell=None for auto)")
+    return False
+
+
 class Trainer:
     """Train ``model`` on ``corpus`` with ``spec``; one call of :meth:`train_epoch` per epoch.
 
@@ -122,11 +140,16 @@ class Trainer:
             (:mod:`lsh_tune.train.graph_step`): ``None`` (auto: on CUDA with fixed BPTT and
             graph-safe hooks, unless ``LSH_CUDA_GRAPH=0``), ``True`` (refused where it cannot
             apply) or ``False``. ``graph_reason`` says why it is off.
+        compile_cell: train with the model's ``torch.compile``'d cell where it has one (RHN:
+            ``RNNLanguageModel.use_compiled_cell``): ``None`` (auto: on CUDA, unless
+            ``LSH_COMPILE_CELL=0``), ``True`` (any device; refused for a model without one) or
+            ``False``. ``compiled_cell`` says whether it is on.
     """
 
     def __init__(self, model: RNNLanguageModel, corpus: Corpus, spec: TrainSpec, *, seed: int = 0,
                  device: str | torch.device | None = None, hooks: Sequence[TrainingHook] = (),
-                 max_epochs: int | None = None, momentum: float = 0.0, cuda_graph: bool | None = None) -> None:
+                 max_epochs: int | None = None, momentum: float = 0.0, cuda_graph: bool | None = None,
+                 compile_cell: bool | None = None) -> None:
         check_corpus_size(corpus, batch_size=spec.batch_size, eval_batch_size=spec.eval_batch_size)
         self.max_epochs = int(spec.epochs if max_epochs is None else max_epochs)
         if self.max_epochs < 0:
@@ -151,6 +174,7 @@ class Trainer:
         use_graph, self.graph_reason = graph_step_wanted(cuda_graph, self.device, variable_bptt=spec.variable_bptt,
                                                          hooks=self.hooks)
         self.graph_step: GraphStep | None = GraphStep(self) if use_graph else None
+        self.compiled_cell = _use_compiled_cell(self.model, compile_cell, self.device)
 
     # ------------------------------------------------------------------ properties
     @property
