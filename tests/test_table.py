@@ -15,7 +15,7 @@ from lsh_tune.errors import LSHUsageError
 from lsh_tune.table import Table, plan_configs, read_run, table_preset, train_run
 from lsh_tune.table._format import REFERENCE_KEY, run_path
 from lsh_tune.table._train import load_table_corpus, partial_path
-from lsh_tune.table.tune_build import missing_runs, prepare_table
+from lsh_tune.table.tune_build import missing_runs, prepare_table, tune_storage_path
 
 from helpers import kill_tree
 
@@ -121,6 +121,30 @@ def test_table_build_usage_errors_are_one_line(tmp_path):
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "--preset" in out.stderr
     assert not (tmp_path / "none").exists()
+
+
+def test_tune_storage_of_a_table_build_keeps_uris_and_refuses_malformed_ones(tmp_path, monkeypatch):
+    """``--ray-storage``: an object-store URI goes to Tune as given (it was once resolved as a local
+    path, ``./s3:/bucket``), a directory or ``file://`` one is made absolute, and a malformed URI is
+    refused in one line (exit 2) before the table directory is created."""
+    monkeypatch.chdir(tmp_path)
+    assert tune_storage_path("s3://bucket/tune?endpoint_override=http://127.0.0.1:9&scheme=http") == \
+        "s3://bucket/tune?endpoint_override=http://127.0.0.1:9&scheme=http"
+    assert tune_storage_path("gs://bucket/x") == "gs://bucket/x"
+    assert tune_storage_path("ray") == str(tmp_path / "ray")
+    assert tune_storage_path(f"file://{tmp_path}/r") == str(tmp_path / "r")
+    assert Path(tune_storage_path(None)).is_dir()
+    with pytest.raises(LSHUsageError, match="ray_storage='s3:/bucket' is not a URI"):
+        tune_storage_path("s3:/bucket")
+    out = subprocess.run(_cli("table", "build", str(tmp_path / "t"), "--preset", "tiny", "--ray-storage", "s3://"),
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "ray_storage='s3://' names no bucket" in out.stderr
+    assert not (tmp_path / "t").exists()
+    out = subprocess.run(_cli("table", "build", "s3://bucket/table", "--preset", "tiny"),
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 2 and "table='s3://bucket/table' is an object-store URI" in out.stderr, out.stderr
+    assert not (tmp_path / "s3:").exists()
 
 
 def test_a_table_restricted_to_some_of_its_seeds():

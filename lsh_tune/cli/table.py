@@ -53,7 +53,8 @@ def register(sub) -> None:
     run.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs (torch threads) per run (default: 1.0)")
     run.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per run (default: 0.0)")
     run.add_argument("--num-cpus", type=int, default=None, help="CPUs of a Ray instance started here")
-    run.add_argument("--ray-storage", default=None, help="where Tune writes its own files (default: a temp dir)")
+    run.add_argument("--ray-storage", default=None, help="where Tune writes its own files: a directory or a URI such as s3://bucket/prefix "
+                     "(default: a temp dir)")
     run.add_argument("--data-dir", default=None, help="extra directory searched for the corpus")
     run.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     b.set_defaults(func=build)
@@ -130,8 +131,14 @@ def _first(args: argparse.Namespace, configs: list[dict]) -> list[dict]:
 
 
 def build(args: argparse.Namespace) -> int:
+    from lsh_tune.storage import is_uri
     from lsh_tune.table.tune_build import build_table, prepare_table
 
+    if is_uri(args.table, "table"):
+        raise LSHUsageError(f"table={args.table!r} is an object-store URI; a table is a directory on a local or "
+                            "shared file system (its runs are written by the trials where they run)")
+    if args.ray_storage is not None:
+        is_uri(args.ray_storage, "ray_storage")  # a malformed URI, before anything is written or started
     settings, configs = _plan(args)
     if args.preset is None and not os.path.exists(os.path.join(args.table, "manifest.json")):
         from lsh_tune.table import TABLE_PRESETS

@@ -82,6 +82,21 @@ def _trainable(spec: dict, *, directory: str, settings: dict, corpus, threads: i
     tune.report({"epoch": settings["epochs"], "test_ppl": done["final"]["test_ppl"], "done_run": True})
 
 
+def tune_storage_path(ray_storage: str | None) -> str:
+    """Where Tune writes its own files: a URI (``s3://bucket/prefix``) as given, a directory (or
+    ``file://`` one) made absolute, ``None`` a new temporary directory. A malformed URI (``s3:/b``,
+    ``s3://``) is refused by :func:`lsh_tune.storage.is_uri` (``LSHUsageError`` naming ``ray_storage``),
+    never taken for a local path."""
+    from lsh_tune.storage import is_uri
+
+    if ray_storage is None:
+        return tempfile.mkdtemp(prefix="lsh-table-tune-")
+    if is_uri(ray_storage, "ray_storage"):
+        return ray_storage
+    path = ray_storage[len("file://"):] if ray_storage.startswith("file://") else ray_storage
+    return str(Path(path).expanduser().resolve())
+
+
 def build_table(directory: str | Path, settings: TableSettings | None = None, configs: list[dict] | None = None, *,
                 cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0, data_dir: str | None = None,
                 ray_storage: str | None = None, limit: int | None = None) -> dict:
@@ -97,6 +112,8 @@ def build_table(directory: str | Path, settings: TableSettings | None = None, co
     from ray import tune
 
     t0 = time.time()
+    if ray_storage is not None:
+        tune_storage_path(ray_storage)  # refuse a malformed URI before anything is written
     directory = Path(directory).resolve()
     settings, configs = prepare_table(directory, settings, configs)
     todo = missing_runs(directory, settings, configs)
@@ -108,12 +125,12 @@ def build_table(directory: str | Path, settings: TableSettings | None = None, co
         corpus = load_table_corpus(settings, data_dir)
         trainable = tune.with_parameters(_trainable, directory=str(directory), settings=settings.to_dict(),
                                          corpus=corpus, threads=int(max(1, cpus_per_trial)))
-        storage = ray_storage or tempfile.mkdtemp(prefix="lsh-table-tune-")
+        storage = tune_storage_path(ray_storage)
         tuner = tune.Tuner(
             tune.with_resources(trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial}),
             param_space={"run": tune.grid_search(todo)},
             tune_config=tune.TuneConfig(num_samples=1, reuse_actors=False),
-            run_config=tune.RunConfig(storage_path=str(Path(storage).resolve()), name=f"build-{int(t0)}",
+            run_config=tune.RunConfig(storage_path=storage, name=f"build-{int(t0)}",
                                       verbose=0))
         failed = len(tuner.fit().errors)
     annotated = annotate_table(directory, settings, configs)
