@@ -97,3 +97,24 @@ def test_report_of_an_interrupted_search(tiny_search, tmp_path):
     assert all(s["n"] == 0 and s["rho"] is None for s in rep["spearman"])
     assert math.isfinite(rep["reference"]["val_ppl"])  # from the events, without best.json
     assert "no finalist finished yet" in render_markdown(rep)
+
+
+def test_rank_correlation_of_tied_ranks_is_undefined_not_a_warning():
+    """A round whose ranked finalists tie (the demo's round 2: two finalists with the same rank average)
+    gives ρ = None, with no scipy ConstantInputWarning in the user's terminal; varied values give scipy's ρ."""
+    import types
+    import warnings
+
+    from lsh_tune.search.views.report import spearman_by_round
+
+    def history(values, finals):
+        entries = [types.SimpleNamespace(cid=f"c{i}", value=v) for i, v in enumerate(values)]
+        return types.SimpleNamespace(pool=types.SimpleNamespace(rounds=[{}]), ranked=lambda r: entries,
+                                     final=lambda cid: finals[int(cid[1:])])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tied = spearman_by_round(history([1.5, 1.5, 3.0], [400.0, 600.0, None]))
+        varied = spearman_by_round(history([1.0, 2.0, 3.0], [400.0, 600.0, 500.0]))
+    assert tied == [{"round": 0, "n": 2, "rho": None, "p": None}]
+    assert varied[0]["n"] == 3 and varied[0]["rho"] == pytest.approx(spearmanr([1, 2, 3], [400, 600, 500]).statistic)

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 from lsh_tune.search._checks import VERBOSITY
 
-__all__ = ["VERBOSITY", "ray_init_kwargs", "tune_verbosity", "quiet_tune"]
+__all__ = ["VERBOSITY", "quiet_sigterm_in_gc", "ray_init_kwargs", "tune_verbosity", "quiet_tune"]
 #: Tune's environment switch for its "Experiment state snapshotting has been triggered multiple times" warning.
 _SNAPSHOT_WARNING_ENV = "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"
 #: Tune's switch between its new output engine (``1``, the default) and the legacy one (``0``).
@@ -53,3 +54,20 @@ def quiet_tune(verbose: int) -> None:
         os.environ.setdefault(_NEW_OUTPUT_ENV, "0")
         os.environ.setdefault(_SNAPSHOT_WARNING_ENV, "0")
         os.environ.setdefault(_SLOW_WARNING_ENV, _SLOW_WARNING_S)
+
+
+def _drop_lost_sigterm_exit(unraisable, default=sys.__unraisablehook__) -> None:
+    """``sys.unraisablehook`` of a trial worker: a ``SystemExit`` that Ray's SIGTERM handler raised
+    inside a garbage-collection callback is dropped silently; anything else goes to ``default``."""
+    if isinstance(unraisable.exc_value, SystemExit):
+        return
+    default(unraisable)
+
+
+def quiet_sigterm_in_gc() -> None:
+    """In a trial's worker process: no "Exception ignored in: <function WeakSet…>" traceback when Tune
+    stops the actor. Ray's worker SIGTERM handler raises ``SystemExit``; when the signal lands while
+    the collector runs a weakref callback, Python cannot raise it there and prints it as unraisable
+    (8 lines, forwarded to the user's terminal). Python drops it either way and Ray's follow-up kill
+    ends the worker, so only the printing changes; other unraisable exceptions still print."""
+    sys.unraisablehook = _drop_lost_sigterm_exit

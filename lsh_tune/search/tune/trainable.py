@@ -55,6 +55,7 @@ from lsh_tune.search.keys import (BOUNDARY_KEY, CID_KEY, FINAL_KEY, LS_EPOCHS_KE
                                   REPLAY_KEY)
 from lsh_tune.search.layout import META_NAME, STATE_NAME, candidate_dir
 from lsh_tune.search.run.reference import reference_history, train_reference
+from lsh_tune.search.tune.ray_output import quiet_sigterm_in_gc
 from lsh_tune.storage import Storage
 
 __all__ = ["CPU_FALLBACK_ENV", "candidate_trainable", "device_for"]
@@ -225,6 +226,7 @@ def candidate_trainable(config: dict, *, settings: TrialSettings, corpus, refere
     from ray import tune
 
     entered = time.time()  # what this (re)start costs before its first epoch: the record's setup_s
+    quiet_sigterm_in_gc()
     cid = str(config[CID_KEY])
     torch.set_num_threads(max(1, int(settings.threads)))
     device = _device(settings.allow_cpu_fallback)

@@ -78,7 +78,8 @@ def survival(history: SearchHistory) -> dict[str, list[dict[str, list[int]]]]:
 
 def spearman_by_round(history: SearchHistory) -> list[dict[str, Any]]:
     """Per round: ``n`` candidates of it whose final validation perplexity is known, ``rho`` and ``p``
-    (``None`` below two; with two, ρ is ±1 and p undefined)."""
+    (``None`` below two, or when either side is constant, e.g. tied ranks; with two, ρ is ±1 and p
+    undefined)."""
     from scipy.stats import spearmanr
 
     out = []
@@ -86,7 +87,7 @@ def spearman_by_round(history: SearchHistory) -> list[dict[str, Any]]:
         pairs = [(e.value, history.final(e.cid)) for e in history.ranked(r)]
         pairs = [(v, f) for v, f in pairs if f is not None and math.isfinite(v)]
         rho = p = None
-        if len(pairs) >= 2:
+        if len({v for v, _ in pairs}) >= 2 and len({f for _, f in pairs}) >= 2:  # constant input: ρ undefined
             res = spearmanr([v for v, _ in pairs], [f for _, f in pairs])
             rho = None if math.isnan(res.statistic) else float(res.statistic)
             p = None if math.isnan(res.pvalue) else float(res.pvalue)
