@@ -78,11 +78,17 @@ def test_search_survives_losing_a_worker_node(cluster, tmp_path):
     assert len(nodes) == 2 and removed["node_id"] in nodes
     assert c.head_node.node_id not in nodes                 # the CPU-less head ran no trial
     assert len(log) > removed["epochs_before"]              # training went on after the loss
-    # What Ray guarantees: nothing starts on a removed node. An epoch that was under way there may
-    # still finish and be logged after the removal (its worker is killed, not frozen, and a record
-    # written just before the kill lands after our snapshot), so only its start is checked.
+    # What Ray guarantees: a removed node's worker processes end once they see their raylet gone; they
+    # look every raylet_death_check_interval_milliseconds (1 s by default, Ray's RayConfig). Until then a
+    # trial there may go on: a driver call in flight at the removal let one start its next epoch 1.4 s
+    # after it (seen once under the full suite on 2 cores). Exactly-once still holds (checked below: the
+    # state is written before the epoch's record, and the restarted trial resumes from the newest state).
+    # So epochs there start no later than that interval after the removal, with 10x headroom for a
+    # loaded machine.
     after = [r for r in log[removed["epochs_before"]:]]
-    assert all(r["start"] < removed["at"] for r in after if r["node_id"] == removed["node_id"]), (removed, after)
+    grace_s = 10 * 1.0
+    assert all(r["start"] < removed["at"] + grace_s for r in after if r["node_id"] == removed["node_id"]), \
+        (removed, after)
     assert any(r["node_id"] != removed["node_id"] for r in after)       # the survivor took over
 
     # Every epoch of every candidate exactly once, as many as the pool schedule says.
