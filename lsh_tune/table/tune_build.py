@@ -87,14 +87,11 @@ def tune_storage_path(ray_storage: str | None) -> str:
     ``file://`` one) made absolute, ``None`` a new temporary directory. A malformed URI (``s3:/b``,
     ``s3://``) is refused by :func:`lsh_tune.storage.is_uri` (``LSHUsageError`` naming ``ray_storage``),
     never taken for a local path."""
-    from lsh_tune.storage import is_uri
+    from lsh_tune.storage import Storage, is_uri
 
     if ray_storage is None:
         return tempfile.mkdtemp(prefix="lsh-table-tune-")
-    if is_uri(ray_storage, "ray_storage"):
-        return ray_storage
-    path = ray_storage[len("file://"):] if ray_storage.startswith("file://") else ray_storage
-    return str(Path(path).expanduser().resolve())
+    return ray_storage if is_uri(ray_storage, "ray_storage") else Storage(ray_storage).root
 
 
 def build_table(directory: str | Path, settings: TableSettings | None = None, configs: list[dict] | None = None, *,
@@ -112,8 +109,7 @@ def build_table(directory: str | Path, settings: TableSettings | None = None, co
     from ray import tune
 
     t0 = time.time()
-    if ray_storage is not None:
-        tune_storage_path(ray_storage)  # refuse a malformed URI before anything is written
+    storage = None if ray_storage is None else tune_storage_path(ray_storage)  # a bad URI: before any write
     directory = Path(directory).resolve()
     settings, configs = prepare_table(directory, settings, configs)
     todo = missing_runs(directory, settings, configs)
@@ -125,7 +121,7 @@ def build_table(directory: str | Path, settings: TableSettings | None = None, co
         corpus = load_table_corpus(settings, data_dir)
         trainable = tune.with_parameters(_trainable, directory=str(directory), settings=settings.to_dict(),
                                          corpus=corpus, threads=int(max(1, cpus_per_trial)))
-        storage = tune_storage_path(ray_storage)
+        storage = storage or tune_storage_path(None)
         tuner = tune.Tuner(
             tune.with_resources(trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial}),
             param_space={"run": tune.grid_search(todo)},

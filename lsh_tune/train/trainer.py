@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
